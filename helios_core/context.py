@@ -1,0 +1,208 @@
+"""Context: owner of a llama_context, its KV memory, decode and logits views."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from helios_core import _llama
+from helios_core.batch import Batch
+from helios_core.errors import ContextError, ContextFullError, DecodeError
+from helios_core.model import Model
+
+_FLASH_ATTN = {
+    "auto": _llama.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": _llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": _llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
+@dataclass(frozen=True)
+class PerfCounters:
+    """llama.cpp's own timings since the context was created or last reset (ms, tokens)."""
+
+    prompt_ms: float
+    prompt_tokens: int
+    eval_ms: float
+    eval_tokens: int
+    graphs_reused: int
+
+
+class Context:
+    """A llama_context over a Model: KV memory for up to n_seq_max sequences.
+
+    n_ctx: KV cells in tokens (shared by all sequences; 0 = model's training length).
+    n_batch: most tokens one decode may take; n_ubatch: tokens per compute pass.
+    n_threads / n_threads_batch: CPU threads for one-token steps / prompt chunks
+        (default: every core).
+    swa_full: keep a full-size cache for sliding-window layers. Without it a
+        model like Gemma 3 forgets tokens older than its window, and a cached
+        prefix can no longer be trusted for reuse (see llama_memory_seq_pos_min).
+    flash_attn: "auto", "on" or "off".
+
+    One thread at a time: llama.cpp contexts are not thread-safe.
+    """
+
+    def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 512, n_ubatch: int = 512,
+                 n_seq_max: int = 1, n_threads: int | None = None, n_threads_batch: int | None = None,
+                 swa_full: bool = True, flash_attn: str = "auto", kv_unified: bool = True):
+        if model.vocab_only:
+            raise ContextError(f"{model.path.name} was loaded with vocab_only=True; a context needs its weights")
+        if flash_attn not in _FLASH_ATTN:
+            raise ValueError(f"flash_attn must be one of {sorted(_FLASH_ATTN)}, got {flash_attn!r}")
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch), ("n_seq_max", n_seq_max)):
+            if value < (0 if name == "n_ctx" else 1):
+                raise ValueError(f"{name} must be positive, got {value}")
+        cpus = os.cpu_count() or 1
+        params = _llama.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_ubatch, n_batch)
+        params.n_seq_max = n_seq_max
+        params.n_threads = n_threads or cpus
+        params.n_threads_batch = n_threads_batch or n_threads or cpus
+        params.swa_full = swa_full
+        params.kv_unified = kv_unified
+        params.flash_attn_type = _FLASH_ATTN[flash_attn]
+        params.no_perf = False
+
+        ptr = _llama.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise ContextError(
+                f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
+                f"n_seq_max={n_seq_max}); the `helios.llama` logger has its reason"
+            )
+        self.model = model  # a context must not outlive its model
+        self._ptr = ptr
+        self._finalizer = weakref.finalize(self, _llama.llama_free, ptr)
+        self._memory = _llama.llama_get_memory(ptr)
+        self.n_ctx: int = _llama.llama_n_ctx(ptr)
+        self.n_ctx_seq: int = _llama.llama_n_ctx_seq(ptr)
+        self.n_batch: int = _llama.llama_n_batch(ptr)
+        self.n_ubatch: int = _llama.llama_n_ubatch(ptr)
+        self.n_seq_max: int = _llama.llama_n_seq_max(ptr)
+        self.n_vocab: int = model.vocab.n_vocab
+        self._row_type = ctypes.c_float * self.n_vocab
+
+    # --- lifetime ----------------------------------------------------------
+
+    @property
+    def ptr(self) -> int:
+        if not self._finalizer.alive:
+            raise ContextError("context is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Free the context and its KV memory. Safe to call twice."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def n_threads(self) -> tuple[int, int]:
+        """(threads for one-token steps, threads for batches)."""
+        return _llama.llama_n_threads(self.ptr), _llama.llama_n_threads_batch(self.ptr)
+
+    def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
+        _llama.llama_set_n_threads(self.ptr, n_threads, n_threads_batch or n_threads)
+
+    # --- decode and logits -------------------------------------------------
+
+    def decode(self, batch: Batch) -> None:
+        """Run the model over a batch. Rows with a logits flag get an output row.
+
+        Raises DecodeError for an invalid batch and ContextFullError when the
+        KV cache has no room; llama.cpp restores its memory in both cases.
+        """
+        ctx = self.ptr  # raises once closed
+        n = batch.n_tokens
+        if n == 0:
+            raise DecodeError("cannot decode an empty batch", -1)
+        if n > self.n_batch:
+            raise DecodeError(f"batch of {n} tokens exceeds n_batch={self.n_batch}; decode it in chunks", -1)
+        tokens = batch.token[:n]
+        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            raise DecodeError(f"token ids must lie in [0, {self.n_vocab}); got {tokens.min()}..{tokens.max()}", -1)
+        seqs = batch.seq_id[:n, 0]
+        if seqs.min() < 0 or seqs.max() >= self.n_seq_max:
+            raise DecodeError(f"seq_id must lie in [0, {self.n_seq_max}); got {seqs.min()}..{seqs.max()}", -1)
+        top = int(batch.pos[:n].max())
+        if top >= self.n_ctx_seq or batch.pos[:n].min() < 0:
+            raise ContextFullError(
+                f"position {top} is beyond the context of {self.n_ctx_seq} tokens per sequence", 1
+            )
+        code = _llama.llama_decode(ctx, batch.c)
+        if code == 0:
+            return
+        if code == 1:
+            raise ContextFullError(f"no room in the KV cache for {n} tokens (n_ctx={self.n_ctx})", code)
+        if code == 2:
+            raise DecodeError("decode was aborted", code)
+        if code == -1:
+            raise DecodeError("llama.cpp rejected the batch as invalid (see the `helios.llama` log)", code)
+        raise DecodeError(f"llama_decode failed with code {code}", code)
+
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits of batch row `i` (negative counts from the last output) as float32 (n_vocab,).
+
+        A read-only NumPy view of llama.cpp's own buffer, not a copy: it is
+        valid until the next decode on this context, which overwrites it.
+        Copy it (`.copy()`) to keep it longer.
+        """
+        ptr = _llama.llama_get_logits_ith(self.ptr, i)
+        if not ptr:
+            raise DecodeError(f"no logits for batch row {i}: it was not marked for output in the last decode", -1)
+        view = np.frombuffer(self._row_type.from_address(ctypes.addressof(ptr.contents)), dtype=np.float32)
+        view.flags.writeable = False
+        return view
+
+    # --- KV memory ---------------------------------------------------------
+
+    def memory_clear(self) -> None:
+        _llama.llama_memory_clear(self._memory_ptr(), True)
+
+    def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
+        """Remove positions [p0, p1) of a sequence (-1 = open end). False if a partial removal is impossible."""
+        return bool(_llama.llama_memory_seq_rm(self._memory_ptr(), seq_id, p0, p1))
+
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        _llama.llama_memory_seq_cp(self._memory_ptr(), src, dst, p0, p1)
+
+    def seq_keep(self, seq_id: int) -> None:
+        _llama.llama_memory_seq_keep(self._memory_ptr(), seq_id)
+
+    def seq_pos_min(self, seq_id: int) -> int:
+        """Smallest position held for a sequence, -1 if empty (above 0 once a SWA cache forgot)."""
+        return int(_llama.llama_memory_seq_pos_min(self._memory_ptr(), seq_id))
+
+    def seq_pos_max(self, seq_id: int) -> int:
+        """Largest position held for a sequence, -1 if empty."""
+        return int(_llama.llama_memory_seq_pos_max(self._memory_ptr(), seq_id))
+
+    # --- perf --------------------------------------------------------------
+
+    def perf(self) -> PerfCounters:
+        # llama.cpp folds a decode into its counters only when it synchronizes.
+        _llama.llama_synchronize(self.ptr)
+        data = _llama.llama_perf_context(self.ptr)
+        return PerfCounters(data.t_p_eval_ms, data.n_p_eval, data.t_eval_ms, data.n_eval, data.n_reused)
+
+    def perf_reset(self) -> None:
+        _llama.llama_perf_context_reset(self.ptr)
+
+    def _memory_ptr(self) -> int:
+        if not self._finalizer.alive:
+            raise ContextError("context is closed")
+        return self._memory

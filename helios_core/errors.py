@@ -1,0 +1,39 @@
+"""Errors raised by helios_core: every C failure becomes one of these."""
+
+from __future__ import annotations
+
+
+class HeliosError(Exception):
+    """Base class of every error helios_core raises on purpose."""
+
+
+class ModelLoadError(HeliosError):
+    """A model file is missing, unreadable, not GGUF, or llama.cpp refused it."""
+
+
+class ModelNotFoundError(ModelLoadError):
+    """A model spec names a file that is neither on disk nor in the hub cache."""
+
+
+class ContextError(HeliosError):
+    """llama.cpp could not create a context with the requested parameters."""
+
+
+class DecodeError(HeliosError):
+    """llama_decode failed; `code` is its return value."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class ContextFullError(DecodeError):
+    """No room in the KV cache for the batch (llama_decode returned 1), or a position past n_ctx."""
+
+
+class TokenizeError(HeliosError):
+    """Text could not be tokenized (for instance, it overflows int32 token counts)."""
+
+
+class ChatTemplateError(HeliosError):
+    """A chat template is unknown to llama.cpp or could not be applied to these messages."""

@@ -1,0 +1,1 @@
+"""helios_http: the OpenAI-compatible HTTP server and the `helios-engine` command line."""

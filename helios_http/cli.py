@@ -1,0 +1,113 @@
+"""`helios-engine`: the command line.
+
+    helios-engine generate [--model SPEC] --prompt TEXT [--chat] [sampling options]
+    helios-engine serve    [--model SPEC] [--host H] [--port P] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from helios_core.errors import HeliosError
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=None,
+                        help="a .gguf path, owner/repo:file.gguf from the Hugging Face cache, "
+                             "or nothing for the embedded Gemma 3 270M")
+    parser.add_argument("--ctx-size", "-c", type=int, default=4096, help="context size in tokens (default 4096)")
+    parser.add_argument("--threads", "-t", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--n-gpu-layers", "-ngl", type=int, default=0,
+                        help="layers to offload to the GPU in a CUDA build (-1 = all)")
+    parser.add_argument("--chat-template", default=None,
+                        help="a llama.cpp built-in template name (e.g. gemma, chatml) to use for chat prompts")
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", "--temp", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--min-p", type=float, default=0.0)
+    parser.add_argument("--repeat-penalty", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-tokens", "-n", type=int, default=256)
+    parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helios-engine", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="stream a completion to stdout")
+    _add_model_options(generate)
+    _add_sampling_options(generate)
+    generate.add_argument("--prompt", "-p", required=True)
+    generate.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    generate.add_argument("--system", default=None, help="a system message (with --chat)")
+
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible HTTP server")
+    _add_model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--parallel", "-np", type=int, default=4, help="sequences decoded together")
+    serve.add_argument("--api-key", default=None, help="require this bearer token")
+    return parser
+
+
+def generate_command(args: argparse.Namespace) -> None:
+    from helios_core import chat
+    from helios_core.generate import GenerationParams, Generator
+    from helios_core.model import Model
+    from helios_core.resolve import resolve_model
+
+    params = GenerationParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        min_p=args.min_p, seed=args.seed, stop=args.stop, repetition_penalty=args.repeat_penalty,
+    )
+    with Model(resolve_model(args.model), n_gpu_layers=args.n_gpu_layers) as model:
+        generator = Generator(model, n_ctx=args.ctx_size, n_threads=args.threads)
+        if args.chat:
+            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            messages.append({"role": "user", "content": args.prompt})
+            text = chat.apply_template(chat.template_for(model, args.chat_template), messages)
+            prompt = model.vocab.tokenize(text, parse_special=True)
+        else:
+            prompt = args.prompt
+        generation = generator.generate(prompt, params)
+        for step in generation:
+            sys.stdout.write(step.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        usage, timings = generation.usage, generation.timings
+        print(
+            f"[{usage.prompt_tokens} prompt tokens in {timings.prompt_ms:.0f} ms, "
+            f"{usage.completion_tokens} generated at {timings.tokens_per_second(usage.completion_tokens):.1f} tok/s, "
+            f"finish: {generation.finish_reason}]",
+            file=sys.stderr,
+        )
+        generator.ctx.close()
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    from helios_http.server import serve
+
+    serve(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            generate_command(args)
+        else:
+            serve_command(args)
+    except (HeliosError, ValueError) as e:
+        print(f"helios-engine: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
