@@ -18,8 +18,10 @@ from helios_core.errors import (
     ModelNotFoundError,
     TokenizeError,
 )
+from helios_core.generate import Generation, GenerationParams, Generator, Step
 from helios_core.model import Model
 from helios_core.resolve import default_model_path, resolve_model
+from helios_core.sampling import LogitsProcessor, Sampler, SamplingState, make_sampler
 
 __all__ = [
     "Batch",
@@ -28,12 +30,20 @@ __all__ = [
     "ContextError",
     "ContextFullError",
     "DecodeError",
+    "Generation",
+    "GenerationParams",
+    "Generator",
     "HeliosError",
+    "LogitsProcessor",
     "Model",
     "ModelLoadError",
     "ModelNotFoundError",
     "PerfCounters",
+    "Sampler",
+    "SamplingState",
+    "Step",
     "TokenizeError",
     "default_model_path",
+    "make_sampler",
     "resolve_model",
 ]

@@ -23,7 +23,12 @@ _FLASH_ATTN = {
 
 @dataclass(frozen=True)
 class PerfCounters:
-    """llama.cpp's own timings since the context was created or last reset (ms, tokens)."""
+    """llama.cpp's own timings since the context was created or last reset (ms, tokens).
+
+    llama.cpp reports each count as at least 1, and files a one-token decode
+    under eval and anything longer under prompt. For exact token arithmetic
+    use Context.tokens_decoded.
+    """
 
     prompt_ms: float
     prompt_tokens: int
@@ -87,6 +92,8 @@ class Context:
         self.n_seq_max: int = _llama.llama_n_seq_max(ptr)
         self.n_vocab: int = model.vocab.n_vocab
         self._row_type = ctypes.c_float * self.n_vocab
+        # Tokens llama_decode accepted since creation: what KV reuse saves is counted here.
+        self.tokens_decoded = 0
 
     # --- lifetime ----------------------------------------------------------
 
@@ -145,6 +152,7 @@ class Context:
             )
         code = _llama.llama_decode(ctx, batch.c)
         if code == 0:
+            self.tokens_decoded += n
             return
         if code == 1:
             raise ContextFullError(f"no room in the KV cache for {n} tokens (n_ctx={self.n_ctx})", code)

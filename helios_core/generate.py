@@ -55,6 +55,9 @@ class GenerationParams:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
+        # Fail on bad settings now, not after a model has loaded or a slot was taken.
+        self.build_sampler()
+        self.build_processors()
 
     def build_sampler(self) -> Sampler:
         return self.sampler or sampling.make_sampler(self.temperature, self.top_k, self.top_p, self.min_p)
