@@ -69,7 +69,7 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p():
 
 def test_top_p_nucleus_wider_than_the_first_guess():
     weights = np.ones(5000)  # uniform: the nucleus of 0.9 is exactly 4500 tokens
-    ids, kept = sampling._nucleus(np.arange(5000), weights, 0.9)
+    ids, kept = sampling._nucleus(np.arange(5000), weights.astype(np.float32), 0.9)
     assert ids.size == 4500 and kept.size == 4500
 
 
@@ -87,9 +87,10 @@ def test_temperature_zero_is_greedy():
 
 def test_the_cutoff_drops_only_tokens_without_float_probability():
     logits = np.full(262_144, -1000.0, dtype=np.float32)
-    logits[:3] = [10.0, 9.0, -25.0]  # -25 is 35 below the max: weight e^-35, invisible in float
+    logits[:4] = [10.0, 9.0, -9.0, -11.0]  # 19 below the best: kept; 21 below: weight e^-21, dropped
     ids, weights = sampling._candidates(logits, 1.0, sampling.CUTOFF, 0)
-    assert sorted(ids.tolist()) == [0, 1]
+    assert sorted(ids.tolist()) == [0, 1, 2]
+    assert weights.dtype == np.float32 and weights.max() == 1.0
 
 
 def test_same_seed_same_tokens_different_seed_different_tokens():

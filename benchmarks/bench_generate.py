@@ -1,0 +1,164 @@
+"""helios's token loop against llama-bench, same build, same model, same threads, one run.
+
+Measures, alternating the two in rounds so drift hits both alike:
+  - helios greedy decode tok/s          vs llama-bench tg128
+  - helios sampled decode tok/s (temperature 0.8, top-p 0.95)  vs tg128
+  - helios prompt tok/s on a 512-token prompt                  vs pp512
+and helios's Python overhead per token: wall time per step minus llama.cpp's
+own decode time from its perf counters.
+
+Run:  make bench            (builds llama-bench first)
+      .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC]
+Writes benchmarks/results/bench_generate-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "vendor"))
+
+import build as vendor_build  # noqa: E402
+
+from helios_core import GenerationParams, Generator, Model, backend, resolve_model  # noqa: E402
+from helios_core.context import Context  # noqa: E402
+
+N_GEN = 128
+N_PROMPT = 512
+GEN_PROMPT = "The three primary colors are"
+
+
+def llama_bench(model: Path, threads: int) -> dict[str, float]:
+    """One llama-bench run of pp512 and tg128: tokens/s of each."""
+    binary = vendor_build.build_dir() / "bin" / "llama-bench"
+    if not binary.exists():
+        sys.exit(f"{binary} is missing: run `make tools` first")
+    out = subprocess.run(
+        [str(binary), "-m", str(model), "-t", str(threads), "-p", str(N_PROMPT), "-n", str(N_GEN),
+         "-r", "1", "-o", "json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    results = {}
+    for test in json.loads(out):
+        key = "pp512" if test["n_prompt"] == N_PROMPT else "tg128"
+        results[key] = float(test["avg_ts"])
+    return results
+
+
+def helios_decode(generator: Generator, params: GenerationParams) -> dict[str, float]:
+    """tok/s over N_GEN generated tokens, and Python's share of each step in microseconds."""
+    ctx = generator.ctx
+    ctx.memory_clear()
+    generator.cache.tokens.clear()
+    generation = generator.generate(GEN_PROMPT, params)
+    first = next(generation)  # the prompt is decoded and the first token sampled
+    ctx.perf_reset()
+    start = time.perf_counter()
+    count = 1 + sum(1 for _ in generation)
+    wall = time.perf_counter() - start
+    steps = count - 1  # decodes measured: one per token after the first
+    if steps < N_GEN - 1 or first.finish_reason:
+        raise RuntimeError(f"generation ended after {count} tokens; the benchmark needs {N_GEN}")
+    decode_ms = ctx.perf().eval_ms
+    return {
+        "tokens_per_s": steps / wall,
+        "python_overhead_us_per_token": 1e6 * (wall - decode_ms / 1000) / steps,
+    }
+
+
+def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
+    """tok/s of one 512-token prompt decoded from an empty cache, as pp512 is."""
+    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 200).split()
+    tokens = model.vocab.tokenize(" ".join(words))[:N_PROMPT]
+    ctx.memory_clear()
+    generator.cache.tokens.clear()
+    start = time.perf_counter()
+    next(generator.generate(tokens, GenerationParams(max_tokens=1, temperature=0.0)))
+    return N_PROMPT / (time.perf_counter() - start)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "runs": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    path = resolve_model(args.model)
+    greedy = GenerationParams(max_tokens=N_GEN, temperature=0.0)
+    sampled = GenerationParams(max_tokens=N_GEN, temperature=0.8, top_p=0.95, seed=0)
+    runs: dict[str, list[float]] = {k: [] for k in
+                                    ("pp512", "tg128", "greedy", "sampled", "prompt", "greedy_us", "sampled_us")}
+    with Model(path) as model:
+        # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
+        ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
+        generator = Generator(model, ctx)
+        helios_decode(generator, greedy)  # warm-up, as llama-bench warms up
+        for round_ in range(args.rounds):
+            theirs = llama_bench(path, args.threads)
+            runs["pp512"].append(theirs["pp512"])
+            runs["tg128"].append(theirs["tg128"])
+            g = helios_decode(generator, greedy)
+            s = helios_decode(generator, sampled)
+            runs["greedy"].append(g["tokens_per_s"])
+            runs["greedy_us"].append(g["python_overhead_us_per_token"])
+            runs["sampled"].append(s["tokens_per_s"])
+            runs["sampled_us"].append(s["python_overhead_us_per_token"])
+            runs["prompt"].append(helios_prompt(model, ctx, generator))
+            print(f"round {round_ + 1}/{args.rounds}: tg128 {theirs['tg128']:.1f}, greedy {g['tokens_per_s']:.1f}, "
+                  f"sampled {s['tokens_per_s']:.1f}, pp512 {theirs['pp512']:.1f}, prompt {runs['prompt'][-1]:.1f}")
+        ctx.close()
+        description = model.description
+
+    mean = {k: statistics.fmean(v) for k, v in runs.items()}
+    ratios = {
+        "greedy_vs_tg128": mean["greedy"] / mean["tg128"],
+        "sampled_vs_tg128": mean["sampled"] / mean["tg128"],
+        "prompt_vs_pp512": mean["prompt"] / mean["pp512"],
+    }
+    result = {
+        "benchmark": "bench_generate",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": description,
+        "threads": args.threads,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info()},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip(),
+        "tokens_per_s": {k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
+        "python_overhead_us_per_token": {"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
+        "ratios": ratios,
+        "targets": {"greedy_vs_tg128": 0.97, "sampled_vs_tg128": 0.95, "prompt_vs_pp512": 0.97},
+    }
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"bench_generate-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{description}, {args.threads} threads, {args.rounds} rounds")
+    print(f"{'':24}{'helios':>10}{'llama-bench':>13}{'ratio':>8}{'target':>8}")
+    rows = [("greedy decode tok/s", "greedy", "tg128", "greedy_vs_tg128"),
+            ("sampled decode tok/s", "sampled", "tg128", "sampled_vs_tg128"),
+            ("prompt tok/s (512)", "prompt", "pp512", "prompt_vs_pp512")]
+    for label, ours, theirs, ratio in rows:
+        print(f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}"
+              f"{result['targets'][ratio]:>8.2f}")
+    print(f"python overhead per token: greedy {mean['greedy_us']:.0f} us, sampled {mean['sampled_us']:.0f} us")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
