@@ -14,7 +14,7 @@ export CMAKE_ARGS
 .PHONY: serve test install build tools model bench lint clean
 
 serve: build model
-	$(VENV)/bin/helios-engine generate --prompt "The three primary colors are" --max-tokens 64
+	$(VENV)/bin/helios-engine serve $(SERVE_ARGS)
 
 test: build model
 	$(PY) -m pytest

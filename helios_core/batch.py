@@ -17,7 +17,11 @@ from helios_core import _llama
 
 
 class Batch:
-    """Up to `capacity` tokens, each in up to `n_seq_max` sequences.
+    """Up to `capacity` tokens, each in up to `n_seq_max` sequences at once (usually 1).
+
+    n_seq_max bounds how many sequence ids one token carries, as in
+    llama_batch_init; the sequence ids themselves may be anything the
+    context's own n_seq_max allows.
 
     Fill with `set(...)` (or `add(...)`), then pass to `Context.decode`.
     The arrays `token`, `pos`, `n_seq_id`, `seq_id` (capacity x n_seq_max)
@@ -69,8 +73,8 @@ class Batch:
         end = start + n
         if end > self.capacity:
             raise ValueError(f"batch overflow: {end} tokens, capacity {self.capacity}")
-        if not 0 <= seq_id < self.n_seq_max:
-            raise ValueError(f"seq_id {seq_id} outside [0, {self.n_seq_max})")
+        if seq_id < 0:
+            raise ValueError(f"seq_id must be >= 0, got {seq_id}")  # the upper bound is the context's to check
         self.token[start:end] = tokens
         self.pos[start:end] = np.arange(start_pos, start_pos + n, dtype=np.int32)
         self.n_seq_id[start:end] = 1

@@ -27,7 +27,7 @@ class Model:
     def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0,
                  use_mmap: bool = True, vocab_only: bool = False):
         self.path = Path(path)
-        _check_gguf_file(self.path)
+        check_gguf_file(self.path)
         backend.ensure_initialized()
 
         params = _llama.llama_model_default_params()
@@ -144,7 +144,7 @@ def _read_string(call, size: int = 256) -> str | None:
         size = n + 1
 
 
-def _check_gguf_file(path: Path) -> None:
+def check_gguf_file(path: Path) -> None:
     """Clear errors for the common mistakes, before llama.cpp sees the file."""
     if not path.exists():
         raise ModelLoadError(f"model file not found: {path}")

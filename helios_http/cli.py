@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--parallel", "-np", type=int, default=4, help="sequences decoded together")
     serve.add_argument("--api-key", default=None, help="require this bearer token")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot before 429")
+    serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
     return parser
 
 

@@ -78,7 +78,7 @@ def test_prompt_longer_than_n_batch_is_decoded_in_chunks(model, gen):
 
 
 def test_prompt_that_fills_the_context_is_refused(model, gen):
-    with pytest.raises(ValueError, match="does not fit the context"):
+    with pytest.raises(ValueError, match="the prompt has 1024 tokens, but the context holds 1024"):
         gen.generate([model.vocab.bos] * 1024)
 
 

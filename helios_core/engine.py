@@ -1,0 +1,370 @@
+"""The scheduler: many sequences, one decode per step, prefix-matched slots.
+
+N slots are N llama sequences in one context. Each `Scheduler.step()`
+builds one batch with the next token of every generating slot plus prompt
+chunks of newly admitted requests, makes one `llama_decode`, and samples
+each slot from its own logits row with its own SequenceState. A single
+request (helios_core.generate.Generator) is the N = 1 case of this code.
+
+`Engine` runs a Scheduler on its own thread, the only thread that touches
+the llama context; other threads submit requests and receive events
+through callbacks, so nothing here knows about asyncio or HTTP.
+
+Rules:
+- Admission is in arrival order into the free slot whose cached tokens
+  share the longest prefix with the prompt; only the rest is decoded.
+- A slot keeps its tokens when its request ends, for the next prefix match.
+- Prompt reading is bounded per step (`prefill_per_step` tokens while any
+  slot is generating), so running streams keep flowing during a long prompt.
+- A slow consumer never stalls the others: events are handed to the
+  request's sink at once and buffered there (at most max_tokens of them).
+- Cancelling a request frees its slot before the next step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from helios_core.batch import Batch
+from helios_core.context import Context
+from helios_core.errors import HeliosError
+from helios_core.kvcache import CachedSequence
+from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
+
+
+class QueueFullError(HeliosError):
+    """The engine's waiting queue is full; retry later."""
+
+
+class PromptTooLongError(HeliosError, ValueError):
+    """A prompt does not fit one slot's context."""
+
+    def __init__(self, n_prompt: int, n_ctx: int):
+        super().__init__(f"the prompt has {n_prompt} tokens, but the context holds {n_ctx} per sequence "
+                         f"(and generation needs at least one more)")
+        self.n_prompt = n_prompt
+        self.n_ctx = n_ctx
+
+
+@dataclass
+class Done:
+    """The last event of a request: why it ended (or the error that ended it), and its accounts."""
+
+    finish_reason: str | None
+    error: Exception | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+
+Event = Step | Done
+Sink = Callable[[Event], None]
+
+_ids = itertools.count()
+logger = logging.getLogger("helios.engine")
+
+
+@dataclass
+class Request:
+    """One generation request as the scheduler sees it. `sink` receives Steps, then one Done."""
+
+    prompt: list[int]
+    params: GenerationParams
+    sink: Sink
+    id: int = field(default_factory=lambda: next(_ids))
+    seq: SequenceState | None = None
+    timings: Timings = field(default_factory=Timings)
+    cancelled: bool = False
+    submitted_at: float = field(default_factory=time.perf_counter)
+    started_at: float = 0.0
+    first_token_at: float = 0.0
+
+    @property
+    def usage(self):
+        return self.seq.usage
+
+    def cancel(self) -> None:
+        """Ask the scheduler to stop this request; safe from any thread."""
+        self.cancelled = True
+
+
+@dataclass
+class Slot:
+    cache: CachedSequence
+    request: Request | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    next_pos: int = 0
+    row: int = -1  # batch row of this slot's logits in the current step, -1 if none
+
+    @property
+    def busy(self) -> bool:
+        return self.request is not None
+
+
+@dataclass
+class SchedulerStats:
+    steps: int = 0
+    batch_tokens: int = 0  # summed over steps: mean batch size = batch_tokens / steps
+    batch_sequences: int = 0  # sequences per step, summed likewise
+    busy_seconds: float = 0.0  # wall time spent in steps that decoded
+    prompt_tokens_decoded: int = 0
+    generated_tokens: int = 0
+    cache_hits: int = 0  # requests that found part of their prompt cached
+    cached_tokens: int = 0
+
+
+class Scheduler:
+    """Slots over one context. Not thread-safe: one thread calls submit/step."""
+
+    def __init__(self, ctx: Context, *, prefill_per_step: int = 128, n_ctx_per_seq: int | None = None):
+        self.ctx = ctx
+        self.model = ctx.model
+        self.slots = [Slot(CachedSequence(i)) for i in range(ctx.n_seq_max)]
+        self.waiting: deque[Request] = deque()
+        self.n_ctx_per_seq = min(n_ctx_per_seq or ctx.n_ctx_seq, ctx.n_ctx_seq)
+        self.prefill_per_step = max(1, prefill_per_step)
+        self.batch = Batch(ctx.n_batch)
+        self.stats = SchedulerStats()
+
+    # --- requests ------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        if len(request.prompt) >= self.n_ctx_per_seq:
+            raise PromptTooLongError(len(request.prompt), self.n_ctx_per_seq)
+        request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
+        self.waiting.append(request)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(slot.busy for slot in self.slots)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting) or any(slot.busy for slot in self.slots)
+
+    # --- one step --------------------------------------------------------------
+
+    def step(self) -> None:
+        """Admit, build one batch, decode it once, sample every slot that has logits."""
+        self._drop_cancelled()
+        self._admit()
+        if not self._fill_batch():
+            return
+        started = time.perf_counter()
+        try:
+            self.ctx.decode(self.batch)
+        except HeliosError as error:
+            self._fail_batch(error)
+            return
+        self._sample()
+        stats = self.stats
+        stats.steps += 1
+        stats.batch_tokens += self.batch.n_tokens
+        stats.batch_sequences += len(set(self.batch.seq_id[: self.batch.n_tokens, 0].tolist()))
+        stats.busy_seconds += time.perf_counter() - started
+
+    def _drop_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.busy and slot.request.cancelled:
+                self._finish(slot, "cancelled")
+        if any(r.cancelled for r in self.waiting):
+            for request in [r for r in self.waiting if r.cancelled]:
+                self.waiting.remove(request)
+                request.sink(Done("cancelled", usage=request.seq.usage, timings=request.timings))
+
+    def _admit(self) -> None:
+        while self.waiting:
+            free = [slot for slot in self.slots if not slot.busy]
+            if not free:
+                return
+            request = self.waiting.popleft()
+            slot = max(free, key=lambda s: (s.cache.common_prefix(request.prompt), -s.cache.seq_id))
+            cached = slot.cache.reuse(self.ctx, request.prompt)
+            request.seq.usage.cached_tokens = cached
+            request.started_at = time.perf_counter()
+            if cached:
+                self.stats.cache_hits += 1
+                self.stats.cached_tokens += cached
+            slot.request = request
+            slot.pending = request.prompt[cached:]
+            slot.next_pos = cached
+
+    def _fill_batch(self) -> bool:
+        """One token per generating slot, then prompt chunks in arrival order, within n_batch."""
+        batch = self.batch
+        batch.clear()
+        room = batch.capacity
+        generating = [s for s in self.slots if s.busy and not s.pending]
+        for slot in generating:
+            rows = batch.add([slot.request.seq.tokens[-1]], slot.next_pos, slot.cache.seq_id, logits_last=True)
+            slot.row = rows.start
+            room -= 1
+        # While others generate, read prompts in small chunks so their streams keep flowing.
+        budget = min(room, self.prefill_per_step) if generating else room
+        for slot in sorted((s for s in self.slots if s.busy and s.pending), key=lambda s: s.request.submitted_at):
+            if budget <= 0:
+                slot.row = -1
+                continue
+            chunk = slot.pending[:budget]
+            last = len(chunk) == len(slot.pending)
+            rows = batch.add(chunk, slot.next_pos, slot.cache.seq_id, logits_last=last)
+            slot.row = rows.stop - 1 if last else -1
+            budget -= len(chunk)
+        return batch.n_tokens > 0
+
+    def _sample(self) -> None:
+        now = time.perf_counter()
+        for slot in self.slots:
+            if not slot.busy:
+                continue
+            request = slot.request
+            # Account for what this step decoded for the slot.
+            if slot.pending:
+                n = self._decoded_prompt_tokens(slot)
+                slot.cache.tokens.extend(slot.pending[:n])
+                slot.pending = slot.pending[n:]
+                slot.next_pos += n
+                self.stats.prompt_tokens_decoded += n
+            elif slot.row >= 0:
+                slot.cache.tokens.append(int(request.seq.tokens[-1]))
+                slot.next_pos += 1
+            if slot.row < 0:
+                continue
+            if not request.first_token_at:
+                request.first_token_at = now
+                request.timings.prompt_ms = 1000.0 * (now - request.started_at)
+            try:
+                step = request.seq.step(self.ctx.logits(slot.row))
+            except Exception as error:  # a custom sampler or processor failed: end this request only
+                logger.warning("request %d failed in its sampler: %r", request.id, error)
+                slot.row = -1
+                self._finish(slot, None, error)
+                continue
+            self.stats.generated_tokens += 1
+            request.timings.generation_ms = 1000.0 * (time.perf_counter() - request.first_token_at)
+            slot.row = -1
+            request.sink(step)
+            if step.finish_reason:
+                self._finish(slot, step.finish_reason)
+
+    def _decoded_prompt_tokens(self, slot: Slot) -> int:
+        """How many of the slot's pending prompt tokens went into this batch."""
+        n = self.batch.n_tokens
+        ids = self.batch.seq_id[:n, 0]
+        return int((ids == slot.cache.seq_id).sum())
+
+    def _finish(self, slot: Slot, reason: str | None, error: Exception | None = None) -> None:
+        request = slot.request
+        slot.request = None
+        slot.pending = []
+        slot.row = -1
+        request.sink(Done(reason, error, request.seq.usage, request.timings))
+
+    def fail_all(self, error: Exception) -> None:
+        """End every running request with `error`, forgetting their caches (their state is unknown)."""
+        for slot in self.slots:
+            if slot.busy:
+                slot.cache.forget(self.ctx)
+                self._finish(slot, None, error)
+
+    def _fail_batch(self, error: Exception) -> None:
+        """A decode failed: llama.cpp restored the memory; end every request in the batch."""
+        in_batch = set(self.batch.seq_id[: self.batch.n_tokens, 0].tolist())
+        for slot in self.slots:
+            if slot.busy and slot.cache.seq_id in in_batch:
+                slot.cache.forget(self.ctx)
+                self._finish(slot, None, error)
+
+
+class Engine:
+    """A Scheduler on its own thread. submit() from any thread; events arrive on the request's sink."""
+
+    def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = 128,
+                 n_ctx_per_seq: int | None = None):
+        self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq)
+        self.max_queue = max_queue
+        self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._queued = 0  # submitted, not yet admitted to a slot
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
+        self._stopping = False
+        self._thread.start()
+
+    @property
+    def n_ctx_per_seq(self) -> int:
+        return self.scheduler.n_ctx_per_seq
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def busy_slots(self) -> int:
+        return self.scheduler.busy_slots
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.scheduler.slots)
+
+    def submit(self, prompt: Sequence[int], params: GenerationParams, sink: Sink) -> Request:
+        """Queue a request. Raises PromptTooLongError or QueueFullError at once, never later."""
+        prompt = list(prompt)
+        if not prompt:
+            raise ValueError("the prompt is empty: it needs at least one token")
+        if len(prompt) >= self.n_ctx_per_seq:
+            raise PromptTooLongError(len(prompt), self.n_ctx_per_seq)
+        with self._lock:
+            if self._queued >= self.max_queue:
+                raise QueueFullError(f"{self._queued} requests are already waiting (the limit is {self.max_queue})")
+            self._queued += 1
+        request = Request(prompt, params, sink)
+        self._inbox.put(request)
+        return request
+
+    def close(self) -> None:
+        """Stop the thread after the current step; pending requests end with an error."""
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        scheduler = self.scheduler
+        while not self._stopping:
+            # Block when idle; otherwise take whatever arrived since the last step.
+            block = not scheduler.has_work
+            while True:
+                try:
+                    item = self._inbox.get(block=block)
+                except queue.Empty:
+                    break
+                block = False
+                if item is None:
+                    break
+                self._take(item)
+            if self._stopping:
+                break
+            try:
+                scheduler.step()
+            except Exception as error:  # a bug must not take the engine thread (and every later request) down
+                logger.exception("engine step failed; ending the requests in flight")
+                scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
+            with self._lock:
+                self._queued = len(scheduler.waiting) + self._inbox.qsize()
+        shutdown = HeliosError("the engine is shutting down")
+        for slot in scheduler.slots:
+            if slot.busy:
+                scheduler._finish(slot, None, shutdown)
+        for request in scheduler.waiting:
+            request.sink(Done(None, shutdown))
+
+    def _take(self, request: Request) -> None:
+        try:
+            self.scheduler.submit(request)
+        except Exception as error:  # validated in submit(); kept so one bad request never kills the thread
+            request.sink(Done(None, error))

@@ -1,0 +1,168 @@
+"""One request's state: what it asked for, and everything that turns its logits into text.
+
+A `SequenceState` holds everything that belongs to one request: its tokens,
+sampler, processors, random generator, detokenizer, stop matcher and limits.
+`step(logits)` turns one logits row into one `Step`. The scheduler
+(engine.py) calls it for every sequence it batches; nothing here knows
+about contexts or batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from helios_core import sampling
+from helios_core.model import Model
+from helios_core.sampling import LogitsProcessor, Sampler, SamplingState, TokenLogprob
+from helios_core.text import IncrementalDetokenizer, StopMatcher
+
+
+@dataclass
+class GenerationParams:
+    """What one request asks for. Defaults match OpenAI's API where it has one.
+
+    max_tokens: most tokens to generate (None: until the context is full).
+    sampler: a custom Sampler; when given, temperature/top_k/top_p/min_p are ignored.
+    processors: custom LogitsProcessors, run after the built-in penalties and bias.
+    logprobs / top_logprobs: report the chosen token's logprob and the top N alternatives.
+    """
+
+    max_tokens: int | None = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    sampler: Sampler | None = None
+    processors: Sequence[LogitsProcessor] = ()
+
+    def __post_init__(self):
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0 <= self.top_logprobs <= 20:
+            raise ValueError(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
+        # Fail on bad settings now, not after a model has loaded or a slot was taken.
+        self.build_sampler()
+        self.build_processors()
+
+    def build_sampler(self) -> Sampler:
+        return self.sampler or sampling.make_sampler(self.temperature, self.top_k, self.top_p, self.min_p)
+
+    def build_processors(self) -> list[LogitsProcessor]:
+        built_in = sampling.make_logits_processors(
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias,
+        )
+        return built_in + list(self.processors)
+
+
+@dataclass
+class Step:
+    """One generated token and the text it released.
+
+    text may be empty (a split character, or text held back as a possible
+    stop string). finish_reason is set on the last step: "stop" (stop string
+    or end-of-generation token) or "length" (max_tokens or a full context).
+    """
+
+    token: int
+    text: str
+    logprob: float | None = None
+    top_logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens found in the KV cache, not decoded again
+    completion_tokens: int = 0
+
+
+@dataclass
+class Timings:
+    prompt_ms: float = 0.0
+    generation_ms: float = 0.0
+
+    def tokens_per_second(self, tokens: int) -> float:
+        return 1000.0 * tokens / self.generation_ms if self.generation_ms > 0 else 0.0
+
+
+class SequenceState:
+    """All per-request state; `step(logits)` chooses and accounts for one token."""
+
+    def __init__(self, model: Model, prompt: Sequence[int], params: GenerationParams, n_ctx: int):
+        if not prompt:
+            raise ValueError("the prompt is empty: it needs at least one token")
+        self.vocab = model.vocab
+        self.params = params
+        self.n_prompt = len(prompt)
+        self.max_new = n_ctx - self.n_prompt
+        if params.max_tokens is not None:
+            self.max_new = min(self.max_new, params.max_tokens)
+        # One buffer for the whole history: the state's view grows without copies.
+        self._tokens = np.zeros(self.n_prompt + max(self.max_new, 0) + 1, dtype=np.int32)
+        self._tokens[: self.n_prompt] = prompt
+        self.n_tokens = self.n_prompt
+        self.sampler = params.build_sampler()
+        self.processors = params.build_processors()
+        self.rng = np.random.default_rng(params.seed)
+        self.state = SamplingState(self._tokens[: self.n_tokens], self.rng, 0, self.n_prompt)
+        self.detokenizer = IncrementalDetokenizer(model.vocab)
+        self.stops = StopMatcher(params.stop)
+        self.finish_reason: str | None = None
+        self.usage = Usage(prompt_tokens=self.n_prompt)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Prompt and generated tokens so far (a view)."""
+        return self._tokens[: self.n_tokens]
+
+    @property
+    def generated(self) -> np.ndarray:
+        return self._tokens[self.n_prompt : self.n_tokens]
+
+    def step(self, logits: np.ndarray) -> Step:
+        """Choose the next token from its logits row and advance the text."""
+        state = self.state
+        state.tokens = self._tokens[: self.n_tokens]
+        state.step = self.n_tokens - self.n_prompt
+        processed = sampling.apply_processors(logits, self.processors, state) if self.processors else logits
+        token = int(self.sampler(processed, state))
+        step = Step(token, "")
+        if self.params.logprobs:
+            step.logprob, step.top_logprobs = sampling.logprobs(logits, token, self.params.top_logprobs)
+
+        self._tokens[self.n_tokens] = token
+        self.n_tokens += 1
+        self.usage.completion_tokens += 1
+        if self.vocab.is_eog(token):
+            step.text = self._flush()
+            step.finish_reason = self.finish_reason = "stop"
+            return step
+        text, stopped = self.stops.feed(self.detokenizer.feed(token))
+        if stopped:
+            step.text = text
+            step.finish_reason = self.finish_reason = "stop"
+        elif self.usage.completion_tokens >= self.max_new:
+            step.text = text + self._flush()
+            step.finish_reason = self.finish_reason = "length"
+        else:
+            step.text = text
+        return step
+
+    def _flush(self) -> str:
+        text, stopped = self.stops.feed(self.detokenizer.flush())
+        return text if stopped else text + self.stops.flush()

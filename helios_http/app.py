@@ -1,0 +1,355 @@
+"""The Starlette app: OpenAI's chat and completions endpoints, and the server's own.
+
+Built by `build_app(state)` from plain values, so tests and `serve` build
+the same app. Handlers never touch llama.cpp: tokenizing and templating run
+in the thread pool, generation on the engine thread (bridge.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from helios_core import chat
+from helios_core.engine import Done, Engine, PromptTooLongError, QueueFullError
+from helios_core.errors import HeliosError
+from helios_core.model import Model
+from helios_http import shapes
+from helios_http.bridge import Job, run_jobs
+from helios_http.errors import APIError, api_error_handler, http_exception_handler, invalid, unexpected_error_handler
+from helios_http.metrics import Metrics
+from helios_http.schemas import ChatRequest, CompletionRequest, parse_chat, parse_completion, parse_json
+
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass
+class ServerState:
+    """What the handlers share. `engine` is None until the model has loaded."""
+
+    model_id: str
+    api_key: str | None = None
+    chat_template: str | None = None  # a name or template text; None: chosen from the model
+    model: Model | None = None
+    engine: Engine | None = None
+    load_error: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def ready_engine(self) -> tuple[Model, Engine]:
+        if self.engine is None or self.model is None:
+            raise _loading_error(self)
+        return self.model, self.engine
+
+
+def _loading_error(state: ServerState) -> APIError:
+    if state.load_error:
+        return APIError(503, f"the model failed to load: {state.load_error}", type="server_error",
+                        code="model_load_failed")
+    return APIError(503, "the model is loading; retry shortly", type="service_unavailable", code="model_loading",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+# --- generation --------------------------------------------------------------------
+
+
+async def chat_completions(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    body = parse_json(await request.body())
+    parsed = parse_chat(body)
+    model, engine = state.ready_engine()
+    prompt = await run_in_threadpool(_render_chat, model, state.chat_template, parsed.messages)
+    return await _generate(request, state, engine, parsed, [prompt], "chat")
+
+
+async def completions(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    body = parse_json(await request.body())
+    parsed = parse_completion(body)
+    model, engine = state.ready_engine()
+    prompts = [await run_in_threadpool(_tokenize_prompt, model, p) for p in parsed.prompts]
+    return await _generate(request, state, engine, parsed, prompts, "completion")
+
+
+def _render_chat(model: Model, template: str | None, messages: list[dict[str, str]]) -> list[int]:
+    try:
+        text = chat.apply_template(chat.template_for(model, template), messages)
+    except HeliosError as e:
+        raise invalid(str(e), "messages") from None
+    return model.vocab.tokenize(text, add_special=True, parse_special=True)
+
+
+def _tokenize_prompt(model: Model, prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise invalid("prompt is empty", "prompt")
+        return model.vocab.tokenize(prompt, add_special=True, parse_special=True)
+    n_vocab = model.vocab.n_vocab
+    if any(not 0 <= t < n_vocab for t in prompt):
+        raise invalid(f"prompt token ids must lie in [0, {n_vocab})", "prompt")
+    return prompt
+
+
+async def _generate(request: Request, state: ServerState, engine: Engine, parsed: ChatRequest | CompletionRequest,
+                    prompts: list[list[int]], kind: str) -> Response:
+    model = state.model
+    n = parsed.n
+    jobs: list[Job] = []
+    for p, prompt in enumerate(prompts):
+        for i in range(n):
+            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
+            jobs.append((p * n + i, prompt, params))
+    param = "messages" if kind == "chat" else "prompt"
+    for _, prompt, _ in jobs:
+        if len(prompt) >= engine.n_ctx_per_seq:
+            raise invalid(str(PromptTooLongError(len(prompt), engine.n_ctx_per_seq)), param,
+                          code="context_length_exceeded")
+    events = run_jobs(engine, jobs, None if parsed.stream else request.is_disconnected)
+    try:
+        first = await anext(events)  # submission errors surface here, before any byte is sent
+    except QueueFullError as e:
+        raise APIError(429, str(e), type="rate_limit_exceeded", code="queue_full",
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    except StopAsyncIteration:
+        return Response(status_code=499)  # the client left before anything was produced
+    if parsed.stream:
+        stream = _stream_chat if kind == "chat" else _stream_completion
+        return StreamingResponse(stream(state, parsed, _prepend(first, events), len(prompts)),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return await _collect(state, parsed, _prepend(first, events), len(prompts), kind)
+
+
+async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _collect(state: ServerState, parsed, events: AsyncIterator, n_prompts: int, kind: str) -> Response:
+    choices = {i: shapes.Choice(i) for i in range(parsed.n * n_prompts)}
+    tally = shapes.UsageTally(parsed.n)
+    async for index, event in events:
+        choice = choices[index]
+        if isinstance(event, Done):
+            if event.error is not None:
+                raise _engine_error(event.error)
+            choice.finish_reason = event.finish_reason
+            tally.add(index, event.usage)
+            continue
+        choice.text.append(event.text)
+        choice.steps.append(event)
+    ordered = [choices[i] for i in sorted(choices)]
+    vocab, logprobs = state.model.vocab, parsed.sampling.logprobs
+    if kind == "chat":
+        body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
+    else:
+        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab,
+                                          logprobs)
+    return json_response(body)
+
+
+def _engine_error(error: Exception) -> APIError:
+    if isinstance(error, PromptTooLongError):
+        return invalid(str(error), "messages", code="context_length_exceeded")
+    return APIError(500, f"generation failed: {error}", type="server_error")
+
+
+def _sse(body: dict) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def _stream_events(events: AsyncIterator, tally: shapes.UsageTally):
+    """(index, step or None, finish_reason or None) per event; bytes of an error event end the stream."""
+    async for index, event in events:
+        if isinstance(event, Done):
+            if event.error is not None:
+                yield _sse(_engine_error(event.error).body())
+                return
+            tally.add(index, event.usage)
+            yield index, None, event.finish_reason
+        else:
+            yield index, event, None
+
+
+async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIterator, n_prompts: int):
+    id_, created, model_id = shapes.new_id("chatcmpl"), shapes.now(), state.model_id
+    usage_field = parsed.include_usage
+    vocab = state.model.vocab
+    tally = shapes.UsageTally(parsed.n)
+    for index in range(parsed.n):
+        yield _sse(shapes.chat_chunk(id_, model_id, created, index, {"role": "assistant", "content": ""},
+                                     with_usage_field=usage_field))
+    async for item in _stream_events(events, tally):
+        if isinstance(item, bytes):  # an error: it ends the stream
+            yield item
+            yield _DONE
+            return
+        index, step, finish = item
+        if step is not None:
+            logprobs = shapes.chat_logprobs(vocab, [step]) if parsed.sampling.logprobs else None
+            if step.text or logprobs:
+                yield _sse(shapes.chat_chunk(id_, model_id, created, index, {"content": step.text},
+                                             logprobs=logprobs, with_usage_field=usage_field))
+        if finish is not None:
+            yield _sse(shapes.chat_chunk(id_, model_id, created, index, {}, finish, with_usage_field=usage_field))
+    if usage_field:
+        yield _sse(shapes.usage_chunk(id_, model_id, created, "chat.completion.chunk", tally.body()))
+    yield _DONE
+
+
+async def _stream_completion(state: ServerState, parsed: CompletionRequest, events: AsyncIterator, n_prompts: int):
+    id_, created, model_id = shapes.new_id("cmpl"), shapes.now(), state.model_id
+    usage_field = parsed.include_usage
+    vocab = state.model.vocab
+    tally = shapes.UsageTally(parsed.n)
+    offsets: dict[int, int] = {}
+    async for item in _stream_events(events, tally):
+        if isinstance(item, bytes):
+            yield item
+            yield _DONE
+            return
+        index, step, finish = item
+        text = step.text if step is not None else ""
+        logprobs = None
+        if step is not None and parsed.sampling.logprobs:
+            logprobs = shapes.completion_logprobs(vocab, [step], offsets.get(index, 0))
+            offsets[index] = offsets.get(index, 0) + len(text)
+        if text or logprobs or finish is not None:
+            yield _sse(shapes.completion_chunk(id_, model_id, created, index, text, finish, logprobs,
+                                               with_usage_field=usage_field))
+    if usage_field:
+        yield _sse(shapes.usage_chunk(id_, model_id, created, "text_completion", tally.body()))
+    yield _DONE
+
+
+# --- the server's own endpoints ------------------------------------------------------
+
+
+async def models(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    return json_response({"object": "list", "data": [
+        {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
+    ]})
+
+
+async def health(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    if state.engine is None:
+        return _loading_error(state).response()
+    return json_response({"status": "ok"})
+
+
+async def tokenize(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    body = parse_json(await request.body())
+    content = body.get("content")
+    if not isinstance(content, str):
+        raise invalid("content must be a string", "content")
+    add_special = body.get("add_special", False)
+    with_pieces = body.get("with_pieces", False)
+    if not isinstance(add_special, bool) or not isinstance(with_pieces, bool):
+        raise invalid("add_special and with_pieces must be true or false")
+    model, _ = state.ready_engine()
+    tokens = await run_in_threadpool(model.vocab.tokenize, content, add_special=add_special, parse_special=True)
+    if with_pieces:
+        pieces = [{"id": t, "piece": model.vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace")}
+                  for t in tokens]
+        return json_response({"tokens": pieces})
+    return json_response({"tokens": tokens})
+
+
+async def detokenize(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    body = parse_json(await request.body())
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise invalid("tokens must be a list of token ids", "tokens")
+    model, _ = state.ready_engine()
+    n_vocab = model.vocab.n_vocab
+    if any(not 0 <= t < n_vocab for t in tokens):
+        raise invalid(f"token ids must lie in [0, {n_vocab})", "tokens")
+    text = await run_in_threadpool(model.vocab.detokenize, tokens, unparse_special=True)
+    return json_response({"content": text})
+
+
+async def metrics(request: Request) -> Response:
+    state: ServerState = request.app.state.helios
+    return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4")
+
+
+# --- app ---------------------------------------------------------------------------
+
+
+class _Accounting:
+    """ASGI middleware: API-key check, in-flight gauge, requests counted by path and status."""
+
+    OPEN_PATHS = {"/health", "/metrics"}
+
+    def __init__(self, app, state: ServerState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        status = {"code": 500}
+
+        async def send_and_record(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        metrics = self.state.metrics
+        metrics.request_started()
+        try:
+            if self.state.api_key and path not in self.OPEN_PATHS and not self._authorized(scope):
+                error = APIError(401, "a valid API key is required: send Authorization: Bearer <key>",
+                                 type="authentication_error", code="invalid_api_key")
+                return await error.response()(scope, receive, send_and_record)
+            await self.app(scope, receive, send_and_record)
+        finally:
+            metrics.request_finished(path if path in _KNOWN_PATHS else "other", status["code"])
+
+    def _authorized(self, scope) -> bool:
+        expected = f"Bearer {self.state.api_key}".encode()
+        return any(k == b"authorization" and v == expected for k, v in scope["headers"])
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/tokenize", tokenize, methods=["POST"]),
+    Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
+_KNOWN_PATHS = {route.path for route in ROUTES}
+
+
+def build_app(state: ServerState, lifespan=None) -> Starlette:
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
+                            Exception: unexpected_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.helios = state
+    app.add_middleware(_Accounting, state=state)
+    return app

@@ -1,0 +1,57 @@
+"""From asyncio handlers to the engine thread and back.
+
+The engine calls a request's sink on its own thread; the sink hands each
+event to the event loop with call_soon_threadsafe, so handlers await
+events without ever blocking the loop, and the engine never waits on a
+slow client (events queue up in the handler's asyncio.Queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from helios_core.engine import Done, Engine, Event, Request
+from helios_core.generate import GenerationParams
+
+Job = tuple[int, Sequence[int], GenerationParams]  # (choice index, prompt tokens, params)
+
+# How often a non-streamed request checks that its client is still there.
+DISCONNECT_POLL_SECONDS = 0.5
+
+
+async def run_jobs(engine: Engine, jobs: list[Job],
+                   disconnected: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[tuple[int, Event]]:
+    """Submit every job, then yield (choice index, event) as the engine produces them.
+
+    Submission errors (queue full, prompt too long) raise before anything is
+    yielded, after cancelling the jobs already submitted. Leaving the
+    iteration early (a client that went away) cancels whatever still runs.
+    """
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+    requests: list[Request] = []
+
+    def sink_for(index: int):
+        return lambda event: loop.call_soon_threadsafe(events.put_nowait, (index, event))
+
+    try:
+        for index, prompt, params in jobs:
+            requests.append(engine.submit(prompt, params, sink_for(index)))
+        remaining = len(requests)
+        while remaining:
+            if disconnected is None:
+                index, event = await events.get()
+            else:
+                try:
+                    index, event = await asyncio.wait_for(events.get(), DISCONNECT_POLL_SECONDS)
+                except asyncio.TimeoutError:
+                    if await disconnected():
+                        return
+                    continue
+            if isinstance(event, Done):
+                remaining -= 1
+            yield index, event
+    finally:
+        for request in requests:
+            request.cancel()  # no-op for requests that already finished

@@ -1,0 +1,254 @@
+"""Request bodies of the OpenAI API, validated into plain values.
+
+Every field we honour is checked here, and a bad one becomes a 400 naming
+it in `param`. Fields we do not use are ignored, as OpenAI clients expect
+(they send `user`, `metadata`, `store`, ... freely).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from helios_core.generate import GenerationParams
+from helios_http.errors import invalid
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_N = 16
+MAX_STOPS = 16
+
+
+@dataclass
+class SamplingFields:
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    seed: int | None
+    stop: list[str]
+    presence_penalty: float
+    frequency_penalty: float
+    repeat_penalty: float
+    logit_bias: dict[int, float]
+    logprobs: bool
+    top_logprobs: int
+
+    def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
+        for token in self.logit_bias:
+            if not 0 <= token < n_vocab:
+                raise invalid(f"logit_bias names token {token}, outside the vocabulary [0, {n_vocab})", "logit_bias")
+        # top_p = 0 asks for the smallest nucleus there is: the single most likely token.
+        temperature = 0.0 if self.top_p == 0 else self.temperature
+        return GenerationParams(
+            max_tokens=self.max_tokens, temperature=temperature, top_p=self.top_p or 1.0, top_k=self.top_k,
+            min_p=self.min_p, seed=None if self.seed is None else self.seed + seed_offset, stop=self.stop,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repeat_penalty, logit_bias=self.logit_bias or None,
+            logprobs=self.logprobs, top_logprobs=self.top_logprobs,
+        )
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, str]]
+    sampling: SamplingFields
+    n: int
+    stream: bool
+    include_usage: bool
+
+
+@dataclass
+class CompletionRequest:
+    prompts: list[str | list[int]]
+    sampling: SamplingFields
+    n: int
+    stream: bool
+    include_usage: bool
+    echo: bool
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise invalid(f"the request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    return body
+
+
+def parse_chat(body: dict[str, Any]) -> ChatRequest:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages must be a non-empty list of {role, content} objects", "messages")
+    parsed = [_message(m, i) for i, m in enumerate(messages)]
+    logprobs = _boolean(body, "logprobs", False)
+    top = _integer(body, "top_logprobs", 0, low=0, high=20)
+    if top and not logprobs:
+        raise invalid("top_logprobs needs logprobs set to true", "top_logprobs")
+    stream, include_usage = _stream(body)
+    return ChatRequest(parsed, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N),
+                       stream, include_usage)
+
+
+def parse_completion(body: dict[str, Any]) -> CompletionRequest:
+    prompts = _prompts(body.get("prompt"))
+    # Legacy completions: logprobs is an integer, the number of alternatives (0..5).
+    raw = body.get("logprobs")
+    if raw is None or raw is False:
+        logprobs, top = False, 0
+    else:
+        top = _integer(body, "logprobs", 0, low=0, high=5)
+        logprobs = True
+    stream, include_usage = _stream(body)
+    return CompletionRequest(prompts, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N),
+                             stream, include_usage, _boolean(body, "echo", False))
+
+
+# --- fields -----------------------------------------------------------------------
+
+
+def _message(message: Any, index: int) -> dict[str, str]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise invalid(f"{where} must be an object with role and content", where)
+    role = message.get("role")
+    if role not in ROLES:
+        raise invalid(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
+    content = message.get("content")
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise invalid(f"{where}.content[{j}] must be a text part {{\"type\": \"text\", \"text\": ...}}; "
+                              "this server reads text only", f"{where}.content")
+            parts.append(part["text"])
+        text = "\n".join(parts)
+    else:
+        raise invalid(f"{where}.content must be a string or a list of text parts", f"{where}.content")
+    return {"role": "system" if role == "developer" else role, "content": text}
+
+
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt)
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return [list(prompt)]
+        if all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompt):
+            return [list(p) for p in prompt]
+    raise invalid("prompt must be a string, a list of strings, or token ids", "prompt")
+
+
+def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int) -> SamplingFields:
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    if max_tokens is not None:
+        max_tokens = _integer(body, name, None, low=1)
+    stop = body.get("stop")
+    if stop is None:
+        stops: list[str] = []
+    elif isinstance(stop, str):
+        stops = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOPS:
+        stops = list(stop)
+    else:
+        raise invalid(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    return SamplingFields(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 1.0, low=0.0, high=2.0),
+        top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0),
+        top_k=_integer(body, "top_k", 0, low=0),
+        min_p=_number(body, "min_p", 0.0, low=0.0, high=1.0),
+        seed=_integer(body, "seed", None),
+        stop=[s for s in stops if s],
+        presence_penalty=_number(body, "presence_penalty", 0.0, low=-2.0, high=2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, low=-2.0, high=2.0),
+        repeat_penalty=_number(body, "repeat_penalty", 1.0, low=0.0, high=None, open_low=True),
+        logit_bias=_logit_bias(body.get("logit_bias")),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+
+
+def _logit_bias(raw: Any) -> dict[int, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise invalid("logit_bias must map token ids to numbers in [-100, 100]", "logit_bias")
+    bias = {}
+    for key, value in raw.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise invalid(f"logit_bias key {key!r} is not a token id", "logit_bias") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise invalid(f"logit_bias[{key}] must be a number in [-100, 100]", "logit_bias")
+        bias[token] = float(value)
+    return bias
+
+
+def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
+    stream = _boolean(body, "stream", False)
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not isinstance(options, dict):
+        raise invalid("stream_options must be an object", "stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise invalid("stream_options.include_usage must be true or false", "stream_options.include_usage")
+    return stream, include and stream
+
+
+def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be true or false", name)
+    return value
+
+
+def _integer(body: dict[str, Any], name: str, default, *, low: int | None = None, high: int | None = None):
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise invalid(f"{name} must be an integer", name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise invalid(f"{name} must be {_bounds(low, high)}; got {value}", name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str, default: float, *, low: float | None, high: float | None,
+            open_low: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid(f"{name} must be a number", name)
+    too_low = low is not None and (value <= low if open_low else value < low)
+    if too_low or (high is not None and value > high):
+        bound = f"> {low}" if open_low and high is None else _bounds(low, high)
+        raise invalid(f"{name} must be {bound}; got {value}", name)
+    return float(value)
+
+
+def _bounds(low, high) -> str:
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f">= {low}" if low is not None else f"<= {high}"

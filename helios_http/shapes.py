@@ -1,0 +1,178 @@
+"""OpenAI response bodies and stream chunks, built from engine results.
+
+Plain dicts, encoded by orjson. Field names and order follow OpenAI's API
+reference so unchanged clients (the openai SDK above all) parse them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from helios_core.generate import Step, Usage
+from helios_core.vocab import Vocab
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+@dataclass
+class Choice:
+    """What one choice accumulates for a non-streamed response."""
+
+    index: int
+    text: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+class UsageTally:
+    """Usage of one HTTP request: each prompt counted once, every choice's completion tokens counted.
+
+    Choice i of prompt p has index p * n + i; a prompt's usage is taken from its first choice.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.prompt_usage: dict[int, Usage] = {}
+        self.completion_tokens = 0
+
+    def add(self, index: int, usage: Usage | None) -> None:
+        if usage is None:
+            return
+        self.completion_tokens += usage.completion_tokens
+        if index % self.n == 0:
+            self.prompt_usage[index] = usage
+
+    def body(self) -> dict:
+        usages = self.prompt_usage.values()
+        return usage_body(sum(u.prompt_tokens for u in usages), self.completion_tokens,
+                          sum(u.cached_tokens for u in usages))
+
+
+# --- logprobs ------------------------------------------------------------------------
+
+
+def _token_entry(vocab: Vocab, token: int, logprob: float) -> dict:
+    piece = vocab.token_to_piece(token)
+    return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
+
+
+def chat_logprobs(vocab: Vocab, steps: list[Step]) -> dict:
+    content = []
+    for step in steps:
+        entry = _token_entry(vocab, step.token, step.logprob)
+        entry["top_logprobs"] = [_token_entry(vocab, alt.token, alt.logprob) for alt in step.top_logprobs]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0) -> dict:
+    tokens, token_logprobs, top, offsets = [], [], [], []
+    for step in steps:
+        text = vocab.token_to_piece(step.token).decode("utf-8", errors="replace")
+        tokens.append(text)
+        token_logprobs.append(step.logprob)
+        top.append({vocab.token_to_piece(a.token).decode("utf-8", errors="replace"): a.logprob
+                    for a in step.top_logprobs})
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
+# --- chat ------------------------------------------------------------------------------
+
+
+def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+                "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in choices
+        ],
+        "usage": usage,
+    }
+
+
+def chat_chunk(id_: str, model: str, created: int, index: int, delta: dict, finish_reason: str | None = None,
+               logprobs: dict | None = None, with_usage_field: bool = False) -> dict:
+    chunk = {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+    }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+# --- completions -----------------------------------------------------------------------
+
+
+def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
+                        prefixes: dict[int, str] | None = None) -> dict:
+    prefixes = prefixes or {}
+    return {
+        "id": id_,
+        "object": "text_completion",
+        "created": now(),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": c.index,
+                "text": prefixes.get(c.index, "") + "".join(c.text),
+                "logprobs": completion_logprobs(vocab, c.steps, len(prefixes.get(c.index, ""))) if logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in choices
+        ],
+        "usage": usage,
+    }
+
+
+def completion_chunk(id_: str, model: str, created: int, index: int, text: str, finish_reason: str | None = None,
+                     logprobs: dict | None = None, with_usage_field: bool = False) -> dict:
+    chunk = {
+        "id": id_,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
+    }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(id_: str, model: str, created: int, obj: str, usage: dict) -> dict:
+    return {"id": id_, "object": obj, "created": created, "model": model, "system_fingerprint": None,
+            "choices": [], "usage": usage}

@@ -1,0 +1,303 @@
+"""helios-engine serve, spoken to by the official openai SDK and by httpx, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from helios_core.model import Model
+from helios_core.resolve import default_model_path
+from tests.server_process import ServerProcess
+
+CTX = 1024
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess("--ctx-size", str(CTX), "--parallel", "2", "--threads", "2")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    with Model(default_model_path(), vocab_only=True) as m:
+        yield m.vocab
+
+
+def metric(server, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(f"helios_{name} ") or line.startswith(f"helios_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+# --- the openai SDK -------------------------------------------------------------------------
+
+
+def test_chat_completion(client, server):
+    r = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hi."}],
+                                       max_tokens=8, temperature=0)
+    assert r.id.startswith("chatcmpl-") and r.object == "chat.completion"
+    assert r.model == "gemma-3-270m-q4_k_m"
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_content_as_text_parts_equals_plain_string(client):
+    same_cache_state(lambda: client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Hello there"}], max_tokens=1))
+    plain = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hello there"}],
+                                           max_tokens=6, temperature=0)
+    parts = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}],
+        max_tokens=6, temperature=0)
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+
+
+def same_cache_state(make_request):
+    """Run a request once first, so the compared runs both find the whole prompt cached.
+
+    llama.cpp's CPU kernels depend on batch size, so a greedy continuation can
+    change with how much of its prompt was cached (see README, "Determinism").
+    """
+    make_request()
+
+
+def test_chat_stream_chunks_concatenate_to_the_message_and_carry_usage(client):
+    kwargs = dict(model="m", messages=[{"role": "user", "content": "Count to five."}], max_tokens=16, temperature=0)
+    same_cache_state(lambda: client.chat.completions.create(**kwargs))
+    whole = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_completion_with_stop_string(client):
+    same_cache_state(lambda: client.completions.create(model="m", prompt="The three primary colors are", max_tokens=1))
+    free = client.completions.create(model="m", prompt="The three primary colors are", max_tokens=20, temperature=0)
+    assert "," in free.choices[0].text
+    stopped = client.completions.create(model="m", prompt="The three primary colors are", max_tokens=20,
+                                        temperature=0, stop=[","])
+    assert stopped.choices[0].text == free.choices[0].text.split(",")[0]
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_completion_stream_equals_non_stream(client):
+    kwargs = dict(model="m", prompt="Once upon a time", max_tokens=12, temperature=0)
+    same_cache_state(lambda: client.completions.create(**kwargs))
+    whole = client.completions.create(**kwargs).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kwargs, stream=True) if c.choices)
+    assert streamed == whole
+
+
+def test_max_tokens_gives_length(client):
+    r = client.completions.create(model="m", prompt="Once upon a time", max_tokens=3, temperature=0)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+
+
+def test_usage_counts_match_the_tokenizer(client, vocab):
+    prompt = "Tell me about the moon"
+    r = client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0)
+    assert r.usage.prompt_tokens == len(vocab.tokenize(prompt))
+    assert r.usage.completion_tokens == 5
+    assert len(vocab.tokenize(r.choices[0].text, add_special=False)) <= 5 + 1
+
+
+def test_cached_tokens_are_reported(client):
+    prompt = "A long shared preamble about the history of mathematics and its many branches. " * 4
+    client.completions.create(model="m", prompt=prompt + "First", max_tokens=2, temperature=0)
+    r = client.completions.create(model="m", prompt=prompt + "Second", max_tokens=2, temperature=0)
+    assert r.usage.prompt_tokens_details.cached_tokens > 40
+
+
+def test_n_choices(client):
+    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Pick a number."}],
+                                       max_tokens=6, temperature=1.0, seed=3, n=2)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert all(c.message.content is not None for c in r.choices)
+    # Both choices' tokens are counted; the shared prompt only once.
+    single = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Pick a number."}],
+                                            max_tokens=6, temperature=1.0, seed=3)
+    assert r.usage.prompt_tokens == single.usage.prompt_tokens
+    assert r.usage.completion_tokens > single.usage.completion_tokens
+
+
+def test_n_choices_streamed_carry_their_index(client):
+    chunks = list(client.completions.create(model="m", prompt="Hello", max_tokens=4, temperature=1.0, seed=1, n=2,
+                                            stream=True))
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1}
+
+
+def test_seed_makes_sampling_reproducible(client):
+    def run():
+        return client.completions.create(model="m", prompt="My favourite fruit is", max_tokens=10, temperature=1.0,
+                                         seed=42).choices[0].text
+
+    assert run() == run()
+
+
+def test_logprobs_in_chat(client):
+    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                       temperature=0, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert len(content) >= 1
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+
+
+def test_models_lists_the_served_model(client):
+    assert [m.id for m in client.models.list().data] == ["gemma-3-270m-q4_k_m"]
+
+
+# --- errors, over httpx ------------------------------------------------------------------
+
+
+def post(server, path: str, body) -> httpx.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{server.url}{path}", content=data, headers={"Content-Type": "application/json"}, timeout=60)
+
+
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        (CHAT, b"{not json", None),
+        (CHAT, b"[1, 2]", None),
+        (CHAT, {"messages": []}, "messages"),
+        (CHAT, {}, "messages"),
+        (CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        (CHAT, {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (CHAT, {"messages": HELLO, "temperature": -0.5}, "temperature"),
+        (CHAT, {"messages": HELLO, "top_p": 1.5}, "top_p"),
+        (CHAT, {"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        (CHAT, {"messages": HELLO, "max_completion_tokens": -3}, "max_completion_tokens"),
+        (CHAT, {"messages": HELLO, "n": 0}, "n"),
+        (CHAT, {"messages": HELLO, "stop": 7}, "stop"),
+        (CHAT, {"messages": HELLO, "logit_bias": {"999999999": 5}}, "logit_bias"),
+        (CHAT, {"messages": HELLO, "stream": "yes"}, "stream"),
+        ("/v1/completions", {"prompt": 12}, "prompt"),
+        ("/v1/completions", {}, "prompt"),
+    ],
+)
+def test_client_mistakes_are_400s_naming_the_field(server, path, body, param):
+    r = post(server, path, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+def test_prompt_longer_than_the_context_says_both_lengths(server):
+    r = post(server, "/v1/completions", {"prompt": "word " * (CTX + 100), "max_tokens": 1})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    assert f"holds {CTX}" in error["message"] and "the prompt has" in error["message"]
+
+
+def test_unknown_route_and_method_are_openai_shaped(server):
+    r = httpx.get(f"{server.url}/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = httpx.get(f"{server.url}{CHAT}")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_unused_fields_are_ignored(server):
+    r = post(server, CHAT, {"messages": HELLO, "max_tokens": 2, "user": "u1", "metadata": {"a": "b"}, "store": False})
+    assert r.status_code == 200
+
+
+def test_health_tokenize_detokenize(server, vocab):
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    tokens = post(server, "/tokenize", {"content": "Hello world"}).json()["tokens"]
+    assert tokens == vocab.tokenize("Hello world", add_special=False)
+    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world"}
+    pieces = post(server, "/tokenize", {"content": "Hello", "with_pieces": True}).json()["tokens"]
+    assert pieces[0]["piece"] == "Hello"
+    assert post(server, "/detokenize", {"tokens": [-1]}).status_code == 400
+
+
+def test_metrics_in_prometheus_format(server, client):
+    client.completions.create(model="m", prompt="Metrics", max_tokens=2)
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("requests_total", "requests_in_flight", "requests_queued", "prompt_tokens_total",
+                 "generated_tokens_total", "tokens_per_second", "prompt_cache_hits_total", "slots_busy",
+                 "batch_tokens_total"):
+        assert f"# TYPE helios_{name} " in text
+    assert 'helios_requests_total{path="/v1/completions",status="200"}' in text
+    assert metric(server, "generated_tokens_total") >= 2
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(server):
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=60,
+                      json={"prompt": "Write a very long story:", "max_tokens": 900, "stream": True,
+                            "temperature": 0.9, "seed": 1}) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]
+    assert any(line.startswith("data: ") for line in received)
+    # Within a few steps the slot is free and the token counter stops.
+    deadline = time.monotonic() + 10
+    while metric(server, "slots_busy") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "slots_busy") == 0
+    before = metric(server, "generated_tokens_total")
+    time.sleep(1.0)
+    assert metric(server, "generated_tokens_total") == before
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert post(server, "/v1/completions", {"prompt": "Still alive?", "max_tokens": 2}).status_code == 200
+
+
+def test_full_queue_is_429_with_retry_after():
+    server = ServerProcess("--ctx-size", "512", "--parallel", "1", "--max-queue", "1", "--threads", "2")
+    try:
+        results = []
+
+        def long_request():
+            r = post(server, "/v1/completions", {"prompt": "Go on and on:", "max_tokens": 60, "temperature": 1.0})
+            results.append(r)
+
+        threads = [threading.Thread(target=long_request) for _ in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.15)
+        for t in threads:
+            t.join()
+        statuses = sorted(r.status_code for r in results)
+        assert 429 in statuses and 200 in statuses
+        limited = next(r for r in results if r.status_code == 429)
+        assert limited.headers["Retry-After"] == "1"
+        assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+    finally:
+        server.stop()
+
+
+def test_api_key_is_required_when_set():
+    server = ServerProcess("--ctx-size", "256", "--parallel", "1", "--api-key", "sesame")
+    try:
+        assert httpx.get(f"{server.url}/v1/models").status_code == 401
+        assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer sesame"}).status_code == 200
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sesame", max_retries=0)
+        assert sdk.models.list().data[0].id == "gemma-3-270m-q4_k_m"
+    finally:
+        server.stop()
