@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 # Extra CMake flags for llama.cpp, e.g. CMAKE_ARGS=-DGGML_CUDA=ON
 export CMAKE_ARGS
 
-.PHONY: serve test install build tools model bench lint clean
+.PHONY: serve test install build tools model bench bench-server lint clean
 
 serve: build model
 	$(VENV)/bin/helios-engine serve $(SERVE_ARGS)
@@ -41,6 +41,10 @@ model: install
 
 bench: tools model
 	$(PY) benchmarks/bench_generate.py
+
+bench-server: tools model
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/bench_server.py
 
 lint: install
 	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py

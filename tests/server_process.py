@@ -10,6 +10,23 @@ import time
 import httpx
 
 
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Poll GET /health until it answers 200; raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"server exited early with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server at {url} did not become healthy in {timeout:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,21 +42,7 @@ class ServerProcess:
             [sys.executable, "-m", "helios_http.cli", "serve", "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        self._wait_healthy(timeout)
-
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become healthy in time")
+        wait_healthy(self.url, self.process, timeout)
 
     def stop(self) -> str:
         if self.process.poll() is None:
