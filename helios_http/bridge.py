@@ -39,15 +39,19 @@ async def run_jobs(engine: Engine, jobs: list[Job],
         for index, prompt, params in jobs:
             requests.append(engine.submit(prompt, params, sink_for(index)))
         remaining = len(requests)
+        next_check = loop.time() + DISCONNECT_POLL_SECONDS
         while remaining:
             if disconnected is None:
                 index, event = await events.get()
             else:
-                try:
-                    index, event = await asyncio.wait_for(events.get(), DISCONNECT_POLL_SECONDS)
-                except asyncio.TimeoutError:
+                # Check on a clock, not only when events pause: tokens may flow every few ms.
+                if loop.time() >= next_check:
                     if await disconnected():
                         return
+                    next_check = loop.time() + DISCONNECT_POLL_SECONDS
+                try:
+                    index, event = await asyncio.wait_for(events.get(), max(0.0, next_check - loop.time()))
+                except asyncio.TimeoutError:
                     continue
             if isinstance(event, Done):
                 remaining -= 1

@@ -301,3 +301,40 @@ def test_api_key_is_required_when_set():
         assert sdk.models.list().data[0].id == "gemma-3-270m-q4_k_m"
     finally:
         server.stop()
+
+
+def wait_until_idle(server, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while metric(server, "slots_busy") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_non_streaming_client_that_leaves_stops_its_generation(server):
+    wait_until_idle(server)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", timeout=1.5,
+                   json={"prompt": "Write a very long essay:", "max_tokens": 900, "temperature": 0.9})
+    wait_until_idle(server)
+    assert metric(server, "slots_busy") == 0
+    before = metric(server, "generated_tokens_total")
+    time.sleep(1.0)
+    assert metric(server, "generated_tokens_total") == before
+
+
+def test_a_slow_reader_does_not_stall_other_clients(server):
+    wait_until_idle(server)
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=120,
+                      json={"prompt": "Tell a long tale:", "max_tokens": 120, "stream": True,
+                            "temperature": 0.8, "seed": 2}) as slow:
+        lines = slow.iter_lines()
+        first = next(lines)  # then read nothing while another client is served
+        assert first.startswith("data: ")
+        started = time.monotonic()
+        other = post(server, "/v1/completions", {"prompt": "Quick one:", "max_tokens": 8, "temperature": 0})
+        assert other.status_code == 200 and other.json()["usage"]["completion_tokens"] == 8
+        assert time.monotonic() - started < 15
+        rest = [line for line in lines if line]  # everything generated meanwhile was kept for the slow reader
+    assert rest[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in [first, *rest] if line.startswith("data: {")]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
+    assert len(finishes) == 1 and finishes[0] in ("stop", "length")
