@@ -68,7 +68,6 @@ class CompletionRequest:
     n: int
     stream: bool
     include_usage: bool
-    echo: bool
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
         logprobs = True
     stream, include_usage = _stream(body)
     return CompletionRequest(prompts, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N),
-                             stream, include_usage, _boolean(body, "echo", False))
+                             stream, include_usage)
 
 
 # --- fields -----------------------------------------------------------------------

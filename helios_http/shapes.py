@@ -136,9 +136,7 @@ def chat_chunk(id_: str, model: str, created: int, index: int, delta: dict, fini
 # --- completions -----------------------------------------------------------------------
 
 
-def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
-                        prefixes: dict[int, str] | None = None) -> dict:
-    prefixes = prefixes or {}
+def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
     return {
         "id": id_,
         "object": "text_completion",
@@ -148,8 +146,8 @@ def completion_response(id_: str, model: str, choices: list[Choice], usage: dict
         "choices": [
             {
                 "index": c.index,
-                "text": prefixes.get(c.index, "") + "".join(c.text),
-                "logprobs": completion_logprobs(vocab, c.steps, len(prefixes.get(c.index, ""))) if logprobs else None,
+                "text": "".join(c.text),
+                "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
                 "finish_reason": c.finish_reason,
             }
             for c in choices

@@ -338,3 +338,12 @@ def test_a_slow_reader_does_not_stall_other_clients(server):
     chunks = [json.loads(line[6:]) for line in [first, *rest] if line.startswith("data: {")]
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
     assert len(finishes) == 1 and finishes[0] in ("stop", "length")
+
+
+def test_logprobs_in_completions(client):
+    r = client.completions.create(model="m", prompt="The sky is", max_tokens=3, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert all(len(alternatives) == 2 for alternatives in lp.top_logprobs)
+    assert lp.text_offset == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
