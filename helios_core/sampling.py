@@ -149,6 +149,9 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
     n = weights.size
     if n == 1:
         return 0
+    if n <= 4 * _BLOCK:  # a few hundred weights: one cumsum is cheaper than the block bookkeeping
+        cumulative = np.cumsum(weights, dtype=np.float64)
+        return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), n - 1)
     full = n - n % _BLOCK
     block_sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
     edges = np.cumsum(np.append(block_sums, weights[full:].sum(dtype=np.float64)))
