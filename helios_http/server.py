@@ -14,6 +14,7 @@ import threading
 
 import uvicorn
 
+from helios_core import chat
 from helios_core.context import Context
 from helios_core.engine import Engine
 from helios_core.model import Model, check_gguf_file
@@ -27,6 +28,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     """Load model, context and engine into `state` (runs on a background thread)."""
     try:
         model = Model(path, n_gpu_layers=args.n_gpu_layers)
+        # A template llama.cpp cannot apply should stop the server now, not fail every chat request.
+        chat.apply_template(chat.template_for(model, args.chat_template), [{"role": "user", "content": "hi"}])
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
         ctx = Context(model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512,
                       n_threads=args.threads)
