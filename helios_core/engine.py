@@ -12,7 +12,8 @@ through callbacks, so nothing here knows about asyncio or HTTP.
 
 Rules:
 - Admission is in arrival order into the free slot whose cached tokens
-  share the longest prefix with the prompt; only the rest is decoded.
+  share the longest prefix with the prompt (at least 10% of both the prompt
+  and the cache; otherwise the emptiest free slot); only the rest is decoded.
 - A slot keeps its tokens when its request ends, for the next prefix match.
 - Prompt reading is bounded per step (`prefill_per_step` tokens while any
   slot is generating), so running streams keep flowing during a long prompt.
@@ -176,7 +177,7 @@ class Scheduler:
         if any(r.cancelled for r in self.waiting):
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
-                request.sink(Done("cancelled", usage=request.seq.usage, timings=request.timings))
+                _deliver(request, Done("cancelled", usage=request.seq.usage, timings=request.timings))
 
     def _admit(self) -> None:
         while self.waiting:
@@ -184,7 +185,7 @@ class Scheduler:
             if not free:
                 return
             request = self.waiting.popleft()
-            slot = max(free, key=lambda s: (s.cache.common_prefix(request.prompt), -s.cache.seq_id))
+            slot = max(free, key=lambda s: _slot_score(s, request.prompt))
             cached = slot.cache.reuse(self.ctx, request.prompt)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
@@ -249,7 +250,7 @@ class Scheduler:
             self.stats.generated_tokens += 1
             request.timings.generation_ms = 1000.0 * (time.perf_counter() - request.first_token_at)
             slot.row = -1
-            request.sink(step)
+            _deliver(request, step)
             if step.finish_reason:
                 self._finish(slot, step.finish_reason)
 
@@ -264,7 +265,7 @@ class Scheduler:
         slot.request = None
         slot.pending = []
         slot.row = -1
-        request.sink(Done(reason, error, request.seq.usage, request.timings))
+        _deliver(request, Done(reason, error, request.seq.usage, request.timings))
 
     def fail_all(self, error: Exception) -> None:
         """End every running request with `error`, forgetting their caches (their state is unknown)."""
@@ -280,6 +281,32 @@ class Scheduler:
             if slot.busy and slot.cache.seq_id in in_batch:
                 slot.cache.forget(self.ctx)
                 self._finish(slot, None, error)
+
+
+# A shared prefix shorter than this fraction of the prompt or of the slot's
+# cache (a lone BOS, a chat header) counts as no match.
+MIN_SHARED_FRACTION = 0.1
+
+
+def _slot_score(slot: Slot, prompt: list[int]) -> tuple[int, int]:
+    """The longest common prefix wins; ties (and no real match) go to the slot holding the fewest tokens.
+
+    So a prompt that shares only BOS with a long cache takes an emptier slot
+    instead of wiping that cache.
+    """
+    shared = slot.cache.common_prefix(prompt)
+    if shared < MIN_SHARED_FRACTION * max(len(prompt), len(slot.cache.tokens)):
+        shared = 0
+    return shared, -len(slot.cache.tokens)
+
+
+def _deliver(request: Request, event: Event) -> None:
+    """Hand an event to a request's sink; a sink that fails loses its request's events, nothing more."""
+    try:
+        request.sink(event)
+    except Exception:
+        logger.exception("the sink of request %d failed; its events are dropped", request.id)
+        request.cancelled = True
 
 
 class Engine:
@@ -319,17 +346,20 @@ class Engine:
             raise ValueError("the prompt is empty: it needs at least one token")
         if len(prompt) >= self.n_ctx_per_seq:
             raise PromptTooLongError(len(prompt), self.n_ctx_per_seq)
+        request = Request(prompt, params, sink)
         with self._lock:
+            if self._stopping:
+                raise HeliosError("the engine is shutting down")
             if self._queued >= self.max_queue:
                 raise QueueFullError(f"{self._queued} requests are already waiting (the limit is {self.max_queue})")
             self._queued += 1
-        request = Request(prompt, params, sink)
-        self._inbox.put(request)
+            self._inbox.put(request)  # inside the lock, so the engine thread's recount always sees it
         return request
 
     def close(self) -> None:
         """Stop the thread after the current step; pending requests end with an error."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._inbox.put(None)
         self._thread.join(timeout=30)
 
@@ -361,10 +391,17 @@ class Engine:
             if slot.busy:
                 scheduler._finish(slot, None, shutdown)
         for request in scheduler.waiting:
-            request.sink(Done(None, shutdown))
+            _deliver(request, Done(None, shutdown))
+        while True:  # submitted but never taken from the inbox
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _deliver(item, Done(None, shutdown))
 
     def _take(self, request: Request) -> None:
         try:
             self.scheduler.submit(request)
         except Exception as error:  # validated in submit(); kept so one bad request never kills the thread
-            request.sink(Done(None, error))
+            _deliver(request, Done(None, error))

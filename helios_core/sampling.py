@@ -64,12 +64,20 @@ CUTOFF = 20.0
 # Blocks for the inverse-CDF search: sums per block, then one block's cumsum.
 _BLOCK = 256
 
+# Below this temperature the distribution is a point mass for any logit gap
+# above 1e-4, and 1 / temperature would overflow float32: sample greedily.
+MIN_TEMPERATURE = 1e-6
+
 
 def greedy(logits: np.ndarray, state: SamplingState) -> int:
     """The most likely token (ties: the lowest id, as llama.cpp's greedy sampler)."""
     # NumPy's float32 max is SIMD and its bool argmax stops at the first True:
     # together 25% cheaper than argmax on 262k floats, with the same answer.
-    return int((logits == logits.max()).argmax())
+    best = logits == logits.max()
+    token = int(best.argmax())
+    if not best[token]:
+        raise ValueError("the logits contain NaN: no token can be chosen")
+    return token
 
 
 def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Sampler:
@@ -86,7 +94,7 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, m
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0.0 <= min_p <= 1.0:
         raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-    if temperature == 0 or top_k == 1:
+    if temperature < MIN_TEMPERATURE or top_k == 1:
         return greedy
 
     # min-p keeps p >= min_p * p_max, i.e. scaled logits >= log(min_p): a tighter cut-off.
@@ -94,6 +102,8 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, m
 
     def sample(logits: np.ndarray, state: SamplingState) -> int:
         ids, weights = _candidates(logits, temperature, floor, top_k)
+        if not np.isfinite(weights).all():  # e.g. a processor pushed logits to +-inf
+            raise ValueError("the processed logits overflow: no distribution to sample from")
         if top_p < 1.0:
             ids, weights = _nucleus(ids, weights, top_p)
         return int(ids[_draw(weights, state.rng)])
@@ -106,8 +116,11 @@ def _candidates(logits: np.ndarray, temperature: float, floor: float, top_k: int
 
     The best token has weight 1, so float32 loses nothing that matters: each
     weight keeps 24 bits relative to itself, and sums are taken in float64.
+    Logits of +inf win outright (uniformly among them); NaN or all -inf is an error.
     """
     top = float(logits.max())
+    if not math.isfinite(top):
+        return _non_finite_candidates(logits, top)
     ids = np.flatnonzero(logits >= top - floor * temperature)
     if 0 < top_k < ids.size:
         ids = ids[np.argpartition(logits[ids], ids.size - top_k)[ids.size - top_k :]]
@@ -116,6 +129,15 @@ def _candidates(logits: np.ndarray, temperature: float, floor: float, top_k: int
     weights *= 1.0 / temperature
     np.exp(weights, out=weights)
     return ids, weights
+
+
+def _non_finite_candidates(logits: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
+    if math.isnan(top) or np.isnan(logits).any():
+        raise ValueError("the logits contain NaN: no token can be chosen")
+    if top < 0:
+        raise ValueError("every token's logit is -inf: no token can be chosen")
+    ids = np.flatnonzero(logits == np.inf)
+    return ids, np.ones(ids.size, dtype=np.float32)
 
 
 # Each widening of the nucleus search lowers the weight threshold by this factor.
@@ -135,7 +157,8 @@ def _nucleus(ids: np.ndarray, weights: np.ndarray, top_p: float) -> tuple[np.nda
     threshold = _NUCLEUS_STEP
     while True:
         inside = np.flatnonzero(weights >= threshold)
-        if weights[inside].sum(dtype=np.float64) >= target or inside.size == weights.size:
+        # Weights are finite and in (0, 1], so the threshold reaches them all within ~40 rounds.
+        if weights[inside].sum(dtype=np.float64) >= target or inside.size == weights.size or threshold == 0.0:
             break
         threshold *= _NUCLEUS_STEP
     order = inside[np.argsort(weights[inside], kind="stable")[::-1]]

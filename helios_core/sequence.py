@@ -118,7 +118,8 @@ class SequenceState:
         self.n_tokens = self.n_prompt
         self.sampler = params.build_sampler()
         self.processors = params.build_processors()
-        self.rng = np.random.default_rng(params.seed)
+        # Any integer seeds a generator (OpenAI allows negative seeds); NumPy wants a non-negative one.
+        self.rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         self.state = SamplingState(self._tokens[: self.n_tokens], self.rng, 0, self.n_prompt)
         self.detokenizer = IncrementalDetokenizer(model.vocab)
         self.stops = StopMatcher(params.stop)

@@ -7,6 +7,7 @@ in the thread pool, generation on the engine thread (bridge.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,11 +113,16 @@ async def _generate(request: Request, state: ServerState, engine: Engine, parsed
             params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
             jobs.append((p * n + i, prompt, params))
     param = "messages" if kind == "chat" else "prompt"
+    if len(jobs) > engine.max_queue:
+        raise invalid(f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "
+                      f"queues at once ({engine.max_queue})", "n")
     for _, prompt, _ in jobs:
         if len(prompt) >= engine.n_ctx_per_seq:
             raise invalid(str(PromptTooLongError(len(prompt), engine.n_ctx_per_seq)), param,
                           code="context_length_exceeded")
-    events = run_jobs(engine, jobs, None if parsed.stream else request.is_disconnected)
+    # Streams are cancelled by Starlette once they start; until then (queued, reading
+    # the prompt) and for whole responses, run_jobs watches for the client leaving.
+    events = run_jobs(engine, jobs, request.is_disconnected)
     try:
         first = await anext(events)  # submission errors surface here, before any byte is sent
     except QueueFullError as e:
@@ -126,31 +132,34 @@ async def _generate(request: Request, state: ServerState, engine: Engine, parsed
         return Response(status_code=499)  # the client left before anything was produced
     if parsed.stream:
         stream = _stream_chat if kind == "chat" else _stream_completion
-        return StreamingResponse(stream(state, parsed, _prepend(first, events), len(prompts)),
+        return StreamingResponse(stream(state, parsed, _prepend(first, events), param),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return await _collect(state, parsed, _prepend(first, events), len(prompts), kind)
+    return await _collect(state, parsed, _prepend(first, events), len(jobs), param, kind)
 
 
-async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
-    yield first
-    async for item in rest:
-        yield item
+async def _prepend(first, rest) -> AsyncIterator:
+    # Closing this generator closes `rest` at once, which cancels whatever is still generating.
+    async with contextlib.aclosing(rest):
+        yield first
+        async for item in rest:
+            yield item
 
 
-async def _collect(state: ServerState, parsed, events: AsyncIterator, n_prompts: int, kind: str) -> Response:
-    choices = {i: shapes.Choice(i) for i in range(parsed.n * n_prompts)}
+async def _collect(state: ServerState, parsed, events, n_choices: int, param: str, kind: str) -> Response:
+    choices: dict[int, shapes.Choice] = {}
     tally = shapes.UsageTally(parsed.n)
-    async for index, event in events:
-        choice = choices[index]
-        if isinstance(event, Done):
-            if event.error is not None:
-                raise _engine_error(event.error)
-            choice.finish_reason = event.finish_reason
-            tally.add(index, event.usage)
-            continue
-        choice.text.append(event.text)
-        choice.steps.append(event)
-    ordered = [choices[i] for i in sorted(choices)]
+    async with contextlib.aclosing(events):
+        async for index, event in events:
+            choice = choices.setdefault(index, shapes.Choice(index))
+            if isinstance(event, Done):
+                if event.error is not None:
+                    raise _engine_error(event.error, param)
+                choice.finish_reason = event.finish_reason
+                tally.add(index, event.usage)
+                continue
+            choice.text.append(event.text)
+            choice.steps.append(event)
+    ordered = [choices.setdefault(i, shapes.Choice(i)) for i in range(n_choices)]
     vocab, logprobs = state.model.vocab, parsed.sampling.logprobs
     if kind == "chat":
         body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
@@ -160,9 +169,9 @@ async def _collect(state: ServerState, parsed, events: AsyncIterator, n_prompts:
     return json_response(body)
 
 
-def _engine_error(error: Exception) -> APIError:
+def _engine_error(error: Exception, param: str) -> APIError:
     if isinstance(error, PromptTooLongError):
-        return invalid(str(error), "messages", code="context_length_exceeded")
+        return invalid(str(error), param, code="context_length_exceeded")
     return APIError(500, f"generation failed: {error}", type="server_error")
 
 
@@ -173,20 +182,21 @@ def _sse(body: dict) -> bytes:
 _DONE = b"data: [DONE]\n\n"
 
 
-async def _stream_events(events: AsyncIterator, tally: shapes.UsageTally):
+async def _stream_events(events, tally: shapes.UsageTally, param: str):
     """(index, step or None, finish_reason or None) per event; bytes of an error event end the stream."""
-    async for index, event in events:
-        if isinstance(event, Done):
-            if event.error is not None:
-                yield _sse(_engine_error(event.error).body())
-                return
-            tally.add(index, event.usage)
-            yield index, None, event.finish_reason
-        else:
-            yield index, event, None
+    async with contextlib.aclosing(events):
+        async for index, event in events:
+            if isinstance(event, Done):
+                if event.error is not None:
+                    yield _sse(_engine_error(event.error, param).body())
+                    return
+                tally.add(index, event.usage)
+                yield index, None, event.finish_reason
+            else:
+                yield index, event, None
 
 
-async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIterator, n_prompts: int):
+async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIterator, param: str):
     id_, created, model_id = shapes.new_id("chatcmpl"), shapes.now(), state.model_id
     usage_field = parsed.include_usage
     vocab = state.model.vocab
@@ -194,7 +204,7 @@ async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIte
     for index in range(parsed.n):
         yield _sse(shapes.chat_chunk(id_, model_id, created, index, {"role": "assistant", "content": ""},
                                      with_usage_field=usage_field))
-    async for item in _stream_events(events, tally):
+    async for item in _stream_events(events, tally, param):
         if isinstance(item, bytes):  # an error: it ends the stream
             yield item
             yield _DONE
@@ -212,13 +222,13 @@ async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIte
     yield _DONE
 
 
-async def _stream_completion(state: ServerState, parsed: CompletionRequest, events: AsyncIterator, n_prompts: int):
+async def _stream_completion(state: ServerState, parsed: CompletionRequest, events: AsyncIterator, param: str):
     id_, created, model_id = shapes.new_id("cmpl"), shapes.now(), state.model_id
     usage_field = parsed.include_usage
     vocab = state.model.vocab
     tally = shapes.UsageTally(parsed.n)
     offsets: dict[int, int] = {}
-    async for item in _stream_events(events, tally):
+    async for item in _stream_events(events, tally, param):
         if isinstance(item, bytes):
             yield item
             yield _DONE

@@ -173,7 +173,7 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int) -> Sampli
         stop=[s for s in stops if s],
         presence_penalty=_number(body, "presence_penalty", 0.0, low=-2.0, high=2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, low=-2.0, high=2.0),
-        repeat_penalty=_number(body, "repeat_penalty", 1.0, low=0.0, high=None, open_low=True),
+        repeat_penalty=_number(body, "repeat_penalty", 1.0, low=0.01, high=100.0),
         logit_bias=_logit_bias(body.get("logit_bias")),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
@@ -233,17 +233,14 @@ def _integer(body: dict[str, Any], name: str, default, *, low: int | None = None
     return value
 
 
-def _number(body: dict[str, Any], name: str, default: float, *, low: float | None, high: float | None,
-            open_low: bool = False) -> float:
+def _number(body: dict[str, Any], name: str, default: float, *, low: float | None, high: float | None) -> float:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise invalid(f"{name} must be a number", name)
-    too_low = low is not None and (value <= low if open_low else value < low)
-    if too_low or (high is not None and value > high):
-        bound = f"> {low}" if open_low and high is None else _bounds(low, high)
-        raise invalid(f"{name} must be {bound}; got {value}", name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise invalid(f"{name} must be {_bounds(low, high)}; got {value}", name)
     return float(value)
 
 

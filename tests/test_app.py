@@ -27,6 +27,7 @@ class ScriptedEngine:
     """Plays a fixed list of events to each request's sink, from its own thread like the real engine."""
 
     n_ctx_per_seq = 512
+    max_queue = 64
     n_slots = 1
     busy_slots = 0
     queued = 0

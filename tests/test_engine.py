@@ -10,6 +10,7 @@ import pytest
 
 from helios_core.context import Context
 from helios_core.engine import Done, Engine, PromptTooLongError, QueueFullError, Request, Scheduler
+from helios_core.errors import HeliosError
 from helios_core.generate import GenerationParams
 
 GREEDY = dict(temperature=0.0)
@@ -181,3 +182,26 @@ def test_engine_thread_serves_submissions_and_bounds_its_queue(model):
     finally:
         engine.close()
         ctx.close()
+
+
+def test_an_unrelated_prompt_takes_the_emptiest_slot_and_keeps_the_other_cache(model):
+    s = scheduler(model, 2)
+    long_prompt = model.vocab.tokenize("A long document about rivers and their deltas. " * 10)
+    run(s, [long_prompt], [GenerationParams(max_tokens=1)])
+    run(s, [model.vocab.tokenize("Unrelated short question")], [GenerationParams(max_tokens=1)])
+    events = deque()
+    request = Request(long_prompt, GenerationParams(max_tokens=1), events.append)
+    s.submit(request)
+    while s.has_work:
+        s.step()
+    assert request.usage.cached_tokens == len(long_prompt) - 1
+    s.ctx.close()
+
+
+def test_a_closed_engine_refuses_work_and_answers_what_it_held(model):
+    ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=2)
+    engine = Engine(ctx)
+    engine.close()
+    with pytest.raises(HeliosError, match="shutting down"):
+        engine.submit(model.vocab.tokenize("Hello"), GenerationParams(max_tokens=1), lambda e: None)
+    ctx.close()

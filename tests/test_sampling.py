@@ -149,3 +149,38 @@ def test_logprobs_are_a_log_softmax_with_sorted_alternatives():
     assert lp == pytest.approx(reference[3], abs=1e-5)
     assert [t.token for t in top] == np.argsort(reference)[::-1][:4].tolist()
     assert [t.logprob for t in top] == pytest.approx(np.sort(reference)[::-1][:4], abs=1e-5)
+
+
+# --- inputs that once hung the engine thread or crashed it -------------------------
+
+
+def test_a_temperature_too_small_for_float32_is_greedy_not_a_hang():
+    sampler = sampling.make_sampler(1e-40, top_p=0.5)
+    assert sampler is sampling.greedy
+    assert sampler(LOGITS, state()) == int(np.argmax(LOGITS))
+
+
+@pytest.mark.parametrize("sampler", [sampling.greedy, sampling.make_sampler(0.8, top_p=0.9)], ids=["greedy", "top-p"])
+def test_nan_logits_are_a_clear_error(sampler):
+    logits = LOGITS.copy()
+    logits[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sampler(logits, state())
+
+
+def test_all_minus_inf_logits_are_a_clear_error():
+    with pytest.raises(ValueError, match="-inf"):
+        sampling.make_sampler(1.0)(np.full(10, -np.inf, dtype=np.float32), state())
+
+
+def test_plus_inf_logits_win_outright():
+    logits = LOGITS.copy()
+    logits[[4, 9]] = np.inf
+    picks = {sampling.make_sampler(1.0, top_p=0.9)(logits, s) for s in [state(1)] for _ in range(50)}
+    assert picks == {4, 9}
+
+
+def test_the_nucleus_search_widens_down_to_tiny_weights_and_ends():
+    weights = np.array([1.0] + [1e-9] * 1000, dtype=np.float32)  # top_p = 1 needs every one of them
+    ids, kept = sampling._nucleus(np.arange(1001), weights, 1.0)
+    assert ids.size == 1001

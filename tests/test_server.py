@@ -151,6 +151,7 @@ def test_seed_makes_sampling_reproducible(client):
         return client.completions.create(model="m", prompt="My favourite fruit is", max_tokens=10, temperature=1.0,
                                          seed=42).choices[0].text
 
+    same_cache_state(run)
     assert run() == run()
 
 
@@ -347,3 +348,22 @@ def test_logprobs_in_completions(client):
     assert "".join(lp.tokens) == r.choices[0].text
     assert all(len(alternatives) == 2 for alternatives in lp.top_logprobs)
     assert lp.text_offset == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
+
+
+def test_extreme_sampling_values_are_answered_not_hung(server):
+    tiny = post(server, "/v1/completions", {"prompt": "Hi", "max_tokens": 3, "temperature": 1e-40, "top_p": 0.5})
+    assert tiny.status_code == 200 and tiny.json()["usage"]["completion_tokens"] == 3
+    r = post(server, "/v1/completions", {"prompt": "Hi", "max_tokens": 3, "repeat_penalty": 1e-300})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "repeat_penalty"
+
+
+def test_a_negative_seed_is_a_seed(server):
+    body = {"prompt": "Pick a word:", "max_tokens": 6, "temperature": 1.0, "seed": -1}
+    same_cache_state(lambda: post(server, "/v1/completions", body))
+    first, second = post(server, "/v1/completions", body), post(server, "/v1/completions", body)
+    assert first.status_code == 200 and first.json()["choices"][0]["text"] == second.json()["choices"][0]["text"]
+
+
+def test_more_generations_than_the_queue_holds_is_a_400_not_a_retry(server):
+    r = post(server, "/v1/completions", {"prompt": ["a"] * 8, "n": 9, "max_tokens": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
