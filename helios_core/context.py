@@ -117,14 +117,6 @@ class Context:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def n_threads(self) -> tuple[int, int]:
-        """(threads for one-token steps, threads for batches)."""
-        return _llama.llama_n_threads(self.ptr), _llama.llama_n_threads_batch(self.ptr)
-
-    def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
-        _llama.llama_set_n_threads(self.ptr, n_threads, n_threads_batch or n_threads)
-
     # --- decode and logits -------------------------------------------------
 
     def decode(self, batch: Batch) -> None:

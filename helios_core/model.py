@@ -83,10 +83,6 @@ class Model:
         return self.meta("general.architecture") or ""
 
     @property
-    def name(self) -> str:
-        return self.meta("general.name") or self.path.stem
-
-    @property
     def n_params(self) -> int:
         return int(_llama.llama_model_n_params(self.ptr))
 

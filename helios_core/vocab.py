@@ -55,10 +55,6 @@ class Vocab:
         self._check_token(token)
         return _llama.llama_vocab_get_text(self._ptr, token).decode("utf-8", errors="replace")
 
-    def eog_tokens(self) -> np.ndarray:
-        """Every end-of-generation token id, as int32 (one pass over the vocabulary, cache it)."""
-        return np.array([t for t in range(self.n_vocab) if self.is_eog(t)], dtype=np.int32)
-
     # --- text <-> tokens ---------------------------------------------------
 
     def tokenize(self, text: str | bytes, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
