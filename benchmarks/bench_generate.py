@@ -57,8 +57,7 @@ def llama_bench(model: Path, threads: int) -> dict[str, float]:
 def helios_decode(generator: Generator, params: GenerationParams) -> dict[str, float]:
     """tok/s over N_GEN generated tokens, and Python's share of each step in microseconds."""
     ctx = generator.ctx
-    ctx.memory_clear()
-    generator.cache.tokens.clear()
+    generator.cache.forget(ctx)
     generation = generator.generate(GEN_PROMPT, params)
     first = next(generation)  # the prompt is decoded and the first token sampled
     ctx.perf_reset()
@@ -79,8 +78,7 @@ def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
     """tok/s of one 512-token prompt decoded from an empty cache, as pp512 is."""
     words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 200).split()
     tokens = model.vocab.tokenize(" ".join(words))[:N_PROMPT]
-    ctx.memory_clear()
-    generator.cache.tokens.clear()
+    generator.cache.forget(ctx)
     start = time.perf_counter()
     next(generator.generate(tokens, GenerationParams(max_tokens=1, temperature=0.0)))
     return N_PROMPT / (time.perf_counter() - start)

@@ -102,6 +102,7 @@ class Slot:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
     next_pos: int = 0
     row: int = -1  # batch row of this slot's logits in the current step, -1 if none
+    scheduled: int = 0  # tokens this slot put into the current step's batch
 
     @property
     def busy(self) -> bool:
@@ -135,9 +136,15 @@ class Scheduler:
 
     # --- requests ------------------------------------------------------------
 
+    def check_prompt(self, prompt: Sequence[int]) -> None:
+        """Raise at once for a prompt no slot can take (callers on other threads use this too)."""
+        if not prompt:
+            raise ValueError("the prompt is empty: it needs at least one token")
+        if len(prompt) >= self.n_ctx_per_seq:
+            raise PromptTooLongError(len(prompt), self.n_ctx_per_seq)
+
     def submit(self, request: Request) -> None:
-        if len(request.prompt) >= self.n_ctx_per_seq:
-            raise PromptTooLongError(len(request.prompt), self.n_ctx_per_seq)
+        self.check_prompt(request.prompt)
         request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
         self.waiting.append(request)
 
@@ -167,7 +174,7 @@ class Scheduler:
         stats = self.stats
         stats.steps += 1
         stats.batch_tokens += self.batch.n_tokens
-        stats.batch_sequences += len(set(self.batch.seq_id[: self.batch.n_tokens, 0].tolist()))
+        stats.batch_sequences += sum(slot.scheduled > 0 for slot in self.slots)
         stats.busy_seconds += time.perf_counter() - started
 
     def _drop_cancelled(self) -> None:
@@ -200,22 +207,24 @@ class Scheduler:
         """One token per generating slot, then prompt chunks in arrival order, within n_batch."""
         batch = self.batch
         batch.clear()
+        for slot in self.slots:
+            slot.row, slot.scheduled = -1, 0
         room = batch.capacity
         generating = [s for s in self.slots if s.busy and not s.pending]
         for slot in generating:
             rows = batch.add([slot.request.seq.tokens[-1]], slot.next_pos, slot.cache.seq_id, logits_last=True)
-            slot.row = rows.start
+            slot.row, slot.scheduled = rows.start, 1
             room -= 1
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
         for slot in sorted((s for s in self.slots if s.busy and s.pending), key=lambda s: s.request.submitted_at):
             if budget <= 0:
-                slot.row = -1
-                continue
+                break
             chunk = slot.pending[:budget]
             last = len(chunk) == len(slot.pending)
             rows = batch.add(chunk, slot.next_pos, slot.cache.seq_id, logits_last=last)
             slot.row = rows.stop - 1 if last else -1
+            slot.scheduled = len(chunk)
             budget -= len(chunk)
         return batch.n_tokens > 0
 
@@ -226,15 +235,14 @@ class Scheduler:
                 continue
             request = slot.request
             # Account for what this step decoded for the slot.
+            n = slot.scheduled
             if slot.pending:
-                n = self._decoded_prompt_tokens(slot)
                 slot.cache.tokens.extend(slot.pending[:n])
                 slot.pending = slot.pending[n:]
-                slot.next_pos += n
                 self.stats.prompt_tokens_decoded += n
-            elif slot.row >= 0:
+            elif n:
                 slot.cache.tokens.append(int(request.seq.tokens[-1]))
-                slot.next_pos += 1
+            slot.next_pos += n
             if slot.row < 0:
                 continue
             if not request.first_token_at:
@@ -244,27 +252,19 @@ class Scheduler:
                 step = request.seq.step(self.ctx.logits(slot.row))
             except Exception as error:  # a custom sampler or processor failed: end this request only
                 logger.warning("request %d failed in its sampler: %r", request.id, error)
-                slot.row = -1
                 self._finish(slot, None, error)
                 continue
             self.stats.generated_tokens += 1
             request.timings.generation_ms = 1000.0 * (time.perf_counter() - request.first_token_at)
-            slot.row = -1
             _deliver(request, step)
             if step.finish_reason:
                 self._finish(slot, step.finish_reason)
-
-    def _decoded_prompt_tokens(self, slot: Slot) -> int:
-        """How many of the slot's pending prompt tokens went into this batch."""
-        n = self.batch.n_tokens
-        ids = self.batch.seq_id[:n, 0]
-        return int((ids == slot.cache.seq_id).sum())
 
     def _finish(self, slot: Slot, reason: str | None, error: Exception | None = None) -> None:
         request = slot.request
         slot.request = None
         slot.pending = []
-        slot.row = -1
+        slot.row, slot.scheduled = -1, 0
         _deliver(request, Done(reason, error, request.seq.usage, request.timings))
 
     def fail_all(self, error: Exception) -> None:
@@ -342,10 +342,7 @@ class Engine:
     def submit(self, prompt: Sequence[int], params: GenerationParams, sink: Sink) -> Request:
         """Queue a request. Raises PromptTooLongError or QueueFullError at once, never later."""
         prompt = list(prompt)
-        if not prompt:
-            raise ValueError("the prompt is empty: it needs at least one token")
-        if len(prompt) >= self.n_ctx_per_seq:
-            raise PromptTooLongError(len(prompt), self.n_ctx_per_seq)
+        self.scheduler.check_prompt(prompt)  # reads only immutable settings: safe from any thread
         request = Request(prompt, params, sink)
         with self._lock:
             if self._stopping:

@@ -112,29 +112,25 @@ async def _generate(request: Request, state: ServerState, engine: Engine, parsed
         for i in range(n):
             params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
             jobs.append((p * n + i, prompt, params))
-    param = "messages" if kind == "chat" else "prompt"
     if len(jobs) > engine.max_queue:
         raise invalid(f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "
                       f"queues at once ({engine.max_queue})", "n")
-    for _, prompt, _ in jobs:
-        if len(prompt) >= engine.n_ctx_per_seq:
-            raise invalid(str(PromptTooLongError(len(prompt), engine.n_ctx_per_seq)), param,
-                          code="context_length_exceeded")
     # Streams are cancelled by Starlette once they start; until then (queued, reading
     # the prompt) and for whole responses, run_jobs watches for the client leaving.
     events = run_jobs(engine, jobs, request.is_disconnected)
     try:
         first = await anext(events)  # submission errors surface here, before any byte is sent
+    except PromptTooLongError as e:
+        raise invalid(str(e), "messages" if kind == "chat" else "prompt", code="context_length_exceeded") from None
     except QueueFullError as e:
         raise APIError(429, str(e), type="rate_limit_exceeded", code="queue_full",
                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
     except StopAsyncIteration:
         return Response(status_code=499)  # the client left before anything was produced
     if parsed.stream:
-        stream = _stream_chat if kind == "chat" else _stream_completion
-        return StreamingResponse(stream(state, parsed, _prepend(first, events), param),
+        return StreamingResponse(_stream(state, parsed, _prepend(first, events), kind),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return await _collect(state, parsed, _prepend(first, events), len(jobs), param, kind)
+    return await _collect(state, parsed, _prepend(first, events), len(jobs), kind)
 
 
 async def _prepend(first, rest) -> AsyncIterator:
@@ -145,7 +141,7 @@ async def _prepend(first, rest) -> AsyncIterator:
             yield item
 
 
-async def _collect(state: ServerState, parsed, events, n_choices: int, param: str, kind: str) -> Response:
+async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str) -> Response:
     choices: dict[int, shapes.Choice] = {}
     tally = shapes.UsageTally(parsed.n)
     async with contextlib.aclosing(events):
@@ -153,7 +149,7 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, param: st
             choice = choices.setdefault(index, shapes.Choice(index))
             if isinstance(event, Done):
                 if event.error is not None:
-                    raise _engine_error(event.error, param)
+                    raise _engine_error(event.error)
                 choice.finish_reason = event.finish_reason
                 tally.add(index, event.usage)
                 continue
@@ -169,9 +165,8 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, param: st
     return json_response(body)
 
 
-def _engine_error(error: Exception, param: str) -> APIError:
-    if isinstance(error, PromptTooLongError):
-        return invalid(str(error), param, code="context_length_exceeded")
+def _engine_error(error: Exception) -> APIError:
+    # Client mistakes are refused before submission; what fails later is ours.
     return APIError(500, f"generation failed: {error}", type="server_error")
 
 
@@ -182,68 +177,45 @@ def _sse(body: dict) -> bytes:
 _DONE = b"data: [DONE]\n\n"
 
 
-async def _stream_events(events, tally: shapes.UsageTally, param: str):
-    """(index, step or None, finish_reason or None) per event; bytes of an error event end the stream."""
+async def _stream(state: ServerState, parsed: ChatRequest | CompletionRequest, events, kind: str):
+    """SSE for chat and completions: chunks per token, a finish chunk per choice, usage, [DONE].
+
+    An error in the middle ends the stream with an error event and [DONE].
+    """
+    chat = kind == "chat"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    id_, created, model_id = shapes.new_id("chatcmpl" if chat else "cmpl"), shapes.now(), state.model_id
+    usage_field = {"usage": None} if parsed.include_usage else {}
+    vocab, logprobs_wanted = state.model.vocab, parsed.sampling.logprobs
+    tally = shapes.UsageTally(parsed.n)
+    offsets: dict[int, int] = {}  # completions' text_offset per choice
+
+    def chunk(choice: dict) -> bytes:
+        return _sse(shapes.envelope(id_, obj, created, model_id, [choice], **usage_field))
+
+    if chat:
+        for index in range(parsed.n):
+            yield chunk(shapes.chunk_choice(True, index, None))
     async with contextlib.aclosing(events):
         async for index, event in events:
             if isinstance(event, Done):
                 if event.error is not None:
-                    yield _sse(_engine_error(event.error, param).body())
+                    yield _sse(_engine_error(event.error).body())
+                    yield _DONE
                     return
                 tally.add(index, event.usage)
-                yield index, None, event.finish_reason
-            else:
-                yield index, event, None
-
-
-async def _stream_chat(state: ServerState, parsed: ChatRequest, events: AsyncIterator, param: str):
-    id_, created, model_id = shapes.new_id("chatcmpl"), shapes.now(), state.model_id
-    usage_field = parsed.include_usage
-    vocab = state.model.vocab
-    tally = shapes.UsageTally(parsed.n)
-    for index in range(parsed.n):
-        yield _sse(shapes.chat_chunk(id_, model_id, created, index, {"role": "assistant", "content": ""},
-                                     with_usage_field=usage_field))
-    async for item in _stream_events(events, tally, param):
-        if isinstance(item, bytes):  # an error: it ends the stream
-            yield item
-            yield _DONE
-            return
-        index, step, finish = item
-        if step is not None:
-            logprobs = shapes.chat_logprobs(vocab, [step]) if parsed.sampling.logprobs else None
-            if step.text or logprobs:
-                yield _sse(shapes.chat_chunk(id_, model_id, created, index, {"content": step.text},
-                                             logprobs=logprobs, with_usage_field=usage_field))
-        if finish is not None:
-            yield _sse(shapes.chat_chunk(id_, model_id, created, index, {}, finish, with_usage_field=usage_field))
-    if usage_field:
-        yield _sse(shapes.usage_chunk(id_, model_id, created, "chat.completion.chunk", tally.body()))
-    yield _DONE
-
-
-async def _stream_completion(state: ServerState, parsed: CompletionRequest, events: AsyncIterator, param: str):
-    id_, created, model_id = shapes.new_id("cmpl"), shapes.now(), state.model_id
-    usage_field = parsed.include_usage
-    vocab = state.model.vocab
-    tally = shapes.UsageTally(parsed.n)
-    offsets: dict[int, int] = {}
-    async for item in _stream_events(events, tally, param):
-        if isinstance(item, bytes):
-            yield item
-            yield _DONE
-            return
-        index, step, finish = item
-        text = step.text if step is not None else ""
-        logprobs = None
-        if step is not None and parsed.sampling.logprobs:
-            logprobs = shapes.completion_logprobs(vocab, [step], offsets.get(index, 0))
-            offsets[index] = offsets.get(index, 0) + len(text)
-        if text or logprobs or finish is not None:
-            yield _sse(shapes.completion_chunk(id_, model_id, created, index, text, finish, logprobs,
-                                               with_usage_field=usage_field))
-    if usage_field:
-        yield _sse(shapes.usage_chunk(id_, model_id, created, "text_completion", tally.body()))
+                yield chunk(shapes.chunk_choice(chat, index, "", event.finish_reason))
+                continue
+            logprobs = None
+            if logprobs_wanted and chat:
+                logprobs = shapes.chat_logprobs(vocab, [event])
+            elif logprobs_wanted:
+                logprobs = shapes.completion_logprobs(vocab, [event], offsets.get(index, 0))
+                offsets[index] = offsets.get(index, 0) + len(event.text)
+            if event.text or logprobs:
+                yield chunk(shapes.chunk_choice(chat, index, event.text, logprobs=logprobs))
+    if parsed.include_usage:
+        yield _sse(shapes.envelope(id_, obj, created, model_id, [], usage=tally.body()))
     yield _DONE
 
 

@@ -95,82 +95,46 @@ def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0) -> dic
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
 
 
-# --- chat ------------------------------------------------------------------------------
+# --- bodies ----------------------------------------------------------------------------
+
+
+def envelope(id_: str, obj: str, created: int, model: str, choices: list[dict], **extra) -> dict:
+    """What every response and chunk shares; `extra` adds `usage`."""
+    return {"id": id_, "object": obj, "created": created, "model": model, "system_fingerprint": None,
+            "choices": choices, **extra}
 
 
 def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
-    return {
-        "id": id_,
-        "object": "chat.completion",
-        "created": now(),
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": c.index,
-                "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
-                "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
-                "finish_reason": c.finish_reason,
-            }
-            for c in choices
-        ],
-        "usage": usage,
-    }
-
-
-def chat_chunk(id_: str, model: str, created: int, index: int, delta: dict, finish_reason: str | None = None,
-               logprobs: dict | None = None, with_usage_field: bool = False) -> dict:
-    chunk = {
-        "id": id_,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
-    }
-    if with_usage_field:
-        chunk["usage"] = None
-    return chunk
-
-
-# --- completions -----------------------------------------------------------------------
+    return envelope(id_, "chat.completion", now(), model, [
+        {
+            "index": c.index,
+            "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+            "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
+            "finish_reason": c.finish_reason,
+        }
+        for c in choices
+    ], usage=usage)
 
 
 def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
-    return {
-        "id": id_,
-        "object": "text_completion",
-        "created": now(),
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": c.index,
-                "text": "".join(c.text),
-                "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
-                "finish_reason": c.finish_reason,
-            }
-            for c in choices
-        ],
-        "usage": usage,
-    }
+    return envelope(id_, "text_completion", now(), model, [
+        {
+            "index": c.index,
+            "text": "".join(c.text),
+            "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
+            "finish_reason": c.finish_reason,
+        }
+        for c in choices
+    ], usage=usage)
 
 
-def completion_chunk(id_: str, model: str, created: int, index: int, text: str, finish_reason: str | None = None,
-                     logprobs: dict | None = None, with_usage_field: bool = False) -> dict:
-    chunk = {
-        "id": id_,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
-    }
-    if with_usage_field:
-        chunk["usage"] = None
-    return chunk
-
-
-def usage_chunk(id_: str, model: str, created: int, obj: str, usage: dict) -> dict:
-    return {"id": id_, "object": obj, "created": created, "model": model, "system_fingerprint": None,
-            "choices": [], "usage": usage}
+def chunk_choice(chat: bool, index: int, text: str | None, finish_reason: str | None = None,
+                 logprobs: dict | None = None) -> dict:
+    """One choice of a stream chunk. Chat: text None is the role chunk, "" with a finish the closing delta."""
+    if not chat:
+        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
+    if text is None:
+        delta = {"role": "assistant", "content": ""}
+    else:
+        delta = {"content": text} if text or finish_reason is None else {}
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
