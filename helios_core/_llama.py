@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -32,6 +33,8 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
+
+from helios_core.errors import LibraryNotFoundError
 
 # --- scalar typedefs -------------------------------------------------------
 
@@ -211,114 +214,136 @@ def _load() -> ctypes.CDLL:
         if path.exists():
             # The libraries carry $ORIGIN rpaths, so ggml is found beside libllama.
             return ctypes.CDLL(str(path))
-    raise ImportError(
+    raise LibraryNotFoundError(
         f"libllama not found in {folder}: build it with `make build` "
         "(or point HELIOS_LIB_DIR at a folder holding libllama and the ggml libraries)"
     )
 
 
-lib = _load()
+# The library loads on first use, not at import: `helios-engine --help` and
+# everything else that never calls llama.cpp works without a build.
+_SIGNATURES: dict[str, tuple] = {}
+_bind_lock = threading.Lock()
 
 
-def _fn(name: str, restype, *argtypes):
-    f = getattr(lib, name)
-    f.restype = restype
-    f.argtypes = list(argtypes)
-    return f
+def _fn(name: str, restype, *argtypes) -> None:
+    _SIGNATURES[name] = (restype, list(argtypes))
+
+
+def _bind() -> None:
+    with _bind_lock:
+        if "lib" in globals():
+            return
+        loaded = _load()
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            f = getattr(loaded, name)
+            f.restype = restype
+            f.argtypes = argtypes
+            globals()[name] = f
+        globals()["lib"] = loaded  # last: its presence means every function is bound
+
+
+def __getattr__(name: str):
+    # Called only for names the module does not hold yet (PEP 562): after the
+    # first call every function is a plain module global, with no indirection.
+    if name == "lib" or name in _SIGNATURES:
+        _bind()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- functions -------------------------------------------------------------
 # Grouped as in llama.h. ctypes releases the GIL around each call, so a
 # decode on the engine thread never blocks the event loop.
 
-llama_backend_init = _fn("llama_backend_init", None)
-llama_print_system_info = _fn("llama_print_system_info", c_char_p)
-llama_log_set = _fn("llama_log_set", None, ggml_log_callback, c_void_p)
-llama_time_us = _fn("llama_time_us", c_int64)
-llama_supports_gpu_offload = _fn("llama_supports_gpu_offload", c_bool)
-llama_max_parallel_sequences = _fn("llama_max_parallel_sequences", c_size_t)
+_fn("llama_backend_init", None)
+_fn("llama_print_system_info", c_char_p)
+_fn("llama_log_set", None, ggml_log_callback, c_void_p)
+_fn("llama_time_us", c_int64)
+_fn("llama_supports_gpu_offload", c_bool)
+_fn("llama_max_parallel_sequences", c_size_t)
 
-llama_model_default_params = _fn("llama_model_default_params", llama_model_params)
-llama_context_default_params = _fn("llama_context_default_params", llama_context_params)
+_fn("llama_model_default_params", llama_model_params)
+_fn("llama_context_default_params", llama_context_params)
 
-llama_model_load_from_file = _fn("llama_model_load_from_file", llama_model_p, c_char_p, llama_model_params)
-llama_model_free = _fn("llama_model_free", None, llama_model_p)
-llama_model_get_vocab = _fn("llama_model_get_vocab", llama_vocab_p, llama_model_p)
-llama_model_n_ctx_train = _fn("llama_model_n_ctx_train", c_int32, llama_model_p)
-llama_model_n_embd = _fn("llama_model_n_embd", c_int32, llama_model_p)
-llama_model_n_layer = _fn("llama_model_n_layer", c_int32, llama_model_p)
-llama_model_n_swa = _fn("llama_model_n_swa", c_int32, llama_model_p)
-llama_model_n_params = _fn("llama_model_n_params", c_uint64, llama_model_p)
-llama_model_size = _fn("llama_model_size", c_uint64, llama_model_p)
-llama_model_desc = _fn("llama_model_desc", c_int32, llama_model_p, c_char_p, c_size_t)
-llama_model_meta_val_str = _fn("llama_model_meta_val_str", c_int32, llama_model_p, c_char_p, c_char_p, c_size_t)
-llama_model_meta_count = _fn("llama_model_meta_count", c_int32, llama_model_p)
-llama_model_meta_key_by_index = _fn(
+_fn("llama_model_load_from_file", llama_model_p, c_char_p, llama_model_params)
+_fn("llama_model_free", None, llama_model_p)
+_fn("llama_model_get_vocab", llama_vocab_p, llama_model_p)
+_fn("llama_model_n_ctx_train", c_int32, llama_model_p)
+_fn("llama_model_n_embd", c_int32, llama_model_p)
+_fn("llama_model_n_layer", c_int32, llama_model_p)
+_fn("llama_model_n_swa", c_int32, llama_model_p)
+_fn("llama_model_n_params", c_uint64, llama_model_p)
+_fn("llama_model_size", c_uint64, llama_model_p)
+_fn("llama_model_desc", c_int32, llama_model_p, c_char_p, c_size_t)
+_fn("llama_model_meta_val_str", c_int32, llama_model_p, c_char_p, c_char_p, c_size_t)
+_fn("llama_model_meta_count", c_int32, llama_model_p)
+_fn(
     "llama_model_meta_key_by_index", c_int32, llama_model_p, c_int32, c_char_p, c_size_t
 )
-llama_model_chat_template = _fn("llama_model_chat_template", c_char_p, llama_model_p, c_char_p)
-llama_model_has_encoder = _fn("llama_model_has_encoder", c_bool, llama_model_p)
+_fn("llama_model_chat_template", c_char_p, llama_model_p, c_char_p)
+_fn("llama_model_has_encoder", c_bool, llama_model_p)
 
-llama_vocab_n_tokens = _fn("llama_vocab_n_tokens", c_int32, llama_vocab_p)
-llama_vocab_type = _fn("llama_vocab_type", c_enum, llama_vocab_p)
-llama_vocab_bos = _fn("llama_vocab_bos", llama_token, llama_vocab_p)
-llama_vocab_eos = _fn("llama_vocab_eos", llama_token, llama_vocab_p)
-llama_vocab_eot = _fn("llama_vocab_eot", llama_token, llama_vocab_p)
-llama_vocab_get_add_bos = _fn("llama_vocab_get_add_bos", c_bool, llama_vocab_p)
-llama_vocab_is_eog = _fn("llama_vocab_is_eog", c_bool, llama_vocab_p, llama_token)
-llama_vocab_is_control = _fn("llama_vocab_is_control", c_bool, llama_vocab_p, llama_token)
-llama_vocab_get_attr = _fn("llama_vocab_get_attr", c_enum, llama_vocab_p, llama_token)
-llama_vocab_get_text = _fn("llama_vocab_get_text", c_char_p, llama_vocab_p, llama_token)
+_fn("llama_vocab_n_tokens", c_int32, llama_vocab_p)
+_fn("llama_vocab_type", c_enum, llama_vocab_p)
+_fn("llama_vocab_bos", llama_token, llama_vocab_p)
+_fn("llama_vocab_eos", llama_token, llama_vocab_p)
+_fn("llama_vocab_eot", llama_token, llama_vocab_p)
+_fn("llama_vocab_get_add_bos", c_bool, llama_vocab_p)
+_fn("llama_vocab_is_eog", c_bool, llama_vocab_p, llama_token)
+_fn("llama_vocab_is_control", c_bool, llama_vocab_p, llama_token)
+_fn("llama_vocab_get_attr", c_enum, llama_vocab_p, llama_token)
+_fn("llama_vocab_get_text", c_char_p, llama_vocab_p, llama_token)
 
-llama_tokenize = _fn(
+_fn(
     "llama_tokenize", c_int32,
     llama_vocab_p, c_char_p, c_int32, POINTER(llama_token), c_int32, c_bool, c_bool,
 )
-llama_token_to_piece = _fn(
+_fn(
     "llama_token_to_piece", c_int32,
     llama_vocab_p, llama_token, POINTER(c_char), c_int32, c_int32, c_bool,
 )
-llama_detokenize = _fn(
+_fn(
     "llama_detokenize", c_int32,
     llama_vocab_p, POINTER(llama_token), c_int32, POINTER(c_char), c_int32, c_bool, c_bool,
 )
 
-llama_chat_apply_template = _fn(
+_fn(
     "llama_chat_apply_template", c_int32,
     c_char_p, POINTER(llama_chat_message), c_size_t, c_bool, POINTER(c_char), c_int32,
 )
-llama_chat_builtin_templates = _fn("llama_chat_builtin_templates", c_int32, POINTER(c_char_p), c_size_t)
+_fn("llama_chat_builtin_templates", c_int32, POINTER(c_char_p), c_size_t)
 
-llama_init_from_model = _fn("llama_init_from_model", llama_context_p, llama_model_p, llama_context_params)
-llama_free = _fn("llama_free", None, llama_context_p)
-llama_n_ctx = _fn("llama_n_ctx", c_uint32, llama_context_p)
-llama_n_ctx_seq = _fn("llama_n_ctx_seq", c_uint32, llama_context_p)
-llama_n_batch = _fn("llama_n_batch", c_uint32, llama_context_p)
-llama_n_ubatch = _fn("llama_n_ubatch", c_uint32, llama_context_p)
-llama_n_seq_max = _fn("llama_n_seq_max", c_uint32, llama_context_p)
-llama_n_threads = _fn("llama_n_threads", c_int32, llama_context_p)
-llama_n_threads_batch = _fn("llama_n_threads_batch", c_int32, llama_context_p)
-llama_set_n_threads = _fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
-llama_get_memory = _fn("llama_get_memory", llama_memory_t, llama_context_p)
+_fn("llama_init_from_model", llama_context_p, llama_model_p, llama_context_params)
+_fn("llama_free", None, llama_context_p)
+_fn("llama_n_ctx", c_uint32, llama_context_p)
+_fn("llama_n_ctx_seq", c_uint32, llama_context_p)
+_fn("llama_n_batch", c_uint32, llama_context_p)
+_fn("llama_n_ubatch", c_uint32, llama_context_p)
+_fn("llama_n_seq_max", c_uint32, llama_context_p)
+_fn("llama_n_threads", c_int32, llama_context_p)
+_fn("llama_n_threads_batch", c_int32, llama_context_p)
+_fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
+_fn("llama_get_memory", llama_memory_t, llama_context_p)
 
-llama_batch_init = _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
-llama_batch_free = _fn("llama_batch_free", None, llama_batch)
-llama_decode = _fn("llama_decode", c_int32, llama_context_p, llama_batch)
-llama_synchronize = _fn("llama_synchronize", None, llama_context_p)
-llama_get_logits_ith = _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
+_fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
+_fn("llama_batch_free", None, llama_batch)
+_fn("llama_decode", c_int32, llama_context_p, llama_batch)
+_fn("llama_synchronize", None, llama_context_p)
+_fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
 
-llama_memory_clear = _fn("llama_memory_clear", None, llama_memory_t, c_bool)
-llama_memory_seq_rm = _fn("llama_memory_seq_rm", c_bool, llama_memory_t, llama_seq_id, llama_pos, llama_pos)
-llama_memory_seq_cp = _fn("llama_memory_seq_cp", None, llama_memory_t, llama_seq_id, llama_seq_id, llama_pos, llama_pos)
-llama_memory_seq_keep = _fn("llama_memory_seq_keep", None, llama_memory_t, llama_seq_id)
-llama_memory_seq_pos_min = _fn("llama_memory_seq_pos_min", llama_pos, llama_memory_t, llama_seq_id)
-llama_memory_seq_pos_max = _fn("llama_memory_seq_pos_max", llama_pos, llama_memory_t, llama_seq_id)
+_fn("llama_memory_clear", None, llama_memory_t, c_bool)
+_fn("llama_memory_seq_rm", c_bool, llama_memory_t, llama_seq_id, llama_pos, llama_pos)
+_fn("llama_memory_seq_cp", None, llama_memory_t, llama_seq_id, llama_seq_id, llama_pos, llama_pos)
+_fn("llama_memory_seq_keep", None, llama_memory_t, llama_seq_id)
+_fn("llama_memory_seq_pos_min", llama_pos, llama_memory_t, llama_seq_id)
+_fn("llama_memory_seq_pos_max", llama_pos, llama_memory_t, llama_seq_id)
 
-llama_perf_context = _fn("llama_perf_context", llama_perf_context_data, llama_context_p)
-llama_perf_context_reset = _fn("llama_perf_context_reset", None, llama_context_p)
+_fn("llama_perf_context", llama_perf_context_data, llama_context_p)
+_fn("llama_perf_context_reset", None, llama_context_p)
 
 # llama.cpp's own samplers: the ground truth our samplers are tested against.
-llama_sampler_chain_default_params = _fn("llama_sampler_chain_default_params", llama_sampler_chain_params)
-llama_sampler_init_greedy = _fn("llama_sampler_init_greedy", llama_sampler_p)
-llama_sampler_sample = _fn("llama_sampler_sample", llama_token, llama_sampler_p, llama_context_p, c_int32)
-llama_sampler_free = _fn("llama_sampler_free", None, llama_sampler_p)
+_fn("llama_sampler_chain_default_params", llama_sampler_chain_params)
+_fn("llama_sampler_init_greedy", llama_sampler_p)
+_fn("llama_sampler_sample", llama_token, llama_sampler_p, llama_context_p, c_int32)
+_fn("llama_sampler_free", None, llama_sampler_p)

@@ -7,8 +7,10 @@ the application configures logging (e.g. `logging.basicConfig(level=INFO)`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 
 from helios_core import _llama
 
@@ -30,6 +32,7 @@ class _LineLogger:
         self._pending = ""
         self._level = logging.INFO
         self._lock = threading.Lock()
+        self.captured = threading.local()  # .lines: a list while errors_captured() runs on that thread
 
     def __call__(self, level: int, text: bytes | None, _user_data) -> None:
         piece = (text or b"").decode("utf-8", errors="replace")
@@ -39,13 +42,19 @@ class _LineLogger:
             self._pending += piece
             *lines, self._pending = self._pending.split("\n")
             level_now = self._level
+        capture = getattr(self.captured, "lines", None)
         for line in lines:
-            if line:
+            if not line:
+                continue
+            if capture is not None and level_now >= logging.ERROR:
+                capture.append(line)
+            else:
                 logger.log(level_now, "%s", line)
 
 
+_line_logger = _LineLogger()
 # Kept alive for the life of the process: llama.cpp holds the raw pointer.
-_callback = _llama.ggml_log_callback(_LineLogger())
+_callback = _llama.ggml_log_callback(_line_logger)
 _init_lock = threading.Lock()
 _initialized = False
 
@@ -59,6 +68,21 @@ def ensure_initialized() -> None:
         _llama.llama_log_set(_callback, None)
         _llama.llama_backend_init()
         _initialized = True
+
+
+@contextlib.contextmanager
+def errors_captured() -> Iterator[list[str]]:
+    """Collect the error lines llama.cpp logs on this thread, instead of logging them.
+
+    For calls whose failure becomes an exception: the caller puts llama.cpp's
+    reason in its message, so it is said once, where it is handled.
+    """
+    lines: list[str] = []
+    _line_logger.captured.lines = lines
+    try:
+        yield lines
+    finally:
+        _line_logger.captured.lines = None
 
 
 def system_info() -> str:

@@ -60,6 +60,10 @@ def apply_template(template: str, messages: Iterable[Mapping[str, str]], *, add_
     add_assistant: end with the tokens that open the assistant's turn.
     """
     messages = list(messages)
+    for i, message in enumerate(messages):
+        if "\0" in message["role"] or "\0" in message["content"]:
+            # llama.cpp reads C strings: everything after a NUL would vanish without a word.
+            raise ChatTemplateError(f"message {i} contains a NUL character, which chat templates cannot carry")
     # Keep the encoded strings alive while C reads them.
     encoded = [(m["role"].encode(), m["content"].encode()) for m in messages]
     chat = (_llama.llama_chat_message * len(encoded))(*(_llama.llama_chat_message(r, c) for r, c in encoded))

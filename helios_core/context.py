@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from helios_core import _llama
 from helios_core.batch import Batch
-from helios_core.errors import ContextError, ContextFullError, DecodeError
+from helios_core.errors import ClosedError, ContextError, ContextFullError, DecodeError
+from helios_core.handle import Handle
 from helios_core.model import Model
 
 _FLASH_ATTN = {
@@ -49,7 +49,9 @@ class Context:
         prefix can no longer be trusted for reuse (see llama_memory_seq_pos_min).
     flash_attn: "auto", "on" or "off".
 
-    One thread at a time: llama.cpp contexts are not thread-safe.
+    One thread at a time: llama.cpp contexts are not thread-safe. close()
+    alone may come from any thread (see handle.py). Closing the model closes
+    its contexts.
     """
 
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 512, n_ubatch: int = 512,
@@ -75,15 +77,16 @@ class Context:
         params.flash_attn_type = _FLASH_ATTN[flash_attn]
         params.no_perf = False
 
-        ptr = _llama.llama_init_from_model(model.ptr, params)
+        model_handle = model.handle()
+        ptr = _llama.llama_init_from_model(model_handle.ptr, params)
         if not ptr:
             raise ContextError(
                 f"llama.cpp could not create a context (n_ctx={n_ctx}, n_batch={n_batch}, "
                 f"n_seq_max={n_seq_max}); the `helios.llama` logger has its reason"
             )
-        self.model = model  # a context must not outlive its model
-        self._ptr = ptr
-        self._finalizer = weakref.finalize(self, _llama.llama_free, ptr)
+        self.model = model
+        self._handle: Handle | None = Handle(ptr, _llama.llama_free, model_handle)  # freed before its model
+        model.adopt(self)
         self._memory = _llama.llama_get_memory(ptr)
         self.n_ctx: int = _llama.llama_n_ctx(ptr)
         self.n_ctx_seq: int = _llama.llama_n_ctx_seq(ptr)
@@ -97,19 +100,28 @@ class Context:
 
     # --- lifetime ----------------------------------------------------------
 
+    def handle(self) -> Handle:
+        """The live handle (hold it across a C call); raises ClosedError once closed."""
+        handle = self._handle
+        if handle is None:
+            raise ClosedError("context is closed")
+        return handle
+
     @property
     def ptr(self) -> int:
-        if not self._finalizer.alive:
-            raise ContextError("context is closed")
-        return self._ptr
+        return self.handle().ptr
 
     def close(self) -> None:
-        """Free the context and its KV memory. Safe to call twice."""
-        self._finalizer()
+        """Release the context and its KV memory. Safe to call twice, from any thread.
+
+        A decode running on another thread finishes first, and the memory of
+        a logits view stays readable while the view lives.
+        """
+        self._handle = None
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._handle is None
 
     def __enter__(self) -> Context:
         return self
@@ -125,7 +137,7 @@ class Context:
         Raises DecodeError for an invalid batch and ContextFullError when the
         KV cache has no room; llama.cpp restores its memory in both cases.
         """
-        ctx = self.ptr  # raises once closed
+        handle = self.handle()  # raises once closed; held until llama_decode returns
         n = batch.n_tokens
         if n == 0:
             raise DecodeError("cannot decode an empty batch", -1)
@@ -150,7 +162,7 @@ class Context:
             raise ContextFullError(
                 f"position {high_pos} is beyond the context of {self.n_ctx_seq} tokens per sequence", 1
             )
-        code = _llama.llama_decode(ctx, batch.c)
+        code = _llama.llama_decode(handle.ptr, batch.c)
         if code == 0:
             self.tokens_decoded += n
             return
@@ -166,51 +178,67 @@ class Context:
         """Logits of batch row `i` (negative counts from the last output) as float32 (n_vocab,).
 
         A read-only NumPy view of llama.cpp's own buffer, not a copy: it is
-        valid until the next decode on this context, which overwrites it.
-        Copy it (`.copy()`) to keep it longer.
+        valid until the next decode on this context, which overwrites it (or
+        moves it, when a batch asks for more output rows than any before).
+        Copy it (`.copy()`) to keep it longer. close() does not free it under
+        a live view.
         """
-        ptr = _llama.llama_get_logits_ith(self.ptr, i)
+        handle = self.handle()
+        ptr = _llama.llama_get_logits_ith(handle.ptr, i)
         if not ptr:
             raise DecodeError(f"no logits for batch row {i}: it was not marked for output in the last decode", -1)
-        view = np.frombuffer(self._row_type.from_address(ctypes.addressof(ptr.contents)), dtype=np.float32)
+        row = self._row_type.from_address(ctypes.addressof(ptr.contents))
+        row.context_handle = handle  # the view's base: keeps the context's memory alive
+        view = np.frombuffer(row, dtype=np.float32)
         view.flags.writeable = False
         return view
 
     # --- KV memory ---------------------------------------------------------
 
+    # Each method holds the context's handle (`_`) until llama.cpp returns.
+
     def memory_clear(self) -> None:
-        _llama.llama_memory_clear(self._memory_ptr(), True)
+        _ = self.handle()
+        _llama.llama_memory_clear(self._memory, True)
 
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
         """Remove positions [p0, p1) of a sequence (-1 = open end). False if a partial removal is impossible."""
-        return bool(_llama.llama_memory_seq_rm(self._memory_ptr(), seq_id, p0, p1))
+        _ = self.handle()
+        return bool(_llama.llama_memory_seq_rm(self._memory, self._seq(seq_id, all_allowed=True), p0, p1))
 
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        _llama.llama_memory_seq_cp(self._memory_ptr(), src, dst, p0, p1)
+        _ = self.handle()
+        _llama.llama_memory_seq_cp(self._memory, self._seq(src), self._seq(dst), p0, p1)
 
     def seq_keep(self, seq_id: int) -> None:
-        _llama.llama_memory_seq_keep(self._memory_ptr(), seq_id)
+        _ = self.handle()
+        _llama.llama_memory_seq_keep(self._memory, self._seq(seq_id))
 
     def seq_pos_min(self, seq_id: int) -> int:
         """Smallest position held for a sequence, -1 if empty (above 0 once a SWA cache forgot)."""
-        return int(_llama.llama_memory_seq_pos_min(self._memory_ptr(), seq_id))
+        _ = self.handle()
+        return int(_llama.llama_memory_seq_pos_min(self._memory, self._seq(seq_id)))
 
     def seq_pos_max(self, seq_id: int) -> int:
         """Largest position held for a sequence, -1 if empty."""
-        return int(_llama.llama_memory_seq_pos_max(self._memory_ptr(), seq_id))
+        _ = self.handle()
+        return int(_llama.llama_memory_seq_pos_max(self._memory, self._seq(seq_id)))
+
+    def _seq(self, seq_id: int, *, all_allowed: bool = False) -> int:
+        # llama.cpp aborts the process on an out-of-range sequence id.
+        if not (-1 if all_allowed else 0) <= seq_id < self.n_seq_max:
+            raise ContextError(f"seq_id must lie in [0, {self.n_seq_max}); got {seq_id}")
+        return seq_id
 
     # --- perf --------------------------------------------------------------
 
     def perf(self) -> PerfCounters:
+        handle = self.handle()
         # llama.cpp folds a decode into its counters only when it synchronizes.
-        _llama.llama_synchronize(self.ptr)
-        data = _llama.llama_perf_context(self.ptr)
+        _llama.llama_synchronize(handle.ptr)
+        data = _llama.llama_perf_context(handle.ptr)
         return PerfCounters(data.t_p_eval_ms, data.n_p_eval, data.t_eval_ms, data.n_eval, data.n_reused)
 
     def perf_reset(self) -> None:
-        _llama.llama_perf_context_reset(self.ptr)
-
-    def _memory_ptr(self) -> int:
-        if not self._finalizer.alive:
-            raise ContextError("context is closed")
-        return self._memory
+        handle = self.handle()
+        _llama.llama_perf_context_reset(handle.ptr)

@@ -44,6 +44,10 @@ class QueueFullError(HeliosError):
     """The engine's waiting queue is full; retry later."""
 
 
+class EngineShutdownError(HeliosError):
+    """The engine is shutting down: the request was refused, or ended before it finished."""
+
+
 class PromptTooLongError(HeliosError, ValueError):
     """A prompt does not fit one slot's context."""
 
@@ -124,8 +128,11 @@ class SchedulerStats:
 class Scheduler:
     """Slots over one context. Not thread-safe: one thread calls submit/step."""
 
-    def __init__(self, ctx: Context, *, prefill_per_step: int = 128, n_ctx_per_seq: int | None = None):
+    def __init__(self, ctx: Context, *, prefill_per_step: int = 128, n_ctx_per_seq: int | None = None,
+                 on_dequeue: Callable[[Request], None] | None = None):
+        """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not."""
         self.ctx = ctx
+        self.on_dequeue = on_dequeue
         self.model = ctx.model
         self.slots = [Slot(CachedSequence(i)) for i in range(ctx.n_seq_max)]
         self.waiting: deque[Request] = deque()
@@ -184,7 +191,19 @@ class Scheduler:
         if any(r.cancelled for r in self.waiting):
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
+                self._dequeued(request)
                 _deliver(request, Done("cancelled", usage=request.seq.usage, timings=request.timings))
+
+    def fail_waiting(self, error: Exception) -> None:
+        """End every request still waiting for a slot with `error`."""
+        while self.waiting:
+            request = self.waiting.popleft()
+            self._dequeued(request)
+            _deliver(request, Done(None, error, request.seq.usage, request.timings))
+
+    def _dequeued(self, request: Request) -> None:
+        if self.on_dequeue is not None:
+            self.on_dequeue(request)
 
     def _admit(self) -> None:
         while self.waiting:
@@ -192,6 +211,7 @@ class Scheduler:
             if not free:
                 return
             request = self.waiting.popleft()
+            self._dequeued(request)
             slot = max(free, key=lambda s: _slot_score(s, request.prompt))
             cached = slot.cache.reuse(self.ctx, request.prompt)
             request.seq.usage.cached_tokens = cached
@@ -271,15 +291,21 @@ class Scheduler:
         """End every running request with `error`, forgetting their caches (their state is unknown)."""
         for slot in self.slots:
             if slot.busy:
-                slot.cache.forget(self.ctx)
+                self._forget(slot)
                 self._finish(slot, None, error)
+
+    def _forget(self, slot: Slot) -> None:
+        try:
+            slot.cache.forget(self.ctx)
+        except HeliosError:  # the context is closed: there is nothing left to forget
+            slot.cache.tokens.clear()
 
     def _fail_batch(self, error: Exception) -> None:
         """A decode failed: llama.cpp restored the memory; end every request in the batch."""
         in_batch = set(self.batch.seq_id[: self.batch.n_tokens, 0].tolist())
         for slot in self.slots:
             if slot.busy and slot.cache.seq_id in in_batch:
-                slot.cache.forget(self.ctx)
+                self._forget(slot)
                 self._finish(slot, None, error)
 
 
@@ -310,17 +336,27 @@ def _deliver(request: Request, event: Event) -> None:
 
 
 class Engine:
-    """A Scheduler on its own thread. submit() from any thread; events arrive on the request's sink."""
+    """A Scheduler on its own thread. submit() from any thread; events arrive on the request's sink.
+
+    Shutting down, in order: stop_accepting() refuses new work and ends the
+    waiting requests; wait_idle(grace) lets the running ones finish; close()
+    ends whatever still runs and stops the thread. The engine never frees its
+    context: its owner does, after close().
+    """
 
     def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = 128,
                  n_ctx_per_seq: int | None = None):
-        self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq)
+        self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq,
+                                   on_dequeue=self._dequeued)
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self._queued = 0  # submitted, not yet admitted to a slot
+        self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
+        self._changed = threading.Condition(self._lock)  # notified when the engine may have gone idle
+        self._queued = 0  # submitted, not yet admitted to a slot (or ended while waiting)
+        self._idle = True  # nothing queued, nothing running
+        self._accepting = True
         self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
         self._thread.start()
 
     @property
@@ -329,6 +365,7 @@ class Engine:
 
     @property
     def queued(self) -> int:
+        """Requests waiting for a slot (not those running)."""
         return self._queued
 
     @property
@@ -340,28 +377,50 @@ class Engine:
         return len(self.scheduler.slots)
 
     def submit(self, prompt: Sequence[int], params: GenerationParams, sink: Sink) -> Request:
-        """Queue a request. Raises PromptTooLongError or QueueFullError at once, never later."""
+        """Queue a request. Raises PromptTooLongError, QueueFullError or EngineShutdownError at once, never later."""
         prompt = list(prompt)
         self.scheduler.check_prompt(prompt)  # reads only immutable settings: safe from any thread
         request = Request(prompt, params, sink)
         with self._lock:
-            if self._stopping:
-                raise HeliosError("the engine is shutting down")
+            if not self._accepting:
+                raise EngineShutdownError("the server is shutting down and takes no new requests")
             if self._queued >= self.max_queue:
                 raise QueueFullError(f"{self._queued} requests are already waiting (the limit is {self.max_queue})")
             self._queued += 1
-            self._inbox.put(request)  # inside the lock, so the engine thread's recount always sees it
+            self._idle = False
+            self._inbox.put(request)
         return request
 
-    def close(self) -> None:
-        """Stop the thread after the current step; pending requests end with an error."""
+    def stop_accepting(self) -> None:
+        """Refuse new requests from now on, and end those still waiting for a slot (EngineShutdownError)."""
         with self._lock:
+            self._accepting = False
+        self._inbox.put(_FAIL_WAITING)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing runs or waits; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._idle, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """End whatever still runs or waits (EngineShutdownError) and stop the thread. Safe to call twice.
+
+        If a step outlasts `timeout` seconds the thread is left to finish it;
+        the context stays usable by it, since the engine never frees it.
+        """
+        with self._lock:
+            self._accepting = False
             self._stopping = True
         self._inbox.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("the engine thread did not stop within %g s; it ends after its current step", timeout)
+
+    # --- the engine thread ---------------------------------------------------------
 
     def _run(self) -> None:
         scheduler = self.scheduler
+        shutdown = EngineShutdownError("the server is shutting down; the request was not finished")
         while not self._stopping:
             # Block when idle; otherwise take whatever arrived since the last step.
             block = not scheduler.has_work
@@ -373,7 +432,11 @@ class Engine:
                 block = False
                 if item is None:
                     break
-                self._take(item)
+                if item is _FAIL_WAITING:
+                    scheduler.fail_waiting(EngineShutdownError("the server is shutting down; the request was "
+                                                               "still waiting for a slot"))
+                else:
+                    self._take(item)
             if self._stopping:
                 break
             try:
@@ -381,24 +444,36 @@ class Engine:
             except Exception as error:  # a bug must not take the engine thread (and every later request) down
                 logger.exception("engine step failed; ending the requests in flight")
                 scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
-            with self._lock:
-                self._queued = len(scheduler.waiting) + self._inbox.qsize()
-        shutdown = HeliosError("the engine is shutting down")
-        for slot in scheduler.slots:
-            if slot.busy:
-                scheduler._finish(slot, None, shutdown)
-        for request in scheduler.waiting:
-            _deliver(request, Done(None, shutdown))
+            self._note_idle()
+        scheduler.fail_all(shutdown)
         while True:  # submitted but never taken from the inbox
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
+            if isinstance(item, Request):
+                self._dequeued(item)
                 _deliver(item, Done(None, shutdown))
+        scheduler.fail_waiting(shutdown)
+        self._note_idle()
 
     def _take(self, request: Request) -> None:
         try:
             self.scheduler.submit(request)
         except Exception as error:  # validated in submit(); kept so one bad request never kills the thread
+            self._dequeued(request)
             _deliver(request, Done(None, error))
+
+    def _dequeued(self, request: Request) -> None:
+        with self._lock:
+            self._queued -= 1
+
+    def _note_idle(self) -> None:
+        with self._changed:
+            self._idle = self._queued == 0 and not self.scheduler.has_work
+            if self._idle:
+                self._changed.notify_all()
+
+
+# A control message on the engine's inbox: end the requests waiting for a slot.
+_FAIL_WAITING = "fail-waiting"

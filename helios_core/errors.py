@@ -7,6 +7,14 @@ class HeliosError(Exception):
     """Base class of every error helios_core raises on purpose."""
 
 
+class LibraryNotFoundError(HeliosError, ImportError):
+    """libllama is not built (or not where HELIOS_LIB_DIR points)."""
+
+
+class ClosedError(HeliosError):
+    """An object was used after close(), or after the model it belongs to was closed."""
+
+
 class ModelLoadError(HeliosError):
     """A model file is missing, unreadable, not GGUF, or llama.cpp refused it."""
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
+from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
 from helios_core.model import Model
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
@@ -51,13 +52,30 @@ class Generator:
 
     A new prompt that shares a prefix with the previous prompt-plus-completion
     decodes only the rest: a follow-up chat turn costs the new turn.
+
+    Without `ctx` the generator makes its own context and close() (or the
+    end of a `with` block) frees it; a context passed in stays the caller's.
     """
 
     def __init__(self, model: Model, ctx: Context | None = None, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_batch: int = 512):
         self.model = model
+        self._owns_ctx = ctx is None
         self.ctx = ctx or Context(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
         self.scheduler = Scheduler(self.ctx)
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop accepting prompts and free the context this generator made. Safe to call twice."""
+        self._closed = True
+        if self._owns_ctx:
+            self.ctx.close()
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def cache(self) -> CachedSequence:
@@ -66,6 +84,8 @@ class Generator:
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
         """Start generating. Strings are tokenized with BOS and without special-token parsing."""
+        if self._closed:
+            raise ClosedError("generator is closed")
         params = params or GenerationParams()
         tokens = self.model.vocab.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         events: deque = deque()

@@ -8,7 +8,8 @@ import weakref
 from pathlib import Path
 
 from helios_core import _llama, backend
-from helios_core.errors import ModelLoadError
+from helios_core.errors import ClosedError, ModelLoadError
+from helios_core.handle import Handle
 from helios_core.vocab import Vocab
 
 GGUF_MAGIC = b"GGUF"
@@ -34,32 +35,54 @@ class Model:
         params.n_gpu_layers = n_gpu_layers
         params.load_mode = _llama.LLAMA_LOAD_MODE_MMAP if use_mmap else _llama.LLAMA_LOAD_MODE_NONE
         params.vocab_only = vocab_only
-        ptr = _llama.llama_model_load_from_file(os.fsencode(self.path), params)
+        with backend.errors_captured() as errors:
+            ptr = _llama.llama_model_load_from_file(os.fsencode(self.path), params)
         if not ptr:
-            raise ModelLoadError(
-                f"llama.cpp could not load {self.path} (a damaged or unsupported GGUF file; "
-                "the `helios.llama` logger has llama.cpp's reason)"
-            )
-        self._ptr = ptr
-        self._finalizer = weakref.finalize(self, _llama.llama_model_free, ptr)
+            # llama.cpp's first error line names the cause; the rest say "failed to load".
+            reason = errors[0] if errors else "no reason given; see the `helios.llama` logger"
+            raise ModelLoadError(f"llama.cpp could not load {self.path}: {reason}")
+        self._handle: Handle | None = Handle(ptr, _llama.llama_model_free)
+        # Contexts made from this model: close() closes them first.
+        self._dependents: weakref.WeakSet = weakref.WeakSet()
         self.vocab_only = vocab_only
         self.vocab = Vocab(self)
 
     # --- lifetime ----------------------------------------------------------
 
+    def handle(self) -> Handle:
+        """The model's live handle; raises ClosedError once closed.
+
+        Hold the returned object (a local variable will do) across a C call
+        that another thread might race with close(): the model is not freed
+        while it is referenced.
+        """
+        handle = self._handle
+        if handle is None:
+            raise ClosedError(f"model {self.path.name} is closed")
+        return handle
+
     @property
     def ptr(self) -> int:
-        if not self._finalizer.alive:
-            raise ModelLoadError(f"model {self.path.name} is closed")
-        return self._ptr
+        return self.handle().ptr
 
     def close(self) -> None:
-        """Free the model. Safe to call twice; contexts made from it must be closed first."""
-        self._finalizer()
+        """Close every context made from this model, then the model. Safe to call twice.
+
+        Later use of the model, its vocab or its contexts raises ClosedError.
+        The memory is freed once no call in flight (on any thread) and no
+        logits view still needs it.
+        """
+        for dependent in list(self._dependents):
+            dependent.close()
+        self._handle = None
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._handle is None
+
+    def adopt(self, dependent) -> None:
+        """Register something made from this model (it has close()) to be closed with it."""
+        self._dependents.add(dependent)
 
     def __enter__(self) -> Model:
         return self

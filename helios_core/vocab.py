@@ -9,6 +9,7 @@ tokenize on its own threads while the engine thread decodes.
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,10 +25,14 @@ _INT32_MIN = -(2**31)
 
 
 class Vocab:
-    """Token-level view of a model. Valid while its Model is open."""
+    """Token-level view of a model. Once the model is closed, every call raises ClosedError.
+
+    Each method holds the model's handle (`_`) until llama.cpp returns, so a
+    close() on another thread never frees the vocabulary under a call.
+    """
 
     def __init__(self, model: Model):
-        self._model = model  # keeps the model (and so the vocab pointer) alive
+        self._model = model
         self._ptr = _llama.llama_model_get_vocab(model.ptr)
         self.n_vocab: int = _llama.llama_vocab_n_tokens(self._ptr)
         self.bos: int = _llama.llama_vocab_bos(self._ptr)
@@ -40,18 +45,23 @@ class Vocab:
 
     def is_eog(self, token: int) -> bool:
         """True for any end-of-generation token (eos, eot, and model-specific ones)."""
+        _ = self._model.handle()
         return bool(_llama.llama_vocab_is_eog(self._ptr, token))
 
     def is_control(self, token: int) -> bool:
+        _ = self._model.handle()
+        self._check_token(token)  # llama.cpp aborts the process on an id outside the vocabulary
         return bool(_llama.llama_vocab_is_control(self._ptr, token))
 
     def token_attr(self, token: int) -> int:
         """The llama_token_attr bit flags of a token (see _llama.LLAMA_TOKEN_ATTR_*)."""
+        _ = self._model.handle()
         self._check_token(token)
         return int(_llama.llama_vocab_get_attr(self._ptr, token))
 
     def token_text(self, token: int) -> str:
         """The vocabulary entry as stored in the GGUF (e.g. '▁hello'), not decoded text."""
+        _ = self._model.handle()
         self._check_token(token)
         return _llama.llama_vocab_get_text(self._ptr, token).decode("utf-8", errors="replace")
 
@@ -64,6 +74,7 @@ class Vocab:
         parse_special: let text like "<start_of_turn>" become its control token
         (use for rendered chat templates, never for untrusted user text alone).
         """
+        _ = self._model.handle()
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         capacity = len(data) + 2 * int(add_special) + 1
         while True:
@@ -81,6 +92,7 @@ class Vocab:
         special=False renders control tokens as nothing, as in generated text.
         Cached per token: the detokenizer calls this once per generated token.
         """
+        _ = self._model.handle()
         key = token if not special else ~token
         piece = self._pieces.get(key)
         if piece is None:
@@ -92,6 +104,7 @@ class Vocab:
     def detokenize(self, tokens: Sequence[int] | np.ndarray, *, remove_special: bool = False,
                    unparse_special: bool = False) -> str:
         """Text of a whole token sequence (invalid UTF-8 is replaced, never raised)."""
+        _ = self._model.handle()
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
         if ids.size and (ids.min() < 0 or ids.max() >= self.n_vocab):
             raise TokenizeError(f"token ids must lie in [0, {self.n_vocab}); got {ids.min()}..{ids.max()}")
@@ -103,6 +116,16 @@ class Vocab:
             if n >= 0:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             capacity = -n
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The most bytes of text any one token stands for, special tokens included.
+
+        A text of B bytes has at least ceil(B / max_token_bytes) tokens: a
+        bound on a prompt's length that is known before tokenizing it.
+        """
+        _ = self._model.handle()
+        return max(len(self._token_to_piece(token, True)) for token in range(self.n_vocab))
 
     # --- helpers -----------------------------------------------------------
 

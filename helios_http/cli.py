@@ -67,8 +67,9 @@ def generate_command(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, seed=args.seed, stop=args.stop, repetition_penalty=args.repeat_penalty,
     )
-    with Model(resolve_model(args.model), n_gpu_layers=args.n_gpu_layers) as model:
-        generator = Generator(model, n_ctx=args.ctx_size, n_threads=args.threads)
+    # Closing the model closes the generator's context with it, on errors too.
+    with Model(resolve_model(args.model), n_gpu_layers=args.n_gpu_layers) as model, \
+            Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator:
         if args.chat:
             messages = ([{"role": "system", "content": args.system}] if args.system else [])
             messages.append({"role": "user", "content": args.prompt})
@@ -88,7 +89,6 @@ def generate_command(args: argparse.Namespace) -> None:
             f"finish: {generation.finish_reason}]",
             file=sys.stderr,
         )
-        generator.ctx.close()
 
 
 def serve_command(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import pytest
 from helios_core import _llama, backend
 from helios_core.batch import Batch
 from helios_core.context import Context
-from helios_core.errors import ContextError, ContextFullError, DecodeError, HeliosError, ModelLoadError
+from helios_core.errors import ClosedError, ContextError, ContextFullError, DecodeError, HeliosError, ModelLoadError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 
@@ -186,7 +186,7 @@ def test_close_is_idempotent_and_closed_objects_raise(model):
     ctx = Context(model, n_ctx=128, n_batch=16, n_threads=1)
     ctx.close()
     ctx.close()
-    with pytest.raises(ContextError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         ctx.decode(Batch(1))
     m = Model(default_model_path(), vocab_only=True)
     m.close()
