@@ -125,3 +125,20 @@ def test_help_works_without_a_built_library(tmp_path):
     result = subprocess.run([sys.executable, "-m", "helios_http.cli", "generate", "--prompt", "hi"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "libllama not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_generate_command_frees_what_it_made_when_it_fails(monkeypatch, capsys):
+    from helios_core.generate import Generator as RealGenerator
+    from helios_core.model import Model as RealModel
+    from helios_http import cli
+
+    closed = []
+    for cls in (RealModel, RealGenerator):
+        original = cls.close
+        monkeypatch.setattr(cls, "close", lambda self, original=original: (closed.append(self), original(self))[1])
+    with pytest.raises(SystemExit) as exit_info:  # a prompt longer than the context fails after both are made
+        cli.main(["generate", "--prompt", "word " * 400, "--ctx-size", "256", "--threads", "1"])
+    assert exit_info.value.code == 2 and "the prompt has" in capsys.readouterr().err
+    model = next(c for c in closed if isinstance(c, RealModel))
+    generator = next(c for c in closed if isinstance(c, RealGenerator))
+    assert model.closed and generator.ctx.closed
