@@ -8,8 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-# Extra CMake flags for llama.cpp, e.g. CMAKE_ARGS=-DGGML_CUDA=ON
-export CMAKE_ARGS
+# Extra CMake flags for llama.cpp: `make build CMAKE_ARGS=-DGGML_CUDA=ON`. Not
+# exported here on purpose: make passes a command-line CMAKE_ARGS (even an empty
+# one) and one from the environment on to vendor/build.py by itself, and leaves
+# it unset otherwise, so build.py can tell "not given" (keep the flags the
+# installed libraries were built with) from "given empty" (`CMAKE_ARGS=`: CPU).
 
 .PHONY: serve test install build tools model bench bench-server lint clean
 
@@ -27,7 +30,8 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[build,test,dev]'
 	touch $@
 
-# vendor/llama.cpp from the pinned sdist, then libllama + ggml into helios_core/lib.
+# The pinned llama.cpp tree into the cache (vendor/llama.cpp links to it), then
+# libllama + ggml built there and copied into helios_core/lib.
 build: install
 	$(PY) vendor/build.py
 
@@ -50,5 +54,6 @@ lint: install
 	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py
 	$(VENV)/bin/ruff format --check helios_core helios_http tests benchmarks vendor/*.py
 
+# vendor/llama.cpp is a link into the cache; the cache itself is kept.
 clean:
 	rm -rf $(VENV) helios_core/lib vendor/llama.cpp
