@@ -16,18 +16,31 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from helios_core import chat
-from helios_core.engine import Done, Engine, PromptTooLongError, QueueFullError
+from helios_core.engine import Done, Engine, EngineShutdownError, PromptTooLongError, QueueFullError
 from helios_core.errors import HeliosError
 from helios_core.model import Model
 from helios_http import shapes
+from helios_http.admission import Admission
+from helios_http.auth import ApiKeyAuth
 from helios_http.bridge import Job, run_jobs
-from helios_http.errors import APIError, api_error_handler, http_exception_handler, invalid, unexpected_error_handler
-from helios_http.metrics import Metrics
+from helios_http.errors import (
+    CLIENT_CLOSED_REQUEST,
+    APIError,
+    api_error_handler,
+    client_disconnected_handler,
+    http_exception_handler,
+    invalid,
+    shutting_down,
+    unexpected_error_handler,
+)
+from helios_http.limits import BodyLimits, MiB
+from helios_http.metrics import Metrics, RequestAccounting
 from helios_http.schemas import ChatRequest, CompletionRequest, parse_chat, parse_completion, parse_json
 
 RETRY_AFTER_SECONDS = 1
@@ -39,10 +52,14 @@ class ServerState:
 
     model_id: str
     api_key: str | None = None
+    metrics_public: bool = False  # /metrics without the API key
     chat_template: str | None = None  # a name or template text; None: chosen from the model
+    max_body_bytes: int = 8 * MiB
+    request_timeout: float = 30.0  # seconds for a request's body to arrive (headers: connections.py)
     model: Model | None = None
     engine: Engine | None = None
     load_error: str | None = None
+    draining: bool = False  # shutting down: new requests get 503
     metrics: Metrics = field(default_factory=Metrics)
 
     def ready_engine(self) -> tuple[Model, Engine]:
@@ -53,10 +70,16 @@ class ServerState:
 
 def _loading_error(state: ServerState) -> APIError:
     if state.load_error:
-        return APIError(503, f"the model failed to load: {state.load_error}", type="server_error",
-                        code="model_load_failed")
-    return APIError(503, "the model is loading; retry shortly", type="service_unavailable", code="model_loading",
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return APIError(
+            503, f"the model failed to load: {state.load_error}", type="server_error", code="model_load_failed"
+        )
+    return APIError(
+        503,
+        "the model is loading; retry shortly",
+        type="service_unavailable",
+        code="model_loading",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -71,7 +94,7 @@ async def chat_completions(request: Request) -> Response:
     body = parse_json(await request.body())
     parsed = parse_chat(body)
     model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(_render_chat, model, state.chat_template, parsed.messages)
+    prompt = await run_in_threadpool(_render_chat, model, engine, state.chat_template, parsed.messages)
     return await _generate(request, state, engine, parsed, [prompt], "chat")
 
 
@@ -80,31 +103,61 @@ async def completions(request: Request) -> Response:
     body = parse_json(await request.body())
     parsed = parse_completion(body)
     model, engine = state.ready_engine()
-    prompts = [await run_in_threadpool(_tokenize_prompt, model, p) for p in parsed.prompts]
+    prompts = [await run_in_threadpool(_tokenize_prompt, model, engine, p) for p in parsed.prompts]
     return await _generate(request, state, engine, parsed, prompts, "completion")
 
 
-def _render_chat(model: Model, template: str | None, messages: list[dict[str, str]]) -> list[int]:
+def _render_chat(model: Model, engine: Engine, template: str | None, messages: list[dict[str, str]]) -> list[int]:
     try:
         text = chat.apply_template(chat.template_for(model, template), messages)
     except HeliosError as e:
         raise invalid(str(e), "messages") from None
+    _refuse_text_longer_than_a_slot(model, engine, text, "messages")
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
 
 
-def _tokenize_prompt(model: Model, prompt: str | list[int]) -> list[int]:
+def _tokenize_prompt(model: Model, engine: Engine, prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise invalid("prompt is empty", "prompt")
+        _refuse_text_longer_than_a_slot(model, engine, prompt, "prompt")
         return model.vocab.tokenize(prompt, add_special=True, parse_special=True)
+    if len(prompt) >= engine.n_ctx_per_seq:
+        raise _too_long(f"the prompt has {len(prompt)} tokens", engine, "prompt")
     n_vocab = model.vocab.n_vocab
     if any(not 0 <= t < n_vocab for t in prompt):
         raise invalid(f"prompt token ids must lie in [0, {n_vocab})", "prompt")
     return prompt
 
 
-async def _generate(request: Request, state: ServerState, engine: Engine, parsed: ChatRequest | CompletionRequest,
-                    prompts: list[list[int]], kind: str) -> Response:
+def _refuse_text_longer_than_a_slot(model: Model, engine: Engine, text: str, param: str) -> None:
+    """A 400 for a text that cannot fit a slot, known from its length alone: tokenizing megabytes costs seconds.
+
+    No token spans more than max_token_bytes bytes, so B bytes are at least ceil(B / max_token_bytes) tokens.
+    """
+    n_bytes = len(text.encode())  # orjson has already refused lone surrogates
+    at_least = -(-n_bytes // model.vocab.max_token_bytes)
+    if at_least >= engine.n_ctx_per_seq:
+        raise _too_long(f"the prompt has at least {at_least} tokens ({n_bytes} bytes of text)", engine, param)
+
+
+def _too_long(what: str, engine: Engine, param: str) -> APIError:
+    # The engine's own PromptTooLongError says the same for prompts that pass this early check.
+    return invalid(
+        f"{what}, but the context holds {engine.n_ctx_per_seq} per sequence (and generation needs at least one more)",
+        param,
+        code="context_length_exceeded",
+    )
+
+
+async def _generate(
+    request: Request,
+    state: ServerState,
+    engine: Engine,
+    parsed: ChatRequest | CompletionRequest,
+    prompts: list[list[int]],
+    kind: str,
+) -> Response:
     model = state.model
     n = parsed.n
     jobs: list[Job] = []
@@ -113,8 +166,11 @@ async def _generate(request: Request, state: ServerState, engine: Engine, parsed
             params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
             jobs.append((p * n + i, prompt, params))
     if len(jobs) > engine.max_queue:
-        raise invalid(f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "
-                      f"queues at once ({engine.max_queue})", "n")
+        raise invalid(
+            f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "
+            f"queues at once ({engine.max_queue})",
+            "n",
+        )
     # Streams are cancelled by Starlette once they start; until then (queued, reading
     # the prompt) and for whole responses, run_jobs watches for the client leaving.
     events = run_jobs(engine, jobs, request.is_disconnected)
@@ -123,13 +179,27 @@ async def _generate(request: Request, state: ServerState, engine: Engine, parsed
     except PromptTooLongError as e:
         raise invalid(str(e), "messages" if kind == "chat" else "prompt", code="context_length_exceeded") from None
     except QueueFullError as e:
-        raise APIError(429, str(e), type="rate_limit_exceeded", code="queue_full",
-                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        raise APIError(
+            429,
+            str(e),
+            type="rate_limit_exceeded",
+            code="queue_full",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    except EngineShutdownError as e:
+        raise shutting_down(str(e)) from None
     except StopAsyncIteration:
-        return Response(status_code=499)  # the client left before anything was produced
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
+    if isinstance(first[1], Done) and first[1].error is not None:
+        # Ended before producing anything (e.g. refused while queued, at shutdown): a status, not a stream.
+        await events.aclose()
+        raise _engine_error(first[1].error)
     if parsed.stream:
-        return StreamingResponse(_stream(state, parsed, _prepend(first, events), kind),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            _stream(state, parsed, _prepend(first, events), kind),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     return await _collect(state, parsed, _prepend(first, events), len(jobs), kind)
 
 
@@ -160,12 +230,13 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
     if kind == "chat":
         body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
     else:
-        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab,
-                                          logprobs)
+        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
     return json_response(body)
 
 
 def _engine_error(error: Exception) -> APIError:
+    if isinstance(error, EngineShutdownError):
+        return shutting_down(str(error))
     # Client mistakes are refused before submission; what fails later is ours.
     return APIError(500, f"generation failed: {error}", type="server_error")
 
@@ -224,9 +295,14 @@ async def _stream(state: ServerState, parsed: ChatRequest | CompletionRequest, e
 
 async def models(request: Request) -> Response:
     state: ServerState = request.app.state.helios
-    return json_response({"object": "list", "data": [
-        {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
-    ]})
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
+            ],
+        }
+    )
 
 
 async def health(request: Request) -> Response:
@@ -249,8 +325,10 @@ async def tokenize(request: Request) -> Response:
     model, _ = state.ready_engine()
     tokens = await run_in_threadpool(model.vocab.tokenize, content, add_special=add_special, parse_special=True)
     if with_pieces:
-        pieces = [{"id": t, "piece": model.vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace")}
-                  for t in tokens]
+        pieces = [
+            {"id": t, "piece": model.vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace")}
+            for t in tokens
+        ]
         return json_response({"tokens": pieces})
     return json_response({"tokens": tokens})
 
@@ -277,42 +355,6 @@ async def metrics(request: Request) -> Response:
 # --- app ---------------------------------------------------------------------------
 
 
-class _Accounting:
-    """ASGI middleware: API-key check, in-flight gauge, requests counted by path and status."""
-
-    OPEN_PATHS = {"/health", "/metrics"}
-
-    def __init__(self, app, state: ServerState):
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        status = {"code": 500}
-
-        async def send_and_record(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        metrics = self.state.metrics
-        metrics.request_started()
-        try:
-            if self.state.api_key and path not in self.OPEN_PATHS and not self._authorized(scope):
-                error = APIError(401, "a valid API key is required: send Authorization: Bearer <key>",
-                                 type="authentication_error", code="invalid_api_key")
-                return await error.response()(scope, receive, send_and_record)
-            await self.app(scope, receive, send_and_record)
-        finally:
-            metrics.request_finished(path if path in _KNOWN_PATHS else "other", status["code"])
-
-    def _authorized(self, scope) -> bool:
-        expected = f"Bearer {self.state.api_key}".encode()
-        return any(k == b"authorization" and v == expected for k, v in scope["headers"])
-
-
 ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
@@ -325,13 +367,30 @@ ROUTES = [
 _KNOWN_PATHS = {route.path for route in ROUTES}
 
 
+OPEN_PATHS = {"/health"}  # answered without the API key: probes carry no credentials
+
+
 def build_app(state: ServerState, lifespan=None) -> Starlette:
+    """The app over `state`. Middleware, outermost first: count every response, refuse what the server
+    will not take now (draining, over the connection cap), check the key, bound the body."""
+    middleware = [
+        Middleware(RequestAccounting, metrics=state.metrics, known_paths=_KNOWN_PATHS),
+        Middleware(Admission, draining=lambda: state.draining),
+    ]
+    if state.api_key:
+        open_paths = (OPEN_PATHS | {"/metrics"}) if state.metrics_public else OPEN_PATHS
+        middleware.append(Middleware(ApiKeyAuth, api_key=state.api_key, open_paths=open_paths))
+    middleware.append(Middleware(BodyLimits, max_bytes=state.max_body_bytes, timeout=state.request_timeout))
     app = Starlette(
         routes=ROUTES,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_exception_handler,
-                            Exception: unexpected_error_handler},
+        middleware=middleware,
+        exception_handlers={
+            APIError: api_error_handler,
+            HTTPException: http_exception_handler,
+            ClientDisconnect: client_disconnected_handler,
+            Exception: unexpected_error_handler,
+        },
         lifespan=lifespan,
     )
     app.state.helios = state
-    app.add_middleware(_Accounting, state=state)
     return app

@@ -20,8 +20,9 @@ Job = tuple[int, Sequence[int], GenerationParams]  # (choice index, prompt token
 DISCONNECT_POLL_SECONDS = 0.5
 
 
-async def run_jobs(engine: Engine, jobs: list[Job],
-                   disconnected: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[tuple[int, Event]]:
+async def run_jobs(
+    engine: Engine, jobs: list[Job], disconnected: Callable[[], Awaitable[bool]] | None = None
+) -> AsyncIterator[tuple[int, Event]]:
     """Submit every job, then yield (choice index, event) as the engine produces them.
 
     Submission errors (queue full, prompt too long) raise before anything is

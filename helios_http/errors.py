@@ -10,17 +10,32 @@ import logging
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 logger = logging.getLogger("helios.http")
+
+# nginx's "client closed request": recorded in /metrics, never sent (nobody is left to read it).
+CLIENT_CLOSED_REQUEST = 499
+
+# For answers given before the request body was read: the rest of it is still on
+# the wire, so the connection cannot carry another request.
+CLOSE_CONNECTION = {"Connection": "close"}
 
 
 class APIError(Exception):
     """An error to send to the client as-is."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -33,13 +48,19 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> Response:
-        return Response(orjson.dumps(self.body()), status_code=self.status, headers=self.headers,
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(self.body()), status_code=self.status, headers=self.headers, media_type="application/json"
+        )
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     """A 400 for a field the client got wrong."""
     return APIError(400, message, param=param, code=code)
+
+
+def shutting_down(message: str = "the server is shutting down; retry on another instance") -> APIError:
+    """A 503 for work refused or ended because the server is stopping."""
+    return APIError(503, message, type="service_unavailable", code="shutting_down", headers=CLOSE_CONNECTION)
 
 
 _HTTP_TYPES = {
@@ -56,10 +77,21 @@ async def api_error_handler(request: Request, exc: APIError) -> Response:
 
 
 async def http_exception_handler(request: Request, exc: HTTPException) -> Response:
-    message = {404: f"no route for {request.method} {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-    return APIError(exc.status_code, message, type=_HTTP_TYPES.get(exc.status_code, "invalid_request_error"),
-                    headers=getattr(exc, "headers", None)).response()
+    message = {
+        404: f"no route for {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    return APIError(
+        exc.status_code,
+        message,
+        type=_HTTP_TYPES.get(exc.status_code, "invalid_request_error"),
+        headers=getattr(exc, "headers", None),
+    ).response()
+
+
+async def client_disconnected_handler(request: Request, exc: ClientDisconnect) -> Response:
+    # The client hung up while sending its body: nothing went wrong on our side.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

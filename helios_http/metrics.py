@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 
 
 class Metrics:
@@ -32,14 +33,19 @@ class Metrics:
             lines.append(f"# HELP helios_{name} {help_}")
             lines.append(f"# TYPE helios_{name} {kind}")
             for labels, value in samples:
-                lines.append(f"helios_{name}{labels} {value:g}" if isinstance(value, float) else
-                             f"helios_{name}{labels} {value}")
+                lines.append(
+                    f"helios_{name}{labels} {value:g}" if isinstance(value, float) else f"helios_{name}{labels} {value}"
+                )
 
         with self._lock:
             requests = sorted(self.requests.items())
             in_flight = self.in_flight
-        metric("requests_total", "counter", "HTTP requests by path and status.",
-               [(f'{{path="{path}",status="{status}"}}', n) for (path, status), n in requests])
+        metric(
+            "requests_total",
+            "counter",
+            "HTTP requests by path and status.",
+            [(f'{{path="{path}",status="{status}"}}', n) for (path, status), n in requests],
+        )
         metric("requests_in_flight", "gauge", "HTTP requests being served now.", [("", in_flight)])
         if engine is not None:
             stats = engine.scheduler.stats
@@ -47,18 +53,71 @@ class Metrics:
             metric("requests_queued", "gauge", "Generation requests waiting for a slot.", [("", engine.queued)])
             metric("slots_busy", "gauge", "Slots generating or reading a prompt.", [("", engine.busy_slots)])
             metric("slots_total", "gauge", "Slots (sequences decoded together).", [("", engine.n_slots)])
-            metric("prompt_tokens_total", "counter", "Prompt tokens decoded (cache hits excluded).",
-                   [("", stats.prompt_tokens_decoded)])
+            metric(
+                "prompt_tokens_total",
+                "counter",
+                "Prompt tokens decoded (cache hits excluded).",
+                [("", stats.prompt_tokens_decoded)],
+            )
             metric("generated_tokens_total", "counter", "Tokens generated.", [("", stats.generated_tokens)])
-            metric("tokens_per_second", "gauge", "Generated tokens per second of engine busy time.",
-                   [("", float(stats.generated_tokens / busy_seconds))])
-            metric("prompt_cache_hits_total", "counter", "Requests that found part of their prompt cached.",
-                   [("", stats.cache_hits)])
-            metric("prompt_cache_tokens_total", "counter", "Prompt tokens served from the KV cache.",
-                   [("", stats.cached_tokens)])
+            metric(
+                "tokens_per_second",
+                "gauge",
+                "Generated tokens per second of engine busy time.",
+                [("", float(stats.generated_tokens / busy_seconds))],
+            )
+            metric(
+                "prompt_cache_hits_total",
+                "counter",
+                "Requests that found part of their prompt cached.",
+                [("", stats.cache_hits)],
+            )
+            metric(
+                "prompt_cache_tokens_total",
+                "counter",
+                "Prompt tokens served from the KV cache.",
+                [("", stats.cached_tokens)],
+            )
             metric("decode_steps_total", "counter", "llama_decode calls.", [("", stats.steps)])
-            metric("batch_tokens_total", "counter", "Tokens over all decode steps (mean batch = this / steps).",
-                   [("", stats.batch_tokens)])
-            metric("batch_sequences_total", "counter", "Sequences over all decode steps.",
-                   [("", stats.batch_sequences)])
+            metric(
+                "batch_tokens_total",
+                "counter",
+                "Tokens over all decode steps (mean batch = this / steps).",
+                [("", stats.batch_tokens)],
+            )
+            metric(
+                "batch_sequences_total", "counter", "Sequences over all decode steps.", [("", stats.batch_sequences)]
+            )
         return "\n".join(lines) + "\n"
+
+
+class RequestAccounting:
+    """ASGI middleware: the in-flight gauge, and every response counted by path and status.
+
+    Outermost of the app's own middleware, so refusals (503, 401, 413, ...) are
+    counted too. Paths outside `known_paths` count as "other", so probes of
+    random URLs cannot grow the counters without bound.
+    """
+
+    def __init__(self, app, *, metrics: Metrics, known_paths: Collection[str]):
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = frozenset(known_paths)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # what uvicorn answers if the app fails before starting a response
+
+        async def send_and_record(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.request_started()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            path = scope["path"]
+            self.metrics.request_finished(path if path in self.known_paths else "other", status)

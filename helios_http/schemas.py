@@ -19,6 +19,10 @@ from helios_http.errors import invalid
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_N = 16
 MAX_STOPS = 16
+# Generations one request may ask for (prompts x n). Each takes a queue place and then
+# a slot, so a bound well under the default queue (64) keeps one request from
+# filling it; 16 is also the most one prompt may ask for through n.
+MAX_GENERATIONS = 16
 
 
 @dataclass
@@ -44,11 +48,19 @@ class SamplingFields:
         # top_p = 0 asks for the smallest nucleus there is: the single most likely token.
         temperature = 0.0 if self.top_p == 0 else self.temperature
         return GenerationParams(
-            max_tokens=self.max_tokens, temperature=temperature, top_p=self.top_p or 1.0, top_k=self.top_k,
-            min_p=self.min_p, seed=None if self.seed is None else self.seed + seed_offset, stop=self.stop,
-            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repeat_penalty, logit_bias=self.logit_bias or None,
-            logprobs=self.logprobs, top_logprobs=self.top_logprobs,
+            max_tokens=self.max_tokens,
+            temperature=temperature,
+            top_p=self.top_p or 1.0,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            seed=None if self.seed is None else self.seed + seed_offset,
+            stop=self.stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repeat_penalty,
+            logit_bias=self.logit_bias or None,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
         )
 
 
@@ -90,12 +102,22 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if top and not logprobs:
         raise invalid("top_logprobs needs logprobs set to true", "top_logprobs")
     stream, include_usage = _stream(body)
-    return ChatRequest(parsed, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N),
-                       stream, include_usage)
+    return ChatRequest(
+        parsed, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N), stream, include_usage
+    )
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     prompts = _prompts(body.get("prompt"))
+    n = _integer(body, "n", 1, low=1, high=MAX_N)
+    if len(prompts) > MAX_GENERATIONS:
+        raise invalid(f"prompt holds {len(prompts)} prompts; one request takes at most {MAX_GENERATIONS}", "prompt")
+    if len(prompts) * n > MAX_GENERATIONS:
+        raise invalid(
+            f"{len(prompts)} prompts x n={n} asks for {len(prompts) * n} generations; one request takes at most "
+            f"{MAX_GENERATIONS}",
+            "n",
+        )
     # Legacy completions: logprobs is an integer, the number of alternatives (0..5).
     raw = body.get("logprobs")
     if raw is None or raw is False:
@@ -104,8 +126,7 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
         top = _integer(body, "logprobs", 0, low=0, high=5)
         logprobs = True
     stream, include_usage = _stream(body)
-    return CompletionRequest(prompts, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N),
-                             stream, include_usage)
+    return CompletionRequest(prompts, _sampling(body, logprobs, top), n, stream, include_usage)
 
 
 # --- fields -----------------------------------------------------------------------
@@ -127,12 +148,20 @@ def _message(message: Any, index: int) -> dict[str, str]:
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise invalid(f"{where}.content[{j}] must be a text part {{\"type\": \"text\", \"text\": ...}}; "
-                              "this server reads text only", f"{where}.content")
+                raise invalid(
+                    f'{where}.content[{j}] must be a text part {{"type": "text", "text": ...}}; '
+                    "this server reads text only",
+                    f"{where}.content",
+                )
             parts.append(part["text"])
         text = "\n".join(parts)
     else:
         raise invalid(f"{where}.content must be a string or a list of text parts", f"{where}.content")
+    if "\0" in text:
+        # Chat templates are applied by llama.cpp to C strings: the text after a NUL would vanish.
+        raise invalid(
+            f"{where}.content contains a NUL character (U+0000), which a chat prompt cannot carry", f"{where}.content"
+        )
     return {"role": "system" if role == "developer" else role, "content": text}
 
 
@@ -142,18 +171,21 @@ def _prompts(prompt: Any) -> list[str | list[int]]:
     if isinstance(prompt, list) and prompt:
         if all(isinstance(p, str) for p in prompt):
             return list(prompt)
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if all(_is_token_id(t) for t in prompt):
             return [list(prompt)]
-        if all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompt):
+        if all(isinstance(p, list) and p and all(_is_token_id(t) for t in p) for p in prompt):
             return [list(p) for p in prompt]
     raise invalid("prompt must be a string, a list of strings, or token ids", "prompt")
 
 
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no token id
+
+
 def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int) -> SamplingFields:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    if max_tokens is not None:
-        max_tokens = _integer(body, name, None, low=1)
+    # max_completion_tokens replaces max_tokens; a null one is absent, not "no limit".
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _integer(body, name, None, low=1)
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []

@@ -1,15 +1,22 @@
 """`helios-engine serve`: load the model in the background and serve the app with uvicorn.
 
-/health answers 503 while the model loads, then 200. The model path is
-resolved before the server starts, so a wrong --model fails at once with a
-clear message instead of a server that never becomes healthy.
+/health answers 503 while the model loads, then 200. A model that fails to
+load stops the server: it exits 1 with one line saying why, instead of
+staying up unable to answer. The model path is resolved before the server
+starts, so a wrong --model fails at once.
+
+Exit codes: 0 after a graceful shutdown (SIGTERM, see shutdown.py), 1 when
+the model fails to load or the address cannot be bound, 2 for bad options.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
+import signal
+import sys
 import threading
 
 import uvicorn
@@ -20,42 +27,75 @@ from helios_core.engine import Engine
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, ServerState, build_app
+from helios_http.connections import GuardedH11Protocol
+from helios_http.limits import MiB
+from helios_http.shutdown import DrainingServer
 
 logger = logging.getLogger("helios.http")
 
+# After the drain, the seconds uvicorn still waits for responses to be written
+# (a client reading slowly) before it cancels their handlers.
+WRITE_BACKSTOP_SECONDS = 3
+
 
 def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
-    """Load model, context and engine into `state` (runs on a background thread)."""
+    """Load model, context and engine into `state` (runs on a background thread). Raises on failure."""
+    model = Model(path, n_gpu_layers=args.n_gpu_layers)
     try:
-        model = Model(path, n_gpu_layers=args.n_gpu_layers)
         # A template llama.cpp cannot apply should stop the server now, not fail every chat request.
         chat.apply_template(chat.template_for(model, args.chat_template), [{"role": "user", "content": "hi"}])
+        # Scanned once here (a pass over the vocabulary), not on the first request.
+        model.vocab.max_token_bytes  # noqa: B018
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
-        ctx = Context(model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512,
-                      n_threads=args.threads)
-        state.model = model
-        state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
-        endpoints = ", ".join(sorted(route.path for route in ROUTES))
-        logger.info("helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
-                    state.model_id, model.description, args.parallel, args.ctx_size, args.host, args.port, endpoints)
-    except Exception as error:  # reported by /health and the log; the server stays up to say so
-        state.load_error = str(error)
-        logger.error("helios-engine: the model failed to load: %s", error)
+        ctx = Context(
+            model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
+        )
+    except BaseException:
+        model.close()
+        raise
+    state.model = model
+    state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
+    endpoints = ", ".join(sorted(route.path for route in ROUTES))
+    logger.info(
+        "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
+        state.model_id,
+        model.description,
+        args.parallel,
+        args.ctx_size,
+        args.host,
+        args.port,
+        endpoints,
+    )
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until it is told to stop; the process's exit code."""
     path = resolve_model(args.model)
     check_gguf_file(path)
-    state = ServerState(model_id=path.stem, api_key=args.api_key, chat_template=args.chat_template)
+    state = ServerState(
+        model_id=path.stem,
+        api_key=args.api_key,
+        metrics_public=args.metrics_public,
+        chat_template=args.chat_template,
+        max_body_bytes=int(args.max_body_mb * MiB),
+        request_timeout=args.request_timeout,
+    )
+
+    def load() -> None:
+        try:
+            load_engine(state, path, args)
+        except Exception as error:
+            state.load_error = str(error)
+            server.should_exit = True  # uvicorn's main loop looks every 0.1 s
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        loader = threading.Thread(target=load_engine, args=(state, path, args), name="helios-load", daemon=True)
+        loader = threading.Thread(target=load, name="helios-load", daemon=True)
         loader.start()
         yield
         loader.join()
         if state.engine is not None:
-            state.engine.close()
+            state.engine.close()  # a no-op after the drain
             state.engine.scheduler.ctx.close()
         if state.model is not None:
             state.model.close()
@@ -64,5 +104,30 @@ def serve(args: argparse.Namespace) -> None:
     # llama.cpp narrates every load at INFO; its warnings and errors are what an operator needs.
     logging.getLogger("helios.llama").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     logger.info("helios-engine: loading %s", path)
-    uvicorn.run(build_app(state, lifespan=lifespan), host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        build_app(state, lifespan=lifespan),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        lifespan="on",
+        ws="none",
+        http=functools.partial(
+            GuardedH11Protocol, header_timeout=args.request_timeout, max_connections=args.max_connections
+        ),
+        timeout_graceful_shutdown=WRITE_BACKSTOP_SECONDS,
+    )
+    server = DrainingServer(
+        config,
+        engine=lambda: state.engine,
+        start_draining=lambda: setattr(state, "draining", True),
+        grace=args.shutdown_grace,
+    )
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises the signal it shut down for once it is done, for embedders. The
+        # drain is over by then: ignore it, so a SIGTERM ends in exit code 0, not death by signal.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run()
+    if state.load_error is not None:
+        print(f"helios-engine: the model failed to load: {state.load_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -61,8 +61,9 @@ class UsageTally:
 
     def body(self) -> dict:
         usages = self.prompt_usage.values()
-        return usage_body(sum(u.prompt_tokens for u in usages), self.completion_tokens,
-                          sum(u.cached_tokens for u in usages))
+        return usage_body(
+            sum(u.prompt_tokens for u in usages), self.completion_tokens, sum(u.cached_tokens for u in usages)
+        )
 
 
 # --- logprobs ------------------------------------------------------------------------
@@ -88,8 +89,9 @@ def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0) -> dic
         text = vocab.token_to_piece(step.token).decode("utf-8", errors="replace")
         tokens.append(text)
         token_logprobs.append(step.logprob)
-        top.append({vocab.token_to_piece(a.token).decode("utf-8", errors="replace"): a.logprob
-                    for a in step.top_logprobs})
+        top.append(
+            {vocab.token_to_piece(a.token).decode("utf-8", errors="replace"): a.logprob for a in step.top_logprobs}
+        )
         offsets.append(offset)
         offset += len(text)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
@@ -100,36 +102,58 @@ def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0) -> dic
 
 def envelope(id_: str, obj: str, created: int, model: str, choices: list[dict], **extra) -> dict:
     """What every response and chunk shares; `extra` adds `usage`."""
-    return {"id": id_, "object": obj, "created": created, "model": model, "system_fingerprint": None,
-            "choices": choices, **extra}
+    return {
+        "id": id_,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        **extra,
+    }
 
 
 def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
-    return envelope(id_, "chat.completion", now(), model, [
-        {
-            "index": c.index,
-            "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
-            "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
-            "finish_reason": c.finish_reason,
-        }
-        for c in choices
-    ], usage=usage)
+    return envelope(
+        id_,
+        "chat.completion",
+        now(),
+        model,
+        [
+            {
+                "index": c.index,
+                "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+                "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in choices
+        ],
+        usage=usage,
+    )
 
 
 def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
-    return envelope(id_, "text_completion", now(), model, [
-        {
-            "index": c.index,
-            "text": "".join(c.text),
-            "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
-            "finish_reason": c.finish_reason,
-        }
-        for c in choices
-    ], usage=usage)
+    return envelope(
+        id_,
+        "text_completion",
+        now(),
+        model,
+        [
+            {
+                "index": c.index,
+                "text": "".join(c.text),
+                "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
+                "finish_reason": c.finish_reason,
+            }
+            for c in choices
+        ],
+        usage=usage,
+    )
 
 
-def chunk_choice(chat: bool, index: int, text: str | None, finish_reason: str | None = None,
-                 logprobs: dict | None = None) -> dict:
+def chunk_choice(
+    chat: bool, index: int, text: str | None, finish_reason: str | None = None, logprobs: dict | None = None
+) -> dict:
     """One choice of a stream chunk. Chat: text None is the role chunk, "" with a finish the closing delta."""
     if not chat:
         return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
