@@ -44,7 +44,9 @@ class LoggedServer:
     A pipe nobody reads would fill up with the access log and stall the server.
     """
 
-    def __init__(self, *args: str, wait: bool = True, threads: int = THREADS, timeout: float = PATIENCE):
+    def __init__(
+        self, *args: str, wait: bool = True, threads: int = THREADS, timeout: float = PATIENCE, env: dict | None = None
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile(mode="w+")
@@ -54,6 +56,7 @@ class LoggedServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         if wait:
             wait_healthy(self.url, self.process, timeout)
