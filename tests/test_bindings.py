@@ -14,6 +14,7 @@ from helios_core.context import Context
 from helios_core.errors import ClosedError, ContextError, ContextFullError, DecodeError, HeliosError, ModelLoadError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
+from tests.conftest import THREADS
 
 PROMPT = "The capital of France is"
 
@@ -94,7 +95,7 @@ def test_argmax_over_the_view_matches_llama_cpp_greedy_sampler_for_32_steps(mode
     tokens = model.vocab.tokenize(PROMPT)
 
     def run(pick) -> list[int]:
-        with Context(model, n_ctx=256, n_batch=64, n_threads=2) as ctx:
+        with Context(model, n_ctx=256, n_batch=64, n_threads=THREADS) as ctx:
             batch = decode_prompt(ctx, tokens)
             out, pos = [], len(tokens)
             for _ in range(32):
@@ -136,9 +137,9 @@ def test_seq_rm_of_a_tail_then_redecode_matches_a_fresh_context(model):
             pos += len(run)
         return ctx.logits(-1).copy()
 
-    with Context(model, n_ctx=256, n_batch=64, n_threads=2) as fresh:
+    with Context(model, n_ctx=256, n_batch=64, n_threads=THREADS) as fresh:
         expected = decode_runs(fresh, prefix, tail)
-    with Context(model, n_ctx=256, n_batch=64, n_threads=2) as ctx:
+    with Context(model, n_ctx=256, n_batch=64, n_threads=THREADS) as ctx:
         got = decode_runs(ctx, prefix, stale, "rm", tail)
     # A stale cell left behind would shift logits by whole units, not by float noise.
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
@@ -153,7 +154,7 @@ def test_memory_positions_and_clear(model, ctx):
 
 
 def test_batch_larger_than_n_batch_raises_a_clear_error(model):
-    with Context(model, n_ctx=256, n_batch=8, n_threads=2) as ctx:
+    with Context(model, n_ctx=256, n_batch=8, n_threads=THREADS) as ctx:
         batch = Batch(32)
         batch.set(list(range(100, 116)))
         with pytest.raises(DecodeError, match="exceeds n_batch=8"):
@@ -161,7 +162,7 @@ def test_batch_larger_than_n_batch_raises_a_clear_error(model):
 
 
 def test_position_beyond_n_ctx_raises_context_full(model):
-    with Context(model, n_ctx=256, n_batch=64, n_threads=2) as ctx:
+    with Context(model, n_ctx=256, n_batch=64, n_threads=THREADS) as ctx:
         batch = Batch(4)
         batch.set([100, 101], start_pos=ctx.n_ctx_seq - 1)
         with pytest.raises(ContextFullError, match="beyond the context"):
@@ -183,7 +184,7 @@ def test_perf_counters_count_prompt_tokens(model, ctx):
 
 
 def test_close_is_idempotent_and_closed_objects_raise(model):
-    ctx = Context(model, n_ctx=128, n_batch=16, n_threads=1)
+    ctx = Context(model, n_ctx=128, n_batch=16, n_threads=THREADS)
     ctx.close()
     ctx.close()
     with pytest.raises(ClosedError, match="closed"):

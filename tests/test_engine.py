@@ -12,16 +12,13 @@ from helios_core.context import Context
 from helios_core.engine import Done, Engine, PromptTooLongError, QueueFullError, Request, Scheduler
 from helios_core.errors import HeliosError
 from helios_core.generate import GenerationParams
+from tests.conftest import THREADS, assert_logits_close, teacher_forced
 
 GREEDY = dict(temperature=0.0)
-# llama.cpp's CPU kernels are not batch-invariant: the same sequence decoded
-# alone or beside others moves logits by up to this much (measured on the
-# default model: see test_batched_logits_match_alone_within_tolerance).
-BATCH_TOLERANCE = 1.5
 
 
 def scheduler(model, slots: int, **kw) -> Scheduler:
-    ctx = Context(model, n_ctx=512 * slots, n_seq_max=slots, n_batch=256, n_threads=2)
+    ctx = Context(model, n_ctx=512 * slots, n_seq_max=slots, n_batch=256, n_threads=THREADS)
     return Scheduler(ctx, n_ctx_per_seq=512, **kw)
 
 
@@ -43,54 +40,56 @@ PROMPTS = ["The capital of France is", "def add(a, b):", "Roses are red,", "In t
 
 
 def test_batched_logits_match_alone_within_tolerance(model):
-    """Teacher-forced: every request follows a fixed token script, so rows are comparable step by step."""
+    """Teacher-forced: every request follows a fixed token script, so rows are comparable step by step.
+
+    llama.cpp's CPU kernels are not batch-invariant, so a sequence decoded beside
+    others gets logits near, not equal to, its logits alone (LOGIT_TOLERANCE).
+    """
     prompts = [model.vocab.tokenize(p) for p in PROMPTS]
     script = model.vocab.tokenize(" and then the story went on and on", add_special=False)[:8]
-
-    def params(captured):
-        def capture(logits, state):
-            captured.append(logits.copy())
-            return logits
-
-        return GenerationParams(max_tokens=len(script), sampler=lambda logits, state: script[state.step],
-                                processors=[capture])
 
     alone = []
     for prompt in prompts:
         captured = []
         s = scheduler(model, 1)
-        run(s, [prompt], [params(captured)])
+        run(s, [prompt], [teacher_forced(script, captured)])
         s.ctx.close()
         alone.append(captured)
     together = [[] for _ in prompts]
     s = scheduler(model, 4)
-    run(s, prompts, [params(c) for c in together])
+    run(s, prompts, [teacher_forced(script, c) for c in together])
     assert s.stats.batch_sequences / s.stats.steps > 3  # they really shared the decodes
     s.ctx.close()
 
-    worst = max(float(np.abs(a - b).max()) for x, y in zip(alone, together, strict=True)
-                for a, b in zip(x, y, strict=True))
-    assert worst <= BATCH_TOLERANCE
-    # Where the best token leads by more than the tolerance, batching cannot change the choice.
-    for x, y in zip(alone, together, strict=True):
-        for a, b in zip(x, y, strict=True):
-            top2 = np.sort(a)[-2:]
-            if top2[1] - top2[0] > 2 * BATCH_TOLERANCE:
-                assert int(a.argmax()) == int(b.argmax())
+    for batched, own in zip(together, alone, strict=True):
+        assert_logits_close(batched, own)
+    # A row given to the wrong sequence would fail the tolerance, or land nearer another
+    # sequence's row than its own. Drift leaves every row far nearer its own: measured at
+    # most 0.13 of the distance to the nearest other sequence's row at the same step.
+    for i, batched in enumerate(together):
+        for step, row in enumerate(batched):
+            own = float(np.abs(row - alone[i][step]).max())
+            nearest_other = min(float(np.abs(row - alone[j][step]).max()) for j in range(len(prompts)) if j != i)
+            assert own < 0.5 * nearest_other, f"sequence {i}, step {step}: {own:.3f} vs {nearest_other:.3f}"
 
 
 def test_a_new_request_takes_the_slot_with_the_longest_common_prefix(model):
     s = scheduler(model, 2)
     system = model.vocab.tokenize("You are a helpful assistant who answers briefly and precisely. " * 3)
     other = model.vocab.tokenize("Completely different text about cooking pasta.")
-    run(s, [system + model.vocab.tokenize(" Q1", add_special=False), other], [GenerationParams(max_tokens=2)] * 2)
+    run(
+        s,
+        [system + model.vocab.tokenize(" Q1", add_special=False), other],
+        [GenerationParams(max_tokens=2, **GREEDY)] * 2,
+    )
     holder = next(slot for slot in s.slots if slot.cache.tokens[: len(system)] == system)
+    bystander = next(slot for slot in s.slots if slot is not holder)
     follow_up = system + model.vocab.tokenize(" Q2", add_special=False)
-    events = deque()
-    request = Request(follow_up, GenerationParams(max_tokens=2), events.append)
+    request = Request(follow_up, GenerationParams(max_tokens=2, **GREEDY), lambda e: None)
     s.submit(request)
-    s.step()
-    assert holder.request is request or holder.cache.tokens[: len(system)] == system
+    s.step()  # admits the follow-up and reads the rest of its prompt
+    assert holder.cache.tokens[: len(follow_up)] == follow_up
+    assert bystander.cache.tokens[: len(other)] == other  # the other slot's cache was left alone
     while s.has_work:
         s.step()
     assert request.usage.cached_tokens >= len(system)
@@ -101,18 +100,24 @@ def test_requests_start_in_arrival_order(model):
     s = scheduler(model, 1)
     order = []
     for i in range(3):
-        s.submit(Request(model.vocab.tokenize(f"Request number {i}"), GenerationParams(max_tokens=2),
-                         lambda e, i=i: order.append(i) if isinstance(e, Done) else None))
+        s.submit(
+            Request(
+                model.vocab.tokenize(f"Request number {i}"),
+                GenerationParams(max_tokens=2, **GREEDY),
+                lambda e, i=i: order.append(i) if isinstance(e, Done) else None,
+            )
+        )
     while s.has_work:
         s.step()
     assert order == [0, 1, 2]
     s.ctx.close()
 
 
-def test_cancel_frees_the_slot_before_the_next_step(model):
+def test_cancel_frees_the_slot_before_the_next_step(model, no_eog):
     s = scheduler(model, 1)
     events = deque()
-    request = Request(model.vocab.tokenize("Tell me a long story"), GenerationParams(max_tokens=200), events.append)
+    params = GenerationParams(max_tokens=200, seed=1, logit_bias=no_eog)  # nothing but the cancel can end it
+    request = Request(model.vocab.tokenize("Tell me a long story"), params, events.append)
     s.submit(request)
     for _ in range(4):
         s.step()
@@ -125,23 +130,27 @@ def test_cancel_frees_the_slot_before_the_next_step(model):
     s.ctx.close()
 
 
-def test_a_failing_custom_sampler_ends_only_its_request(model):
+def test_a_failing_custom_sampler_ends_only_its_request(model, no_eog):
     s = scheduler(model, 2)
 
     def broken(logits, state):
         raise RuntimeError("researcher bug")
 
-    good, bad = run(s, [model.vocab.tokenize("Good"), model.vocab.tokenize("Bad")],
-                    [GenerationParams(max_tokens=4, **GREEDY), GenerationParams(max_tokens=4, sampler=broken)])
+    good, bad = run(
+        s,
+        [model.vocab.tokenize("Good"), model.vocab.tokenize("Bad")],
+        [GenerationParams(max_tokens=4, logit_bias=no_eog, **GREEDY), GenerationParams(max_tokens=4, sampler=broken)],
+    )
     assert good[-1].finish_reason == "length" and len(steps_of(good)) == 4
     assert isinstance(bad[-1].error, RuntimeError)
     s.ctx.close()
 
 
-def test_prompt_reading_is_bounded_while_others_generate(model):
+def test_prompt_reading_is_bounded_while_others_generate(model, no_eog):
     s = scheduler(model, 2, prefill_per_step=16)
     events = deque()
-    s.submit(Request(model.vocab.tokenize("Short"), GenerationParams(max_tokens=40, **GREEDY), events.append))
+    params = GenerationParams(max_tokens=40, logit_bias=no_eog, **GREEDY)
+    s.submit(Request(model.vocab.tokenize("Short"), params, events.append))
     s.step()  # the short prompt is read; it now generates
     long_prompt = model.vocab.tokenize("word " * 150)
     s.submit(Request(long_prompt, GenerationParams(max_tokens=2, **GREEDY), lambda e: None))
@@ -155,19 +164,23 @@ def test_prompt_reading_is_bounded_while_others_generate(model):
     s.ctx.close()
 
 
-def test_engine_thread_serves_submissions_and_bounds_its_queue(model):
-    ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=2)
+def test_engine_thread_serves_submissions_and_bounds_its_queue(model, no_eog):
+    ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=THREADS)
     engine = Engine(ctx, max_queue=1)
+    release = threading.Event()
     try:
         done = threading.Event()
         results = []
 
         def sink(event):
+            # Sinks run on the engine thread: holding the first event holds the engine
+            # mid-step, so the queue cannot drain however fast this machine is.
+            release.wait(300)
             results.append(event)
             if isinstance(event, Done):
                 done.set()
 
-        engine.submit(model.vocab.tokenize("Hello"), GenerationParams(max_tokens=40), sink)
+        engine.submit(model.vocab.tokenize("Hello"), GenerationParams(max_tokens=40, seed=1, logit_bias=no_eog), sink)
         blocked = []
         for _ in range(3):
             try:
@@ -177,9 +190,11 @@ def test_engine_thread_serves_submissions_and_bounds_its_queue(model):
         assert blocked and "limit is 1" in str(blocked[0])
         with pytest.raises(PromptTooLongError, match="holds 256"):
             engine.submit([model.vocab.bos] * 300, GenerationParams(), lambda e: None)
-        assert done.wait(60)
+        release.set()
+        assert done.wait(300)
         assert isinstance(results[-1], Done) and results[-1].usage.completion_tokens == 40
     finally:
+        release.set()
         engine.close()
         ctx.close()
 
@@ -187,10 +202,12 @@ def test_engine_thread_serves_submissions_and_bounds_its_queue(model):
 def test_an_unrelated_prompt_takes_the_emptiest_slot_and_keeps_the_other_cache(model):
     s = scheduler(model, 2)
     long_prompt = model.vocab.tokenize("A long document about rivers and their deltas. " * 10)
-    run(s, [long_prompt], [GenerationParams(max_tokens=1)])
-    run(s, [model.vocab.tokenize("Unrelated short question")], [GenerationParams(max_tokens=1)])
-    events = deque()
-    request = Request(long_prompt, GenerationParams(max_tokens=1), events.append)
+    unrelated = model.vocab.tokenize("Unrelated short question")
+    # One token each: a request that ends at once leaves exactly its prompt in its slot's cache.
+    run(s, [long_prompt], [GenerationParams(max_tokens=1, **GREEDY)])
+    run(s, [unrelated], [GenerationParams(max_tokens=1, **GREEDY)])
+    assert sorted(slot.cache.tokens for slot in s.slots) == sorted([long_prompt, unrelated])
+    request = Request(long_prompt, GenerationParams(max_tokens=1, **GREEDY), lambda e: None)
     s.submit(request)
     while s.has_work:
         s.step()
@@ -199,7 +216,7 @@ def test_an_unrelated_prompt_takes_the_emptiest_slot_and_keeps_the_other_cache(m
 
 
 def test_a_closed_engine_refuses_work_and_answers_what_it_held(model):
-    ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=2)
+    ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=THREADS)
     engine = Engine(ctx)
     engine.close()
     with pytest.raises(HeliosError, match="shutting down"):
