@@ -19,7 +19,8 @@ INSTALLED := $(VENV)/.installed
 serve: build model
 	$(VENV)/bin/helios-engine serve $(SERVE_ARGS)
 
-test: build model
+# The tools too: a test checks perplexity() against llama-perplexity, built from the same tree.
+test: tools model
 	$(PY) -m pytest
 
 install: $(INSTALLED)
@@ -35,7 +36,8 @@ $(INSTALLED): pyproject.toml
 build: install
 	$(PY) vendor/build.py
 
-# llama-bench and llama-server from the same tree, for the benchmarks.
+# llama-bench, llama-server and llama-perplexity from the same tree, for the
+# benchmarks and the perplexity test (libllama + ggml too: it is the build step plus these).
 tools: install
 	$(PY) vendor/build.py --tools
 

@@ -330,6 +330,7 @@ _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)
 _fn("llama_decode", c_int32, llama_context_p, llama_batch)
 _fn("llama_synchronize", None, llama_context_p)
+_fn("llama_get_logits", POINTER(c_float), llama_context_p)
 _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
 
 _fn("llama_memory_clear", None, llama_memory_t, c_bool)

@@ -97,6 +97,7 @@ class Context:
         self._row_type = ctypes.c_float * self.n_vocab
         # Tokens llama_decode accepted since creation: what KV reuse saves is counted here.
         self.tokens_decoded = 0
+        self.n_outputs = 0  # logits rows the last decode produced
 
     # --- lifetime ----------------------------------------------------------
 
@@ -162,9 +163,11 @@ class Context:
             raise ContextFullError(
                 f"position {high_pos} is beyond the context of {self.n_ctx_seq} tokens per sequence", 1
             )
+        self.n_outputs = 0
         code = _llama.llama_decode(handle.ptr, batch.c)
         if code == 0:
             self.tokens_decoded += n
+            self.n_outputs = int(batch.logits[0]) if n == 1 else int(np.count_nonzero(batch.logits[:n]))
             return
         if code == 1:
             raise ContextFullError(f"no room in the KV cache for {n} tokens (n_ctx={self.n_ctx})", code)
@@ -190,6 +193,25 @@ class Context:
         row = self._row_type.from_address(ctypes.addressof(ptr.contents))
         row.context_handle = handle  # the view's base: keeps the context's memory alive
         view = np.frombuffer(row, dtype=np.float32)
+        view.flags.writeable = False
+        return view
+
+    def output_logits(self) -> np.ndarray:
+        """Every output row of the last decode as one read-only float32 (n_outputs, n_vocab) view.
+
+        Row k belongs to the k-th token the batch flagged for logits, in batch
+        order. Valid like logits(): until the next decode.
+        """
+        handle = self.handle()
+        n_outputs = self.n_outputs
+        if n_outputs == 0:
+            raise DecodeError("the last decode flagged no token for logits", -1)
+        ptr = _llama.llama_get_logits(handle.ptr)
+        if not ptr:
+            raise DecodeError("the last decode produced no logits", -1)
+        rows = (self._row_type * n_outputs).from_address(ctypes.addressof(ptr.contents))
+        rows.context_handle = handle  # as in logits(): the view keeps the context's memory alive
+        view = np.frombuffer(rows, dtype=np.float32).reshape(n_outputs, self.n_vocab)
         view.flags.writeable = False
         return view
 

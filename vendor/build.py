@@ -42,7 +42,7 @@ FLAGS_FILE = LIB_DEST / "cmake-args"
 LIBRARY_TARGETS = ["llama"]
 # What helios_core loads: libllama and the ggml libraries it links (not the tools' own).
 LIBRARY_GLOBS = ["libllama.so*", "libggml*.so*", "libllama*.dylib", "libggml*.dylib"]
-TOOL_TARGETS = ["llama-bench", "llama-server"]
+TOOL_TARGETS = ["llama-bench", "llama-server", "llama-perplexity"]
 
 
 def resolve_cmake_args(environ: Mapping[str, str] = os.environ, remembered: Path = FLAGS_FILE) -> str:
