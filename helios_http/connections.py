@@ -27,9 +27,9 @@ OVER_CAPACITY = "helios.over_capacity"  # scope["extensions"] key: more connecti
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and a connection cap. Pass to uvicorn.Config(http=...)
+    """uvicorn's h11 protocol with a header deadline and a connection cap.
 
-    through functools.partial, which supplies the keyword arguments.
+    Give it to uvicorn as `Config(http=functools.partial(GuardedH11Protocol, header_timeout=..., max_connections=...))`.
     """
 
     def __init__(

@@ -1,18 +1,18 @@
-"""`helios-engine serve`: load the model in the background and serve the app with uvicorn.
+"""`helios-engine serve`: the app, uvicorn with our connection limits, and the model loaded in the background.
 
 /health answers 503 while the model loads, then 200. A model that fails to
 load stops the server: it exits 1 with one line saying why, instead of
 staying up unable to answer. The model path is resolved before the server
 starts, so a wrong --model fails at once.
 
-Exit codes: 0 after a graceful shutdown (SIGTERM, see shutdown.py), 1 when
-the model fails to load or the address cannot be bound, 2 for bad options.
+Exit codes: 0 after a graceful shutdown (SIGTERM, see lifecycle.py; 130
+after Ctrl+C), 1 when the model fails to load, 2 for bad options (cli.py),
+3 when the address cannot be bound (uvicorn's start-up failure).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
 import signal
@@ -28,8 +28,8 @@ from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, ServerState, build_app
 from helios_http.connections import GuardedH11Protocol
+from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
-from helios_http.shutdown import DrainingServer
 
 logger = logging.getLogger("helios.http")
 
@@ -80,48 +80,22 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
     )
-
-    def load() -> None:
-        try:
-            load_engine(state, path, args)
-        except Exception as error:
-            state.load_error = str(error)
-            server.should_exit = True  # uvicorn's main loop looks every 0.1 s
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        loader = threading.Thread(target=load, name="helios-load", daemon=True)
-        loader.start()
-        yield
-        loader.join()
-        if state.engine is not None:
-            state.engine.close()  # a no-op after the drain
-            state.engine.scheduler.ctx.close()
-        if state.model is not None:
-            state.model.close()
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     # llama.cpp narrates every load at INFO; its warnings and errors are what an operator needs.
     logging.getLogger("helios.llama").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     logger.info("helios-engine: loading %s", path)
     config = uvicorn.Config(
-        build_app(state, lifespan=lifespan),
+        build_app(state),
         host=args.host,
         port=args.port,
         log_level="info",
-        lifespan="on",
         ws="none",
         http=functools.partial(
             GuardedH11Protocol, header_timeout=args.request_timeout, max_connections=args.max_connections
         ),
         timeout_graceful_shutdown=WRITE_BACKSTOP_SECONDS,
     )
-    server = DrainingServer(
-        config,
-        engine=lambda: state.engine,
-        start_draining=lambda: setattr(state, "draining", True),
-        grace=args.shutdown_grace,
-    )
+    server = HeliosServer(config, state=state, load=lambda: load_engine(state, path, args), grace=args.shutdown_grace)
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises the signal it shut down for once it is done, for embedders. The
         # drain is over by then: ignore it, so a SIGTERM ends in exit code 0, not death by signal.

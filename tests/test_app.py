@@ -222,6 +222,14 @@ def test_a_request_ended_while_queued_at_shutdown_is_a_503_not_a_stream(vocab_mo
     assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
 
 
+def test_a_whole_response_ended_by_shutdown_is_a_503(vocab_model):
+    engine = ScriptedEngine([Step(5, "Hello"), Done(None, EngineShutdownError("the request was not finished"))])
+    client = client_for(ServerState(model_id="m", model=vocab_model, engine=engine))
+    r = client.post("/v1/completions", json={"prompt": "x"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+    assert r.headers["connection"] == "close"
+
+
 def test_a_stream_ended_by_shutdown_gets_the_error_event_and_done(vocab_model):
     engine = ScriptedEngine([Step(5, "Hello"), Done(None, EngineShutdownError("the request was not finished"))])
     client = client_for(ServerState(model_id="m", model=vocab_model, engine=engine))
