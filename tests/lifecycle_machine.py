@@ -10,6 +10,7 @@ Run: python tests/lifecycle_machine.py [max_examples]
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -19,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from helios_core import Batch, Context, GenerationParams, Generator, HeliosError, Model, default_model_path
 
-THREADS = 1
+THREADS = int(os.environ.get("HELIOS_TEST_THREADS", "2"))
 PATH = default_model_path()
 EXPECTED = (HeliosError, ValueError)
 

@@ -13,6 +13,7 @@ import pytest
 from helios_core.context import Context
 from helios_core.engine import Done, Engine, EngineShutdownError, QueueFullError
 from helios_core.generate import GenerationParams
+from tests.conftest import THREADS
 
 WAIT = 120  # seconds: a failure bound only
 
@@ -50,7 +51,7 @@ def engine_for(model):
     made = []
 
     def make(**kw) -> Engine:
-        ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=1)
+        ctx = Context(model, n_ctx=256, n_seq_max=1, n_batch=64, n_threads=THREADS)
         engine = Engine(ctx, **kw)
         made.append((engine, ctx))
         return engine

@@ -12,6 +12,7 @@ import pytest
 
 from helios_core import Batch, Context, GenerationParams, Generator, Model, default_model_path
 from helios_core.errors import ClosedError
+from tests.conftest import THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +33,8 @@ def test_public_calls_in_random_orders_never_crash_the_process():
 
 def test_everything_made_from_a_closed_model_refuses_use():
     model = Model(default_model_path())
-    ctx = Context(model, n_ctx=256, n_batch=32, n_threads=1)
-    generator = Generator(model, n_ctx=256, n_threads=1)
+    ctx = Context(model, n_ctx=256, n_batch=32, n_threads=THREADS)
+    generator = Generator(model, n_ctx=256, n_threads=THREADS)
     vocab = model.vocab
     model.close()
     assert ctx.closed and generator.ctx.closed
@@ -45,12 +46,12 @@ def test_everything_made_from_a_closed_model_refuses_use():
 
 
 def test_a_generator_frees_the_context_it_made_and_not_one_it_was_given(model):
-    with Generator(model, n_ctx=256, n_threads=1) as own:
+    with Generator(model, n_ctx=256, n_threads=THREADS) as own:
         assert own.generate("Hi", GenerationParams(max_tokens=1, temperature=0)).usage.prompt_tokens > 0
     assert own.ctx.closed
     with pytest.raises(ClosedError, match="generator is closed"):
         own.generate("Hi")
-    with Context(model, n_ctx=256, n_batch=32, n_threads=1) as ctx:
+    with Context(model, n_ctx=256, n_batch=32, n_threads=THREADS) as ctx:
         with Generator(model, ctx):
             pass
         assert not ctx.closed
@@ -60,7 +61,7 @@ def test_a_logits_view_stays_readable_after_its_context_and_model_close():
     code = textwrap.dedent("""
         from helios_core import Batch, Context, Model, default_model_path
         model = Model(default_model_path())
-        ctx = Context(model, n_ctx=256, n_batch=32, n_threads=1)
+        ctx = Context(model, n_ctx=256, n_batch=32, n_threads=THREADS)
         batch = Batch(32)
         batch.set(model.vocab.tokenize("The capital of France is"))
         ctx.decode(batch)
@@ -70,7 +71,7 @@ def test_a_logits_view_stays_readable_after_its_context_and_model_close():
         model.close()
         assert float(view.sum()) == before
         print("ok")
-    """)
+    """).replace("THREADS", str(THREADS))
     result = run_python(code)
     assert_no_crash(result)
     assert result.stdout.strip() == "ok"
@@ -86,7 +87,7 @@ def test_closing_everything_while_the_engine_thread_is_inside_a_step_does_not_cr
         from helios_core.errors import HeliosError
 
         model = Model(default_model_path())
-        ctx = Context(model, n_ctx=256, n_batch=32, n_threads=1)
+        ctx = Context(model, n_ctx=256, n_batch=32, n_threads=THREADS)
         engine = Engine(ctx)
         inside, release, done = threading.Event(), threading.Event(), threading.Event()
         events = []
@@ -110,7 +111,7 @@ def test_closing_everything_while_the_engine_thread_is_inside_a_step_does_not_cr
         assert done.wait(60)
         assert isinstance(events[-1].error, HeliosError), events[-1]  # shut down, or its model closed
         print("ok")
-    """)
+    """).replace("THREADS", str(THREADS))
     result = run_python(code)
     assert_no_crash(result)
     assert result.stdout.strip() == "ok"
@@ -137,7 +138,7 @@ def test_the_generate_command_frees_what_it_made_when_it_fails(monkeypatch, caps
         original = cls.close
         monkeypatch.setattr(cls, "close", lambda self, original=original: (closed.append(self), original(self))[1])
     with pytest.raises(SystemExit) as exit_info:  # a prompt longer than the context fails after both are made
-        cli.main(["generate", "--prompt", "word " * 400, "--ctx-size", "256", "--threads", "1"])
+        cli.main(["generate", "--prompt", "word " * 400, "--ctx-size", "256", "--threads", str(THREADS)])
     assert exit_info.value.code == 2 and "the prompt has" in capsys.readouterr().err
     model = next(c for c in closed if isinstance(c, RealModel))
     generator = next(c for c in closed if isinstance(c, RealGenerator))
