@@ -2,8 +2,8 @@
 
 Both score the same file with the same n_ctx, n_batch and threads, so they
 decode the same batches; the number compared is scored tokens per second
-of wall time after the model is loaded (llama-perplexity's own load time,
-from its log, is subtracted from its process time). Rounds alternate the two.
+of wall time after the model is loaded (for llama-perplexity, its process
+time less the moment its log says scoring starts). Rounds alternate the two.
 Writes benchmarks/results/bench_score-<time>.json.
 
 Run:  make tools && .venv/bin/python benchmarks/bench_score.py [--rounds 3] [--n-ctx 512] [--n-batch 128]
@@ -49,9 +49,11 @@ def run_llama_perplexity(binary: Path, text_file: Path, args) -> tuple[float, fl
     wall = time.perf_counter() - started
     log = result.stdout + result.stderr
     ppl = float(re.search(r"Final estimate: PPL = ([0-9.]+)", log).group(1))
-    load_ms = float(re.search(r"load time =\s+([0-9.]+) ms", log).group(1))
-    chunks = int(re.search(r"calculating perplexity over (\d+) chunks", log).group(1))
-    return ppl, wall - load_ms / 1000, chunks * (args.n_ctx - args.n_ctx // 2 - 1)
+    # Its log lines start with the time since it started (minutes.seconds.ms.us): scoring starts at this one.
+    start = re.search(r"(\d+)\.(\d+)\.(\d+)\.(\d+) I perplexity: calculating perplexity over (\d+) chunks", log)
+    minutes, seconds, ms, us, chunks = (int(g) for g in start.groups())
+    loaded = 60 * minutes + seconds + ms / 1e3 + us / 1e6
+    return ppl, wall - loaded, chunks * (args.n_ctx - args.n_ctx // 2 - 1)
 
 
 def main() -> None:
