@@ -48,10 +48,18 @@ class Perplexity:
 
 def log_softmax_at(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """log p(targets[r]) under the softmax of rows[r], for every row at once (float64)."""
-    peak = rows.max(axis=1)
-    total = np.exp(rows - peak[:, None]).sum(axis=1, dtype=np.float64)
+    peak, log_total = _log_normalizers(rows)
     chosen = rows[np.arange(rows.shape[0]), targets]
-    return (chosen - peak).astype(np.float64) - np.log(total)
+    return (chosen - peak).astype(np.float64) - log_total
+
+
+def _log_normalizers(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the maximum, and log sum exp(row - maximum) (exp in float32, summed in float64).
+
+    The exp over the whole vocabulary is the cost of scoring: compute it once per row.
+    """
+    peak = rows.max(axis=1)
+    return peak, np.log(np.exp(rows - peak[:, None]).sum(axis=1, dtype=np.float64))
 
 
 def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: int = 0) -> list[Scored]:
@@ -175,12 +183,13 @@ def _reduce(rows: np.ndarray, runs: list[tuple[Scored, int, int]], top_logprobs:
         block = rows[offset : offset + n]
         offset += n
         targets = result.tokens[start + 1 : start + 1 + n]
-        result.logprobs[start : start + n] = log_softmax_at(block, targets)
+        peak, log_total = _log_normalizers(block)
+        chosen = block[np.arange(n), targets]
+        result.logprobs[start : start + n] = (chosen - peak).astype(np.float64) - log_total
         if top_logprobs:
-            peak = block.max(axis=1, keepdims=True)
-            log_total = np.log(np.exp(block - peak).sum(axis=1, keepdims=True, dtype=np.float64))
             best = np.argpartition(block, -top_logprobs, axis=1)[:, -top_logprobs:]
             best_logits = np.take_along_axis(block, best, axis=1)
             order = np.argsort(-best_logits, axis=1, kind="stable")
             result.top_tokens[start : start + n] = np.take_along_axis(best, order, axis=1)
-            result.top_logprobs[start : start + n] = np.take_along_axis(best_logits, order, axis=1) - peak - log_total
+            shift = (peak + log_total)[:, None]
+            result.top_logprobs[start : start + n] = np.take_along_axis(best_logits, order, axis=1) - shift

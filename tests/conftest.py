@@ -74,23 +74,28 @@ def teacher_forced(script: Sequence[int], captured: list[np.ndarray], **kw) -> G
     can be compared step by step whatever either run would have sampled.
     """
 
-    def capture(logits, state):
-        captured.append(logits.copy())
-        return logits
-
     return GenerationParams(
-        max_tokens=len(script), sampler=lambda logits, state: script[state.step], processors=[capture], **kw
+        max_tokens=len(script),
+        sampler=lambda logits, state: script[state.step],
+        processors=[_copy_into(captured)],
+        **kw,
     )
 
 
 def greedy_captured(max_tokens: int, captured: list[np.ndarray], **kw) -> GenerationParams:
     """Greedy params that copy every logits row into `captured` (its tokens then script a teacher-forced run)."""
 
+    return GenerationParams(max_tokens=max_tokens, temperature=0.0, processors=[_copy_into(captured)], **kw)
+
+
+def _copy_into(captured: list[np.ndarray]):
+    """A processor that leaves logits as they are and keeps a copy of each row."""
+
     def capture(logits, state):
         captured.append(logits.copy())
         return logits
 
-    return GenerationParams(max_tokens=max_tokens, temperature=0.0, processors=[capture], **kw)
+    return capture
 
 
 def assert_logits_close(
