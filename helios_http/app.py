@@ -42,6 +42,7 @@ from helios_http.errors import (
 from helios_http.limits import BodyLimits, MiB
 from helios_http.metrics import Metrics, RequestAccounting
 from helios_http.schemas import ChatRequest, CompletionRequest, parse_chat, parse_completion, parse_json
+from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
 
 RETRY_AFTER_SECONDS = 1
 
@@ -312,41 +313,6 @@ async def health(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-async def tokenize(request: Request) -> Response:
-    state: ServerState = request.app.state.helios
-    body = parse_json(await request.body())
-    content = body.get("content")
-    if not isinstance(content, str):
-        raise invalid("content must be a string", "content")
-    add_special = body.get("add_special", False)
-    with_pieces = body.get("with_pieces", False)
-    if not isinstance(add_special, bool) or not isinstance(with_pieces, bool):
-        raise invalid("add_special and with_pieces must be true or false")
-    model, _ = state.ready_engine()
-    tokens = await run_in_threadpool(model.vocab.tokenize, content, add_special=add_special, parse_special=True)
-    if with_pieces:
-        pieces = [
-            {"id": t, "piece": model.vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace")}
-            for t in tokens
-        ]
-        return json_response({"tokens": pieces})
-    return json_response({"tokens": tokens})
-
-
-async def detokenize(request: Request) -> Response:
-    state: ServerState = request.app.state.helios
-    body = parse_json(await request.body())
-    tokens = body.get("tokens")
-    if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
-        raise invalid("tokens must be a list of token ids", "tokens")
-    model, _ = state.ready_engine()
-    n_vocab = model.vocab.n_vocab
-    if any(not 0 <= t < n_vocab for t in tokens):
-        raise invalid(f"token ids must lie in [0, {n_vocab})", "tokens")
-    text = await run_in_threadpool(model.vocab.detokenize, tokens, unparse_special=True)
-    return json_response({"content": text})
-
-
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4")
@@ -362,6 +328,7 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]
 _KNOWN_PATHS = {route.path for route in ROUTES}
