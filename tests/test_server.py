@@ -298,7 +298,7 @@ def test_health_tokenize_detokenize(server, vocab):
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     tokens = post(server, "/tokenize", {"content": "Hello world"}).json()["tokens"]
     assert tokens == vocab.tokenize("Hello world", add_special=False)
-    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world"}
+    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world", "prompt": "Hello world"}
     pieces = post(server, "/tokenize", {"content": "Hello", "with_pieces": True}).json()["tokens"]
     assert pieces[0]["piece"] == "Hello"
     assert post(server, "/detokenize", {"tokens": [-1]}).status_code == 400
