@@ -46,69 +46,147 @@ class Perplexity:
     chunks: int
 
 
-def log_softmax_at(rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log p(targets[r]) under the softmax of rows[r], for every row at once (float64)."""
-    peak, log_total = _log_normalizers(rows)
-    chosen = rows[np.arange(rows.shape[0]), targets]
-    return (chosen - peak).astype(np.float64) - log_total
-
-
 def _log_normalizers(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the maximum, and log sum exp(row - maximum) (exp in float32, summed in float64).
 
-    The exp over the whole vocabulary is the cost of scoring: compute it once per row.
+    The exp over the whole vocabulary is the cost of scoring: it runs once per
+    row, in place, a few rows at a time, so its scratch stays in cache and
+    memory holds one scratch block, not a copy of every row.
     """
     peak = rows.max(axis=1)
-    return peak, np.log(np.exp(rows - peak[:, None]).sum(axis=1, dtype=np.float64))
+    log_total = np.empty(rows.shape[0], dtype=np.float64)
+    scratch = np.empty((min(rows.shape[0], _EXP_ROWS), rows.shape[1]), dtype=np.float32)
+    for start in range(0, rows.shape[0], _EXP_ROWS):
+        block = rows[start : start + _EXP_ROWS]
+        out = scratch[: block.shape[0]]
+        np.subtract(block, peak[start : start + _EXP_ROWS, None], out=out)
+        np.exp(out, out=out)
+        log_total[start : start + block.shape[0]] = out.sum(axis=1, dtype=np.float64)
+    return peak, np.log(log_total)
 
 
-def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: int = 0) -> list[Scored]:
+# Rows per block of the log-sum-exp: 4 MiB of float32 scratch on a 262,144-token vocabulary.
+_EXP_ROWS = 4
+
+
+# Logits rows one decode asks for at most: 1 MiB each on Gemma's vocabulary, and
+# llama.cpp keeps an output buffer as large as the largest request it has seen.
+ROWS_PER_DECODE = 128
+
+
+@dataclass
+class _Window:
+    """Part of one input decoded from an empty sequence: its rows first_row.. are scored.
+
+    tokens[j] is input position offset + j (tokens[0] may be BOS in place of
+    the input's own token); row j predicts input position offset + j + 1.
+    """
+
+    result: Scored
+    tokens: np.ndarray
+    offset: int
+    first_row: int
+
+
+def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: int = 0,
+          stride: int | None = None) -> list[Scored]:
     """Score texts (tokenized with BOS) or token lists under the model, as many at once as the context holds.
 
-    Up to ctx.n_seq_max inputs share each decode; each input must fit one
-    sequence of the context (ctx.n_ctx_seq tokens). The context's memory is
-    cleared first and left holding the last group's tokens.
+    Up to ctx.n_seq_max sequences share each decode, and each decode asks for
+    at most ROWS_PER_DECODE logits rows, reduced to log-probabilities before
+    the next. An input longer than one sequence (ctx.n_ctx_seq tokens) is
+    scored in windows of that length, each starting `stride` tokens after the
+    previous (default: half a window) and scoring only tokens no earlier
+    window scored, so every token after the first window has at least
+    n_ctx_seq - stride tokens of context. A window after the first starts
+    with BOS in place of its first token when the input starts with BOS, as
+    llama-perplexity's chunks do. The context's memory is cleared first.
     """
     if top_logprobs < 0:
         raise ValueError(f"top_logprobs must be >= 0, got {top_logprobs}")
+    width = ctx.n_ctx_seq
+    stride = width // 2 if stride is None else stride
+    if not 1 <= stride < width:
+        raise ValueError(f"stride must be in [1, {width}) for windows of {width} tokens, got {stride}")
     vocab = ctx.model.vocab
-    token_lists = [_tokens(vocab, item, i, ctx.n_ctx_seq) for i, item in enumerate(inputs)]
-    results = [
-        Scored(
+    results, windows = [], []
+    for index, item in enumerate(inputs):
+        tokens = _tokens(vocab, item, index)
+        result = Scored(
             tokens,
             np.zeros(tokens.size - 1, dtype=np.float64),
             np.zeros((tokens.size - 1, top_logprobs), dtype=np.int32),
             np.zeros((tokens.size - 1, top_logprobs), dtype=np.float32),
         )
-        for tokens in token_lists
-    ]
-    batch = Batch(ctx.n_batch)
-    for group_start in range(0, len(token_lists), ctx.n_seq_max):
-        group = list(enumerate(token_lists[group_start : group_start + ctx.n_seq_max]))
+        results.append(result)
+        windows += _windows(result, width, stride, vocab.bos if vocab.add_bos else None)
+    batch = Batch(min(ctx.n_batch, ROWS_PER_DECODE))
+    for group_start in range(0, len(windows), ctx.n_seq_max):
+        group = windows[group_start : group_start + ctx.n_seq_max]
         ctx.memory_clear()
-        done = [0] * len(group)  # tokens of each sequence decoded so far
-        while any(done[s] < tokens.size for s, tokens in group):
+        done = [0] * len(group)  # tokens of each window decoded so far
+        while any(done[s] < window.tokens.size for s, window in enumerate(group)):
             batch.clear()
-            # (result, first position, count) of each run whose rows this decode outputs
-            runs: list[tuple[Scored, int, int]] = []
-            for s, tokens in group:
+            runs: list[tuple[_Window, int, int]] = []  # (window, first row, rows) this decode outputs
+            for s, window in enumerate(group):
                 room = batch.capacity - batch.n_tokens
                 if room == 0:
                     break
-                start, end = done[s], min(tokens.size, done[s] + room)
+                start, end = done[s], min(window.tokens.size, done[s] + room)
                 if start == end:
                     continue
-                rows = batch.add(tokens[start:end], start, s)
-                # Every token but the input's last predicts the next one.
-                scored_end = min(end, tokens.size - 1)
-                batch.logits[rows.start : rows.start + scored_end - start] = 1
-                if scored_end > start:
-                    runs.append((results[group_start + s], start, scored_end - start))
+                rows = batch.add(window.tokens[start:end], start, s)
+                # Rows from first_row on are scored, but the window's last predicts nothing it holds.
+                lo, hi = max(start, window.first_row), min(end, window.tokens.size - 1)
+                if hi > lo:
+                    batch.logits[rows.start + lo - start : rows.start + hi - start] = 1
+                    runs.append((window, lo, hi - lo))
                 done[s] = end
             ctx.decode(batch)
-            if runs:
-                _reduce(ctx.output_logits(), runs, top_logprobs)
+            offset = 0
+            outputs = ctx.output_logits() if runs else None
+            for window, first, n in runs:
+                result, at = window.result, window.offset + first
+                targets = window.tokens[first + 1 : first + 1 + n]
+                chosen, best, best_logprobs = score_rows(outputs[offset : offset + n], targets, top_logprobs)
+                result.logprobs[at : at + n] = chosen
+                result.top_tokens[at : at + n] = best
+                result.top_logprobs[at : at + n] = best_logprobs
+                offset += n
     return results
+
+
+def score_rows(rows: np.ndarray, targets: np.ndarray, top_logprobs: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For logits rows (n, n_vocab): log p(targets[r]) (float64), and each row's top_logprobs
+    best tokens (int32, best first) with their logprobs (float32), for every row at once."""
+    n = rows.shape[0]
+    peak, log_total = _log_normalizers(rows)
+    chosen = (rows[np.arange(n), targets] - peak).astype(np.float64) - log_total
+    if not top_logprobs:
+        return chosen, np.zeros((n, 0), dtype=np.int32), np.zeros((n, 0), dtype=np.float32)
+    best = np.argpartition(rows, -top_logprobs, axis=1)[:, -top_logprobs:]
+    best_logits = np.take_along_axis(rows, best, axis=1)
+    order = np.argsort(-best_logits, axis=1, kind="stable")
+    shift = (peak + log_total)[:, None]
+    best_logprobs = (np.take_along_axis(best_logits, order, axis=1) - shift).astype(np.float32)
+    return chosen, np.take_along_axis(best, order, axis=1).astype(np.int32), best_logprobs
+
+
+def _windows(result: Scored, width: int, stride: int, bos: int | None) -> list[_Window]:
+    tokens = result.tokens
+    if tokens.size <= width:
+        return [_Window(result, tokens, 0, 0)]
+    windows, scored_to, begin = [], 1, 0  # scored_to: first input position not yet scored
+    while scored_to < tokens.size:
+        end = min(begin + width, tokens.size)
+        window = tokens[begin:end]
+        if begin and bos is not None and tokens[0] == bos:
+            window = window.copy()
+            window[0] = bos
+        windows.append(_Window(result, window, begin, scored_to - 1 - begin))
+        scored_to, begin = end, begin + stride
+    return windows
 
 
 def perplexity(model: Model, text: str, *, n_ctx: int = 512, n_batch: int = 128,
@@ -155,12 +233,12 @@ def perplexity(model: Model, text: str, *, n_ctx: int = 512, n_batch: int = 128,
                 # Rows for positions max(first, start) .. end - 1; the chunk's last row predicts nothing.
                 positions = np.arange(max(first, start), min(end, n_ctx - 1))
                 rows = ctx.output_logits()[: positions.size]
-                nll -= float(log_softmax_at(rows, chunk[positions + 1]).sum())
+                nll -= float(score_rows(rows, chunk[positions + 1])[0].sum())
                 count += positions.size
     return Perplexity(math.exp(nll / count), nll, count, n_chunks)
 
 
-def _tokens(vocab, item: str | Sequence[int], index: int, limit: int) -> np.ndarray:
+def _tokens(vocab, item: str | Sequence[int], index: int) -> np.ndarray:
     if isinstance(item, str):
         tokens = np.asarray(vocab.tokenize(item, add_special=True), dtype=np.int32)
     else:
@@ -170,26 +248,4 @@ def _tokens(vocab, item: str | Sequence[int], index: int, limit: int) -> np.ndar
         tokens = tokens.astype(np.int32)
     if tokens.size < 2:
         raise ValueError(f"input {index} has {tokens.size} token(s); scoring needs at least 2")
-    if tokens.size > limit:
-        raise ValueError(f"input {index} has {tokens.size} tokens, more than a sequence of this context holds "
-                         f"({limit}); use a larger n_ctx, or perplexity() for long texts")
     return tokens
-
-
-def _reduce(rows: np.ndarray, runs: list[tuple[Scored, int, int]], top_logprobs: int) -> None:
-    """Turn one decode's output rows into each run's logprobs (and top alternatives), in batch order."""
-    offset = 0
-    for result, start, n in runs:
-        block = rows[offset : offset + n]
-        offset += n
-        targets = result.tokens[start + 1 : start + 1 + n]
-        peak, log_total = _log_normalizers(block)
-        chosen = block[np.arange(n), targets]
-        result.logprobs[start : start + n] = (chosen - peak).astype(np.float64) - log_total
-        if top_logprobs:
-            best = np.argpartition(block, -top_logprobs, axis=1)[:, -top_logprobs:]
-            best_logits = np.take_along_axis(block, best, axis=1)
-            order = np.argsort(-best_logits, axis=1, kind="stable")
-            result.top_tokens[start : start + n] = np.take_along_axis(best, order, axis=1)
-            shift = (peak + log_total)[:, None]
-            result.top_logprobs[start : start + n] = np.take_along_axis(best_logits, order, axis=1) - shift
