@@ -17,6 +17,11 @@ Rules:
 - A slot keeps its tokens when its request ends, for the next prefix match.
 - Prompt reading is bounded per step (`prefill_per_step` tokens while any
   slot is generating), so running streams keep flowing during a long prompt.
+- A request that scores its prompt (prompt_logprobs) reads it whole in the
+  emptiest free slot, with logits for every row (at most ROWS_PER_DECODE per
+  step across such slots, to bound llama.cpp's output buffer); the rows are
+  reduced to logprobs as each step returns, and one `Scored` event precedes
+  its first Step. max_tokens=0 ends a request once its prompt is read.
 - A slow consumer never stalls the others: events are handed to the
   request's sink at once and buffered there (at most max_tokens of them).
 - Cancelling a request frees its slot before the next step.
@@ -33,10 +38,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from helios_core.batch import Batch
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
 
 
@@ -68,7 +76,7 @@ class Done:
     timings: Timings | None = None
 
 
-Event = Step | Done
+Event = Step | Scored | Done
 Sink = Callable[[Event], None]
 
 _ids = itertools.count()
@@ -107,6 +115,8 @@ class Slot:
     next_pos: int = 0
     row: int = -1  # batch row of this slot's logits in the current step, -1 if none
     scheduled: int = 0  # tokens this slot put into the current step's batch
+    # Prompt scoring in the current step: (first output row, rows, position of the first row's token).
+    scored_rows: tuple[int, int, int] | None = None
 
     @property
     def busy(self) -> bool:
@@ -212,8 +222,14 @@ class Scheduler:
                 return
             request = self.waiting.popleft()
             self._dequeued(request)
-            slot = max(free, key=lambda s: _slot_score(s, request.prompt))
-            cached = slot.cache.reuse(self.ctx, request.prompt)
+            if request.seq.scores_prompt:
+                # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
+                slot = min(free, key=lambda s: len(s.cache.tokens))
+                slot.cache.forget(self.ctx)
+                cached = 0
+            else:
+                slot = max(free, key=lambda s: _slot_score(s, request.prompt))
+                cached = slot.cache.reuse(self.ctx, request.prompt)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
             if cached:
@@ -228,7 +244,7 @@ class Scheduler:
         batch = self.batch
         batch.clear()
         for slot in self.slots:
-            slot.row, slot.scheduled = -1, 0
+            slot.row, slot.scheduled, slot.scored_rows = -1, 0, None
         room = batch.capacity
         generating = [s for s in self.slots if s.busy and not s.pending]
         for slot in generating:
@@ -237,13 +253,25 @@ class Scheduler:
             room -= 1
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
+        scoring_rows = ROWS_PER_DECODE
         for slot in sorted((s for s in self.slots if s.busy and s.pending), key=lambda s: s.request.submitted_at):
-            if budget <= 0:
-                break
-            chunk = slot.pending[:budget]
+            seq = slot.request.seq
+            limit = min(budget, scoring_rows) if seq.scores_prompt else budget
+            if limit <= 0:
+                continue
+            chunk = slot.pending[:limit]
             last = len(chunk) == len(slot.pending)
-            rows = batch.add(chunk, slot.next_pos, slot.cache.seq_id, logits_last=last)
-            slot.row = rows.stop - 1 if last else -1
+            samples = last and seq.max_new > 0  # max_tokens=0: the prompt is all there is to do
+            rows = batch.add(chunk, slot.next_pos, slot.cache.seq_id, logits_last=samples)
+            if seq.scores_prompt:
+                # Row p predicts prompt token p + 1: every row but the prompt's last.
+                n_scored = len(chunk) - 1 if last else len(chunk)
+                if n_scored:
+                    first_output = int(np.count_nonzero(batch.logits[: rows.start]))
+                    batch.logits[rows.start : rows.start + n_scored] = 1
+                    slot.scored_rows = (first_output, n_scored, slot.next_pos)
+                    scoring_rows -= n_scored
+            slot.row = rows.stop - 1 if samples else -1
             slot.scheduled = len(chunk)
             budget -= len(chunk)
         return batch.n_tokens > 0
@@ -256,13 +284,27 @@ class Scheduler:
             request = slot.request
             # Account for what this step decoded for the slot.
             n = slot.scheduled
+            prompt_read = False
             if slot.pending:
                 slot.cache.tokens.extend(slot.pending[:n])
                 slot.pending = slot.pending[n:]
+                prompt_read = n > 0 and not slot.pending
                 self.stats.prompt_tokens_decoded += n
             elif n:
                 slot.cache.tokens.append(int(request.seq.tokens[-1]))
             slot.next_pos += n
+            seq = request.seq
+            if slot.scored_rows is not None:
+                first_output, n_rows, pos = slot.scored_rows
+                seq.prompt_scores.fill(pos, self.ctx.output_logits()[first_output : first_output + n_rows])
+            if prompt_read:
+                if seq.scores_prompt:
+                    _deliver(request, seq.prompt_scores)
+                if seq.max_new <= 0:
+                    request.timings.prompt_ms = 1000.0 * (now - request.started_at)
+                    seq.finish_reason = "length"
+                    self._finish(slot, "length")
+                    continue
             if slot.row < 0:
                 continue
             if not request.first_token_at:

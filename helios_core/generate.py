@@ -15,6 +15,7 @@ from helios_core.engine import Done, Request, Scheduler
 from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
 from helios_core.model import Model
+from helios_core.scoring import Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
 
 __all__ = ["Generation", "GenerationParams", "Generator", "Step", "Timings", "Usage"]
@@ -41,6 +42,11 @@ class Generation:
     @property
     def finish_reason(self) -> str | None:
         return self.sequence.finish_reason
+
+    @property
+    def prompt_logprobs(self) -> Scored | None:
+        """The prompt's scores when GenerationParams.prompt_logprobs asked for them, once it is read."""
+        return self.sequence.prompt_scores
 
     def text(self) -> str:
         """Run to the end and return the whole completion."""
@@ -106,7 +112,8 @@ class Generator:
                     if event.error is not None:
                         raise event.error
                     return
-                yield event
+                if isinstance(event, Step):
+                    yield event  # a Scored event is kept on the sequence: see Generation.prompt_logprobs
         finally:
             if not done:  # the caller stopped early: free the slot for the next call
                 request.cancel()

@@ -35,6 +35,22 @@ class Scored:
     top_tokens: np.ndarray
     top_logprobs: np.ndarray
 
+    @classmethod
+    def empty(cls, tokens: Sequence[int], top_logprobs: int = 0) -> Scored:
+        """Arrays for `tokens`, to be filled as their rows are reduced."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        n = max(tokens.size - 1, 0)
+        return cls(tokens, np.zeros(n, dtype=np.float64), np.zeros((n, top_logprobs), dtype=np.int32),
+                   np.zeros((n, top_logprobs), dtype=np.float64))
+
+    def fill(self, at: int, rows: np.ndarray) -> None:
+        """Reduce logits rows predicting tokens[at + 1], tokens[at + 2], ... into the arrays."""
+        n, k = rows.shape[0], self.top_tokens.shape[1]
+        chosen, best, best_logprobs = score_rows(rows, self.tokens[at + 1 : at + 1 + n], k)
+        self.logprobs[at : at + n] = chosen
+        self.top_tokens[at : at + n] = best
+        self.top_logprobs[at : at + n] = best_logprobs
+
 
 @dataclass
 class Perplexity:
@@ -111,13 +127,7 @@ def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: 
     vocab = ctx.model.vocab
     results, windows = [], []
     for index, item in enumerate(inputs):
-        tokens = _tokens(vocab, item, index)
-        result = Scored(
-            tokens,
-            np.zeros(tokens.size - 1, dtype=np.float64),
-            np.zeros((tokens.size - 1, top_logprobs), dtype=np.int32),
-            np.zeros((tokens.size - 1, top_logprobs), dtype=np.float32),
-        )
+        result = Scored.empty(_tokens(vocab, item, index), top_logprobs)
         results.append(result)
         windows += _windows(result, width, stride, vocab.bos if vocab.add_bos else None)
     batch = Batch(min(ctx.n_batch, ROWS_PER_DECODE))
@@ -146,30 +156,28 @@ def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: 
             offset = 0
             outputs = ctx.output_logits() if runs else None
             for window, first, n in runs:
-                result, at = window.result, window.offset + first
-                targets = window.tokens[first + 1 : first + 1 + n]
-                chosen, best, best_logprobs = score_rows(outputs[offset : offset + n], targets, top_logprobs)
-                result.logprobs[at : at + n] = chosen
-                result.top_tokens[at : at + n] = best
-                result.top_logprobs[at : at + n] = best_logprobs
+                # A window's tokens are the input's from its offset on (but a BOS in place of the first).
+                window.result.fill(window.offset + first, outputs[offset : offset + n])
                 offset += n
     return results
 
 
 def score_rows(rows: np.ndarray, targets: np.ndarray, top_logprobs: int = 0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For logits rows (n, n_vocab): log p(targets[r]) (float64), and each row's top_logprobs
-    best tokens (int32, best first) with their logprobs (float32), for every row at once."""
+    """For logits rows (n, n_vocab): log p(targets[r]), and each row's top_logprobs best tokens
+    (int32, best first) with their logprobs, for every row at once (logprobs in float64)."""
     n = rows.shape[0]
     peak, log_total = _log_normalizers(rows)
     chosen = (rows[np.arange(n), targets] - peak).astype(np.float64) - log_total
     if not top_logprobs:
-        return chosen, np.zeros((n, 0), dtype=np.int32), np.zeros((n, 0), dtype=np.float32)
+        return chosen, np.zeros((n, 0), dtype=np.int32), np.zeros((n, 0), dtype=np.float64)
     best = np.argpartition(rows, -top_logprobs, axis=1)[:, -top_logprobs:]
     best_logits = np.take_along_axis(rows, best, axis=1)
     order = np.argsort(-best_logits, axis=1, kind="stable")
-    shift = (peak + log_total)[:, None]
-    best_logprobs = (np.take_along_axis(best_logits, order, axis=1) - shift).astype(np.float32)
+    # The same arithmetic as `chosen`, so the chosen token's logprob equals its entry among the best
+    # exactly (evaluation clients test "greedy" with ==).
+    best_logprobs = (np.take_along_axis(best_logits, order, axis=1) - peak[:, None]).astype(np.float64)
+    best_logprobs -= log_total[:, None]
     return chosen, np.take_along_axis(best, order, axis=1).astype(np.int32), best_logprobs
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from helios_core import sampling
 from helios_core.model import Model
 from helios_core.sampling import LogitsProcessor, Sampler, SamplingState, TokenLogprob
+from helios_core.scoring import Scored
 from helios_core.text import IncrementalDetokenizer, StopMatcher
 
 
@@ -24,10 +25,14 @@ from helios_core.text import IncrementalDetokenizer, StopMatcher
 class GenerationParams:
     """What one request asks for. Defaults match OpenAI's API where it has one.
 
-    max_tokens: most tokens to generate (None: until the context is full).
+    max_tokens: most tokens to generate (None: until the context is full; 0: read the
+        prompt only, e.g. to score it).
     sampler: a custom Sampler; when given, temperature/top_k/top_p/min_p are ignored.
     processors: custom LogitsProcessors, run after the built-in penalties and bias.
     logprobs / top_logprobs: report the chosen token's logprob and the top N alternatives.
+    prompt_logprobs: None, or score the prompt: the logprob of every prompt token after
+        the first and its N best alternatives arrive as one `Scored` event before the
+        first Step. The prompt is then decoded whole (no cached prefix has its logits).
     """
 
     max_tokens: int | None = 256
@@ -43,14 +48,17 @@ class GenerationParams:
     logit_bias: Mapping[int, float] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    prompt_logprobs: int | None = None
     sampler: Sampler | None = None
     processors: Sequence[LogitsProcessor] = ()
 
     def __post_init__(self):
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.max_tokens is not None and self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if not 0 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
+        if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
+            raise ValueError(f"prompt_logprobs must be None or in [0, 20], got {self.prompt_logprobs}")
         # Fail on bad settings now, not after a model has loaded or a slot was taken.
         self.build_sampler()
         self.build_processors()
@@ -125,6 +133,11 @@ class SequenceState:
         self.stops = StopMatcher(params.stop)
         self.finish_reason: str | None = None
         self.usage = Usage(prompt_tokens=self.n_prompt)
+        self.prompt_scores = None if params.prompt_logprobs is None else Scored.empty(prompt, params.prompt_logprobs)
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.prompt_scores is not None
 
     @property
     def tokens(self) -> np.ndarray:

@@ -25,6 +25,7 @@ from helios_core import chat
 from helios_core.engine import Done, Engine, EngineShutdownError, PromptTooLongError, QueueFullError
 from helios_core.errors import HeliosError
 from helios_core.model import Model
+from helios_core.scoring import Scored
 from helios_http import shapes
 from helios_http.admission import Admission
 from helios_http.auth import ApiKeyAuth
@@ -105,7 +106,11 @@ async def completions(request: Request) -> Response:
     parsed = parse_completion(body)
     model, engine = state.ready_engine()
     prompts = [await run_in_threadpool(_tokenize_prompt, model, engine, p) for p in parsed.prompts]
-    return await _generate(request, state, engine, parsed, prompts, "completion")
+    echoes = None
+    if parsed.echo:  # each choice's text starts with its prompt: as given, or the token list's text
+        echoes = [p if isinstance(p, str) else await run_in_threadpool(model.vocab.detokenize, p)
+                  for p in parsed.prompts]
+    return await _generate(request, state, engine, parsed, prompts, "completion", echoes)
 
 
 def _render_chat(model: Model, engine: Engine, template: str | None, messages: list[dict[str, str]]) -> list[int]:
@@ -158,7 +163,9 @@ async def _generate(
     parsed: ChatRequest | CompletionRequest,
     prompts: list[list[int]],
     kind: str,
+    echoes: list[str] | None = None,
 ) -> Response:
+    """Run every prompt n times; echoes[p] (completions' echo) starts the text of prompt p's choices."""
     model = state.model
     n = parsed.n
     jobs: list[Job] = []
@@ -195,13 +202,14 @@ async def _generate(
         # Ended before producing anything (e.g. refused while queued, at shutdown): a status, not a stream.
         await events.aclose()
         raise _engine_error(first[1].error)
+    echo_of = (lambda index: echoes[index // n]) if echoes else None
     if parsed.stream:
         return StreamingResponse(
-            _stream(state, parsed, _prepend(first, events), kind),
+            _stream(state, parsed, _prepend(first, events), kind, echo_of),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    return await _collect(state, parsed, _prepend(first, events), len(jobs), kind)
+    return await _collect(state, parsed, _prepend(first, events), len(jobs), kind, echo_of)
 
 
 async def _prepend(first, rest) -> AsyncIterator:
@@ -212,12 +220,15 @@ async def _prepend(first, rest) -> AsyncIterator:
             yield item
 
 
-async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str) -> Response:
-    choices: dict[int, shapes.Choice] = {}
+async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str, echo_of=None) -> Response:
+    choices = {i: shapes.Choice(i, echo=echo_of(i) if echo_of else "") for i in range(n_choices)}
     tally = shapes.UsageTally(parsed.n)
     async with contextlib.aclosing(events):
         async for index, event in events:
-            choice = choices.setdefault(index, shapes.Choice(index))
+            choice = choices[index]
+            if isinstance(event, Scored):
+                choice.prompt_scores = event
+                continue
             if isinstance(event, Done):
                 if event.error is not None:
                     raise _engine_error(event.error)
@@ -226,7 +237,7 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
                 continue
             choice.text.append(event.text)
             choice.steps.append(event)
-    ordered = [choices.setdefault(i, shapes.Choice(i)) for i in range(n_choices)]
+    ordered = [choices[i] for i in range(n_choices)]
     vocab, logprobs = state.model.vocab, parsed.sampling.logprobs
     if kind == "chat":
         body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
@@ -249,10 +260,12 @@ def _sse(body: dict) -> bytes:
 _DONE = b"data: [DONE]\n\n"
 
 
-async def _stream(state: ServerState, parsed: ChatRequest | CompletionRequest, events, kind: str):
+async def _stream(state: ServerState, parsed: ChatRequest | CompletionRequest, events, kind: str, echo_of=None):
     """SSE for chat and completions: chunks per token, a finish chunk per choice, usage, [DONE].
 
-    An error in the middle ends the stream with an error event and [DONE].
+    With echo, each choice's first chunk is its prompt (with the prompt's logprobs when asked for,
+    so it comes once they are computed). An error in the middle ends the stream with an error
+    event and [DONE].
     """
     chat = kind == "chat"
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -268,8 +281,18 @@ async def _stream(state: ServerState, parsed: ChatRequest | CompletionRequest, e
     if chat:
         for index in range(parsed.n):
             yield chunk(shapes.chunk_choice(True, index, None))
+    elif echo_of and not logprobs_wanted:
+        for index in range(len(parsed.prompts) * parsed.n):
+            offsets[index] = len(echo_of(index))
+            yield chunk(shapes.chunk_choice(False, index, echo_of(index)))
     async with contextlib.aclosing(events):
         async for index, event in events:
+            if isinstance(event, Scored):  # only asked for with echo and logprobs
+                text = echo_of(index)
+                offsets[index] = len(text)
+                logprobs = shapes.completion_logprobs(vocab, [], prompt=event)
+                yield chunk(shapes.chunk_choice(False, index, text, logprobs=logprobs))
+                continue
             if isinstance(event, Done):
                 if event.error is not None:
                     yield _sse(_engine_error(event.error).body())

@@ -40,6 +40,7 @@ class SamplingFields:
     logit_bias: dict[int, float]
     logprobs: bool
     top_logprobs: int
+    prompt_logprobs: int | None = None  # completions' echo with logprobs: score the prompt too
 
     def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
         for token in self.logit_bias:
@@ -61,6 +62,7 @@ class SamplingFields:
             logit_bias=self.logit_bias or None,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
+            prompt_logprobs=self.prompt_logprobs,
         )
 
 
@@ -80,6 +82,7 @@ class CompletionRequest:
     n: int
     stream: bool
     include_usage: bool
+    echo: bool = False  # the text (and logprobs) of each choice start with its prompt's
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -97,6 +100,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise invalid("messages must be a non-empty list of {role, content} objects", "messages")
     parsed = [_message(m, i) for i, m in enumerate(messages)]
+    if _boolean(body, "echo", False):
+        raise invalid("echo is a field of /v1/completions; chat completions never repeat the prompt", "echo")
     logprobs = _boolean(body, "logprobs", False)
     top = _integer(body, "top_logprobs", 0, low=0, high=20)
     if top and not logprobs:
@@ -125,8 +130,15 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     else:
         top = _integer(body, "logprobs", 0, low=0, high=5)
         logprobs = True
+    echo = _boolean(body, "echo", False)
+    # max_tokens 0 with echo scores the prompt without generating, as OpenAI's legacy API allows.
+    if not echo and 0 in (body.get("max_tokens"), body.get("max_completion_tokens")):
+        raise invalid("max_tokens must be >= 1; 0 is allowed with echo: true, to score the prompt", "max_tokens")
+    sampling = _sampling(body, logprobs, top, min_tokens=0 if echo else 1)
+    if echo and logprobs:
+        sampling.prompt_logprobs = top
     stream, include_usage = _stream(body)
-    return CompletionRequest(prompts, _sampling(body, logprobs, top), n, stream, include_usage)
+    return CompletionRequest(prompts, sampling, n, stream, include_usage, echo)
 
 
 # --- fields -----------------------------------------------------------------------
@@ -182,10 +194,10 @@ def _is_token_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no token id
 
 
-def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int) -> SamplingFields:
+def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_tokens: int = 1) -> SamplingFields:
     # max_completion_tokens replaces max_tokens; a null one is absent, not "no limit".
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _integer(body, name, None, low=1)
+    max_tokens = _integer(body, name, None, low=min_tokens)
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []

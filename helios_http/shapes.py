@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from helios_core.generate import Step, Usage
+from helios_core.scoring import Scored
 from helios_core.vocab import Vocab
 
 
@@ -30,6 +31,8 @@ class Choice:
     text: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     finish_reason: str | None = None
+    echo: str = ""  # completions' echo: the prompt text the choice starts with
+    prompt_scores: Scored | None = None  # ... and its logprobs, when asked for
 
 
 def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
@@ -83,18 +86,37 @@ def chat_logprobs(vocab: Vocab, steps: list[Step]) -> dict:
     return {"content": content, "refusal": None}
 
 
-def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0) -> dict:
+def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0, prompt: Scored | None = None) -> dict:
+    """The legacy shape: token texts, their logprobs, {text: logprob} of the alternatives, text offsets.
+
+    `prompt`: an echoed prompt's scores, which come first; its first token has no logprob (null),
+    as in OpenAI's API. Offsets count from `offset` in the choice's text.
+    """
     tokens, token_logprobs, top, offsets = [], [], [], []
-    for step in steps:
-        text = vocab.token_to_piece(step.token).decode("utf-8", errors="replace")
+
+    def add(token: int, logprob: float | None, alternatives: dict | None) -> None:
+        nonlocal offset
+        text = _piece(vocab, token)
         tokens.append(text)
-        token_logprobs.append(step.logprob)
-        top.append(
-            {vocab.token_to_piece(a.token).decode("utf-8", errors="replace"): a.logprob for a in step.top_logprobs}
-        )
+        token_logprobs.append(logprob)
+        top.append(alternatives)
         offsets.append(offset)
         offset += len(text)
+
+    if prompt is not None:
+        add(int(prompt.tokens[0]), None, None)
+        for token, logprob, best, best_logprobs in zip(
+            prompt.tokens[1:].tolist(), prompt.logprobs.tolist(), prompt.top_tokens.tolist(),
+            prompt.top_logprobs.tolist(), strict=True,
+        ):
+            add(token, logprob, {_piece(vocab, t): lp for t, lp in zip(best, best_logprobs, strict=True)})
+    for step in steps:
+        add(step.token, step.logprob, {_piece(vocab, a.token): a.logprob for a in step.top_logprobs})
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
+def _piece(vocab: Vocab, token: int) -> str:
+    return vocab.token_to_piece(token).decode("utf-8", errors="replace")
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -141,8 +163,8 @@ def completion_response(id_: str, model: str, choices: list[Choice], usage: dict
         [
             {
                 "index": c.index,
-                "text": "".join(c.text),
-                "logprobs": completion_logprobs(vocab, c.steps) if logprobs else None,
+                "text": c.echo + "".join(c.text),
+                "logprobs": completion_logprobs(vocab, c.steps, prompt=c.prompt_scores) if logprobs else None,
                 "finish_reason": c.finish_reason,
             }
             for c in choices

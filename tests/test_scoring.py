@@ -11,6 +11,7 @@ import pytest
 
 from helios_core.batch import Batch
 from helios_core.context import Context
+from helios_core.generate import GenerationParams, Generator
 from helios_core.resolve import default_model_path
 from helios_core.scoring import ROWS_PER_DECODE, perplexity, score, score_rows
 from tests.conftest import LLAMA_CPP, LOGIT_TOLERANCE, ROOT, THREADS
@@ -119,6 +120,7 @@ _SCORE_AND_MEASURE = """
 import resource, sys
 from helios_core import Model
 from helios_core.context import Context
+from helios_core.generate import GenerationParams, Generator
 from helios_core.resolve import default_model_path
 from helios_core.scoring import score
 n_tokens, threads = int(sys.argv[1]), int(sys.argv[2])
@@ -145,6 +147,35 @@ def test_scoring_a_long_text_keeps_memory_bounded(n_tokens):
     assert result.returncode == 0, result.stderr[-2000:]
     grown_mib = int(result.stdout.split()[-1])
     assert grown_mib < 4 * ROWS_PER_DECODE, f"peak RSS grew {grown_mib} MiB while scoring {n_tokens} tokens"
+
+
+def test_a_generation_scores_its_prompt_as_score_does(model):
+    text = TEXTS[0]
+    with Context(model, n_ctx=512, n_threads=THREADS) as ctx:
+        expected = score(ctx, [text], top_logprobs=2)[0]
+    with Generator(model, n_ctx=512, n_threads=THREADS) as generator:
+        generator.generate("Unrelated text first, to fill the cache.", GenerationParams(max_tokens=2)).text()
+        generation = generator.generate(text, GenerationParams(max_tokens=0, prompt_logprobs=2))
+        assert list(generation) == []  # max_tokens=0: read the prompt, generate nothing
+        scored = generation.prompt_logprobs
+    assert generation.finish_reason == "length"
+    assert generation.usage.completion_tokens == 0 and generation.usage.cached_tokens == 0
+    assert scored.tokens.tolist() == expected.tokens.tolist()
+    np.testing.assert_allclose(scored.logprobs, expected.logprobs, atol=2 * LOGIT_TOLERANCE)
+    assert scored.top_tokens.shape == (len(scored.tokens) - 1, 2)
+
+
+def test_scoring_a_prompt_longer_than_one_step_of_rows_fills_every_position(model):
+    # More prompt rows than ROWS_PER_DECODE: the engine spreads them over steps.
+    tokens = [model.vocab.bos] + model.vocab.tokenize(" ".join(["word"] * (ROWS_PER_DECODE + 40)), add_special=False)
+    with Generator(model, n_ctx=512, n_threads=THREADS) as generator:
+        generation = generator.generate(tokens, GenerationParams(max_tokens=1, prompt_logprobs=0, temperature=0))
+        steps = list(generation)
+    with Context(model, n_ctx=512, n_threads=THREADS) as ctx:
+        expected = score(ctx, [tokens])[0]
+    assert len(tokens) > ROWS_PER_DECODE + 1 and len(steps) == 1
+    np.testing.assert_allclose(generation.prompt_logprobs.logprobs, expected.logprobs, atol=2 * LOGIT_TOLERANCE)
+    assert np.all(generation.prompt_logprobs.logprobs < 0)
 
 
 def test_score_rows_is_exact_on_a_known_row():
