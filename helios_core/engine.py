@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +105,55 @@ class Request:
     def cancel(self) -> None:
         """Ask the scheduler to stop this request; safe from any thread."""
         self.cancelled = True
+
+
+class Generation:
+    """One request's Steps, as an iterator; then its finish_reason, usage, timings and prompt_logprobs.
+
+    Iterate it from one thread. Leaving the iteration early cancels the request.
+    An error that ended the request is raised by the iteration.
+    """
+
+    def __init__(self, events: Iterator[Event], request: Request):
+        self._events = events
+        self.request = request
+        self.finish_reason: str | None = None
+        self.prompt_logprobs: Scored | None = None  # when GenerationParams.prompt_logprobs asked for them
+
+    def __iter__(self) -> Iterator[Step]:
+        return self
+
+    def __next__(self) -> Step:
+        for event in self._events:
+            if isinstance(event, Step):
+                return event
+            if isinstance(event, Scored):
+                self.prompt_logprobs = event
+            elif isinstance(event, Done):
+                self.finish_reason = event.finish_reason
+                if event.error is not None:
+                    raise event.error
+        raise StopIteration
+
+    @property
+    def sequence(self) -> SequenceState:
+        """The request's state (tokens, sampler, ...): the engine's to change until the request ends."""
+        return self.request.seq
+
+    @property
+    def usage(self) -> Usage:
+        return self.request.seq.usage if self.request.seq is not None else Usage()
+
+    @property
+    def timings(self) -> Timings:
+        return self.request.timings
+
+    def text(self) -> str:
+        """Run to the end and return the whole completion."""
+        return "".join(step.text for step in self)
+
+    def cancel(self) -> None:
+        self.request.cancel()
 
 
 @dataclass
@@ -247,6 +296,8 @@ class Scheduler:
             slot.row, slot.scheduled, slot.scored_rows = -1, 0, None
         room = batch.capacity
         generating = [s for s in self.slots if s.busy and not s.pending]
+        # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
+        generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
         for slot in generating:
             rows = batch.add([slot.request.seq.tokens[-1]], slot.next_pos, slot.cache.seq_id, logits_last=True)
             slot.row, slot.scheduled = rows.start, 1
@@ -278,6 +329,7 @@ class Scheduler:
 
     def _sample(self) -> None:
         now = time.perf_counter()
+        batched: dict[int, list[Slot]] = {}  # slots by the BatchSampler they share
         for slot in self.slots:
             if not slot.busy:
                 continue
@@ -310,17 +362,58 @@ class Scheduler:
             if not request.first_token_at:
                 request.first_token_at = now
                 request.timings.prompt_ms = 1000.0 * (now - request.started_at)
+            if seq.params.batch_sampler is not None:
+                batched.setdefault(id(seq.params.batch_sampler), []).append(slot)
+                continue
             try:
-                step = request.seq.step(self.ctx.logits(slot.row))
+                step = seq.step(self.ctx.logits(slot.row))
             except Exception as error:  # a custom sampler or processor failed: end this request only
                 logger.warning("request %d failed in its sampler: %r", request.id, error)
                 self._finish(slot, None, error)
                 continue
-            self.stats.generated_tokens += 1
-            request.timings.generation_ms = 1000.0 * (time.perf_counter() - request.first_token_at)
-            _deliver(request, step)
-            if step.finish_reason:
-                self._finish(slot, step.finish_reason)
+            self._commit(slot, step)
+        for group in batched.values():
+            self._sample_together(group)
+
+    def _sample_together(self, slots: list[Slot]) -> None:
+        """One call of a BatchSampler for every slot that uses it: rows in, one token per row out.
+
+        The rows are a view of llama.cpp's output when they lie side by side and no
+        processor changed them (_fill_batch puts a sampler's generating slots together),
+        a read-only stack of the (processed) rows otherwise.
+        """
+        sampler = slots[0].request.seq.params.batch_sampler
+        raw = [self.ctx.logits(slot.row) for slot in slots]
+        try:
+            processed = [slot.request.seq.process(row) for slot, row in zip(slots, raw, strict=True)]
+            outputs = np.cumsum(self.batch.logits[: self.batch.n_tokens]) - 1  # batch row -> output row
+            first = int(outputs[slots[0].row])
+            together = [int(outputs[slot.row]) for slot in slots] == list(range(first, first + len(slots)))
+            if together and all(p is r for p, r in zip(processed, raw, strict=True)):
+                rows = self.ctx.output_logits()[first : first + len(slots)]
+            else:
+                rows = np.stack(processed)
+                rows.flags.writeable = False
+            tokens = np.asarray(sampler(rows, [slot.request.seq.state for slot in slots])).reshape(-1)
+            if tokens.size != len(slots):
+                raise ValueError(f"the batch sampler returned {tokens.size} tokens for {len(slots)} rows")
+            if tokens.size and (tokens.min() < 0 or tokens.max() >= self.ctx.n_vocab):
+                raise ValueError(f"the batch sampler returned a token outside [0, {self.ctx.n_vocab})")
+        except Exception as error:  # ends the requests that share this sampler, no others
+            logger.warning("a batch sampler failed for %d requests: %r", len(slots), error)
+            for slot in slots:
+                self._finish(slot, None, error)
+            return
+        for slot, token, row in zip(slots, tokens.tolist(), raw, strict=True):
+            self._commit(slot, slot.request.seq.accept(int(token), row))
+
+    def _commit(self, slot: Slot, step: Step) -> None:
+        request = slot.request
+        self.stats.generated_tokens += 1
+        request.timings.generation_ms = 1000.0 * (time.perf_counter() - request.first_token_at)
+        _deliver(request, step)
+        if step.finish_reason:
+            self._finish(slot, step.finish_reason)
 
     def _finish(self, slot: Slot, reason: str | None, error: Exception | None = None) -> None:
         request = slot.request
@@ -433,6 +526,18 @@ class Engine:
             self._inbox.put(request)
         return request
 
+    def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
+        """Submit a request and return its Generation, to iterate from the calling thread.
+
+        Strings are tokenized with BOS. Submit many before iterating any and they
+        run together, batched by the engine thread; raises like submit().
+        """
+        if isinstance(prompt, str):
+            prompt = self.scheduler.model.vocab.tokenize(prompt)
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        request = self.submit(prompt, params or GenerationParams(), events.put)
+        return Generation(_until_done(events, request), request)
+
     def stop_accepting(self) -> None:
         """Refuse new requests from now on, and end those still waiting for a slot (EngineShutdownError)."""
         with self._lock:
@@ -515,6 +620,17 @@ class Engine:
             self._idle = self._queued == 0 and not self.scheduler.has_work
             if self._idle:
                 self._changed.notify_all()
+
+
+def _until_done(events: queue.SimpleQueue[Event], request: Request) -> Iterator[Event]:
+    try:
+        while True:
+            event = events.get()
+            yield event
+            if isinstance(event, Done):
+                return
+    finally:
+        request.cancel()  # the caller stopped early (or the request ended: then a no-op)
 
 
 # A control message on the engine's inbox: end the requests waiting for a slot.

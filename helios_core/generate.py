@@ -11,46 +11,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 
 from helios_core.context import Context
-from helios_core.engine import Done, Request, Scheduler
+from helios_core.engine import Done, Event, Generation, Request, Scheduler
 from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
 from helios_core.model import Model
-from helios_core.scoring import Scored
-from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
+from helios_core.sequence import GenerationParams, Step, Timings, Usage
 
 __all__ = ["Generation", "GenerationParams", "Generator", "Step", "Timings", "Usage"]
-
-
-class Generation:
-    """An iterator of Steps for one request; usage, timings and finish_reason once done."""
-
-    def __init__(self, steps: Iterator[Step], seq: SequenceState, timings: Timings):
-        self._steps = steps
-        self.sequence = seq
-        self.timings = timings
-
-    def __iter__(self) -> Iterator[Step]:
-        return self._steps
-
-    def __next__(self) -> Step:
-        return next(self._steps)
-
-    @property
-    def usage(self) -> Usage:
-        return self.sequence.usage
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.sequence.finish_reason
-
-    @property
-    def prompt_logprobs(self) -> Scored | None:
-        """The prompt's scores when GenerationParams.prompt_logprobs asked for them, once it is read."""
-        return self.sequence.prompt_scores
-
-    def text(self) -> str:
-        """Run to the end and return the whole completion."""
-        return "".join(step.text for step in self)
 
 
 class Generator:
@@ -97,9 +64,9 @@ class Generator:
         events: deque = deque()
         request = Request(tokens, params, events.append)
         self.scheduler.submit(request)  # raises PromptTooLongError at once
-        return Generation(self._run(request, events), request.seq, request.timings)
+        return Generation(self._run(request, events), request)
 
-    def _run(self, request: Request, events: deque) -> Iterator[Step]:
+    def _run(self, request: Request, events: deque) -> Iterator[Event]:
         done = False
         try:
             while True:
@@ -107,13 +74,10 @@ class Generator:
                     self.scheduler.step()
                     continue
                 event = events.popleft()
+                yield event
                 if isinstance(event, Done):
                     done = True
-                    if event.error is not None:
-                        raise event.error
                     return
-                if isinstance(event, Step):
-                    yield event  # a Scored event is kept on the sequence: see Generation.prompt_logprobs
         finally:
             if not done:  # the caller stopped early: free the slot for the next call
                 request.cancel()

@@ -51,6 +51,10 @@ class SamplingState:
 
 Sampler = Callable[[np.ndarray, SamplingState], int]
 LogitsProcessor = Callable[[np.ndarray, SamplingState], np.ndarray]
+# The batched form: the (n_rows, n_vocab) float32 rows of every sequence that uses this
+# sampler in a step (read-only, valid until the next decode; rows after processors when
+# a sequence has any) and their states, in the same order -> n_rows token ids.
+BatchSampler = Callable[[np.ndarray, Sequence[SamplingState]], Sequence[int] | np.ndarray]
 
 # Tokens more than CUTOFF temperature-scaled logits below the best are
 # dropped. Each weighs under exp(-20) = 2e-9 of the best token, far below

@@ -16,7 +16,7 @@ import numpy as np
 
 from helios_core import sampling
 from helios_core.model import Model
-from helios_core.sampling import LogitsProcessor, Sampler, SamplingState, TokenLogprob
+from helios_core.sampling import BatchSampler, LogitsProcessor, Sampler, SamplingState, TokenLogprob
 from helios_core.scoring import Scored
 from helios_core.text import IncrementalDetokenizer, StopMatcher
 
@@ -28,6 +28,8 @@ class GenerationParams:
     max_tokens: most tokens to generate (None: until the context is full; 0: read the
         prompt only, e.g. to score it).
     sampler: a custom Sampler; when given, temperature/top_k/top_p/min_p are ignored.
+    batch_sampler: a custom BatchSampler instead: each step calls it once with the rows
+        of every sequence that uses it (see sampling.BatchSampler).
     processors: custom LogitsProcessors, run after the built-in penalties and bias.
     logprobs / top_logprobs: report the chosen token's logprob and the top N alternatives.
     prompt_logprobs: None, or score the prompt: the logprob of every prompt token after
@@ -50,6 +52,7 @@ class GenerationParams:
     top_logprobs: int = 0
     prompt_logprobs: int | None = None
     sampler: Sampler | None = None
+    batch_sampler: BatchSampler | None = None
     processors: Sequence[LogitsProcessor] = ()
 
     def __post_init__(self):
@@ -57,6 +60,8 @@ class GenerationParams:
             raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if not 0 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
+        if self.sampler is not None and self.batch_sampler is not None:
+            raise ValueError("give a sampler or a batch_sampler, not both")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
             raise ValueError(f"prompt_logprobs must be None or in [0, 20], got {self.prompt_logprobs}")
         # Fail on bad settings now, not after a model has loaded or a slot was taken.
@@ -150,11 +155,17 @@ class SequenceState:
 
     def step(self, logits: np.ndarray) -> Step:
         """Choose the next token from its logits row and advance the text."""
+        return self.accept(int(self.sampler(self.process(logits), self.state)), logits)
+
+    def process(self, logits: np.ndarray) -> np.ndarray:
+        """The row after this request's processors (the row itself when it has none)."""
         state = self.state
         state.tokens = self._tokens[: self.n_tokens]
         state.step = self.n_tokens - self.n_prompt
-        processed = sampling.apply_processors(logits, self.processors, state) if self.processors else logits
-        token = int(self.sampler(processed, state))
+        return sampling.apply_processors(logits, self.processors, state) if self.processors else logits
+
+    def accept(self, token: int, logits: np.ndarray) -> Step:
+        """Take `token` as the next one (chosen from `logits`, the unprocessed row) and advance the text."""
         step = Step(token, "")
         if self.params.logprobs:
             step.logprob, step.top_logprobs = sampling.logprobs(logits, token, self.params.top_logprobs)
