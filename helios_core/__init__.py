@@ -1,7 +1,8 @@
 """helios_core: llama.cpp through hand-written ctypes, and a token loop in Python/NumPy.
 
 Layers, each importing only those below it:
-    generate, sampling, text   the token loop, samplers, detokenizer, stop strings
+    engine, generate           the scheduler (many sequences, one decode per step), one-sequence generation
+    scoring, sampling, text    log-probabilities of given text, samplers, detokenizer, stop strings
     model, context, batch      owners of llama.cpp's C objects
     _llama                     ctypes declarations of llama.h
 """
@@ -18,18 +19,22 @@ from helios_core.errors import (
     ModelNotFoundError,
     TokenizeError,
 )
+from helios_core.engine import Engine
 from helios_core.generate import Generation, GenerationParams, Generator, Step
 from helios_core.model import Model
 from helios_core.resolve import default_model_path, resolve_model
-from helios_core.sampling import LogitsProcessor, Sampler, SamplingState, make_sampler
+from helios_core.sampling import BatchSampler, LogitsProcessor, Sampler, SamplingState, make_sampler
+from helios_core.scoring import Perplexity, Scored, perplexity, score
 
 __all__ = [
     "Batch",
+    "BatchSampler",
     "ChatTemplateError",
     "Context",
     "ContextError",
     "ContextFullError",
     "DecodeError",
+    "Engine",
     "Generation",
     "GenerationParams",
     "Generator",
@@ -39,11 +44,15 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "PerfCounters",
+    "Perplexity",
     "Sampler",
     "SamplingState",
+    "Scored",
     "Step",
     "TokenizeError",
     "default_model_path",
     "make_sampler",
+    "perplexity",
     "resolve_model",
+    "score",
 ]
