@@ -45,3 +45,10 @@ class TokenizeError(HeliosError):
 
 class ChatTemplateError(HeliosError):
     """A chat template is unknown to llama.cpp or could not be applied to these messages."""
+
+
+class ConstraintError(HeliosError, ValueError):
+    """A schema, regular expression or grammar llguidance rejects, or a constraint generation can no longer meet.
+
+    The message is llguidance's own (without its parser-state dump), so a server can quote it in a 400.
+    """
