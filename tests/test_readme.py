@@ -46,3 +46,33 @@ def test_readme_curl_and_openai_examples_work_against_a_real_server():
         assert len(result.stdout.strip()) > 0
     finally:
         server.stop()
+
+
+def _run_python_block(marker: str, capsys, *, replacements: dict[str, str]) -> str:
+    """Run a README block with the suite's thread count (and other stated edits); return what it printed."""
+    code = readme_block(marker)
+    for old, new in {"Context(model, ": f"Context(model, n_threads={THREADS}, ", **replacements}.items():
+        assert old in code, f"the {marker} block no longer contains {old!r}"
+        code = code.replace(old, new)
+    exec(compile(code, "README.md", "exec"), {})
+    return capsys.readouterr().out
+
+
+def test_readme_scoring_example_runs(capsys):
+    # perplexity() of a shorter piece of the same file, in shorter chunks: the whole README takes minutes.
+    printed = _run_python_block("scoring-example", capsys, replacements={
+        ".read()": ".read()[:4000]", "n_ctx=512)": f"n_ctx=256, n_threads={THREADS})",
+    }).splitlines()
+    paris, rome = (float(x) for x in printed[0].split())
+    assert paris > rome  # the model knows which is right
+    assert 1.0 < float(printed[-1]) < 100.0
+
+
+def test_readme_engine_example_runs(capsys):
+    printed = _run_python_block("engine-example", capsys, replacements={}).splitlines()
+    assert len(printed) == 4 and all(line.endswith(("length", "stop")) for line in printed)
+
+
+def test_readme_batch_sampler_example_runs(capsys):
+    printed = _run_python_block("batch-sampler-example", capsys, replacements={})
+    assert printed.startswith("[") and printed.count("'") >= 6
