@@ -52,6 +52,13 @@ bench-server: tools model
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_server.py
 
+# lm-evaluation-harness against a real server, checked against score(); its ~730 MB
+# of dependencies (the `eval` extra) stay out of `make test`.
+.PHONY: eval-test
+eval-test: build model
+	$(PY) -m pip install --quiet -e '.[eval]'
+	$(PY) -m pytest tests/test_lm_eval.py
+
 lint: install
 	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py
 	$(VENV)/bin/ruff format --check helios_core helios_http tests benchmarks vendor/*.py
