@@ -57,7 +57,7 @@ bench-server: tools model
 .PHONY: eval-test
 eval-test: build model
 	$(PY) -m pip install --quiet -e '.[eval]'
-	$(PY) -m pytest tests/test_lm_eval.py
+	$(PY) -m pytest -m eval tests/test_lm_eval.py
 
 lint: install
 	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py

@@ -89,14 +89,17 @@ def chat_logprobs(vocab: Vocab, steps: list[Step]) -> dict:
 def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0, prompt: Scored | None = None) -> dict:
     """The legacy shape: token texts, their logprobs, {text: logprob} of the alternatives, text offsets.
 
-    `prompt`: an echoed prompt's scores, which come first; its first token has no logprob (null),
-    as in OpenAI's API. Offsets count from `offset` in the choice's text.
+    As OpenAI's legacy API, each top_logprobs entry holds the N best tokens and the chosen one,
+    so up to N + 1. `prompt`: an echoed prompt's scores, which come first; its first token has
+    no logprob (null). Offsets count from `offset` in the choice's text.
     """
     tokens, token_logprobs, top, offsets = [], [], [], []
 
     def add(token: int, logprob: float | None, alternatives: dict | None) -> None:
         nonlocal offset
         text = _piece(vocab, token)
+        if alternatives is not None:
+            alternatives.setdefault(text, logprob)
         tokens.append(text)
         token_logprobs.append(logprob)
         top.append(alternatives)

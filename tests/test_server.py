@@ -433,7 +433,9 @@ def test_logprobs_in_completions(client, no_eog):
     lp = r.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
     assert "".join(lp.tokens) == r.choices[0].text
-    assert all(len(alternatives) == 2 for alternatives in lp.top_logprobs)
+    # The 2 best and, as OpenAI's legacy API, the chosen token when it is not among them.
+    assert all(2 <= len(alternatives) <= 3 and alternatives[token] == logprob
+               for token, logprob, alternatives in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True))
     assert lp.text_offset == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
 
 
