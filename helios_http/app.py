@@ -115,7 +115,7 @@ async def completions(request: Request) -> Response:
 
 def _render_chat(model: Model, engine: Engine, template: str | None, messages: list[dict[str, str]]) -> list[int]:
     try:
-        text = chat.apply_template(chat.template_for(model, template), messages)
+        text = chat.load(model, template).render(messages)
     except HeliosError as e:
         raise invalid(str(e), "messages") from None
     _refuse_text_longer_than_a_slot(model, engine, text, "messages")

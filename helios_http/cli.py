@@ -57,10 +57,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-gpu-layers", "-ngl", type=int, default=0, help="layers to offload to the GPU in a CUDA build (-1 = all)"
     )
-    parser.add_argument(
+    templates = parser.add_mutually_exclusive_group()
+    templates.add_argument(
         "--chat-template",
         default=None,
-        help="a llama.cpp built-in template name (e.g. gemma, chatml) to use for chat prompts",
+        help="for chat prompts: a llama.cpp built-in template (e.g. gemma, chatml) or one of the model's named "
+        "templates (e.g. tool_use), instead of the model's own",
+    )
+    templates.add_argument(
+        "--chat-template-file",
+        default=None,
+        metavar="PATH",
+        help="a Jinja chat template file to use instead of the model's own",
     )
 
 
@@ -147,6 +155,7 @@ def generate_command(args: argparse.Namespace) -> None:
         stop=args.stop,
         repetition_penalty=args.repeat_penalty,
     )
+    template = chat_template_option(args)  # a broken template file fails before the model loads
     # Closing the model closes the generator's context with it, on errors too.
     with (
         Model(resolve_model(args.model), n_gpu_layers=args.n_gpu_layers) as model,
@@ -155,7 +164,7 @@ def generate_command(args: argparse.Namespace) -> None:
         if args.chat:
             messages = [{"role": "system", "content": args.system}] if args.system else []
             messages.append({"role": "user", "content": args.prompt})
-            text = chat.apply_template(chat.template_for(model, args.chat_template), messages)
+            text = chat.load(model, template).render(messages)
             prompt = model.vocab.tokenize(text, parse_special=True)
         else:
             prompt = args.prompt
@@ -171,6 +180,15 @@ def generate_command(args: argparse.Namespace) -> None:
             f"finish: {generation.finish_reason}]",
             file=sys.stderr,
         )
+
+
+def chat_template_option(args: argparse.Namespace) -> str | None:
+    """--chat-template's name, or the text of --chat-template-file (checked to parse); None for the model's own."""
+    from helios_core import chat
+
+    if args.chat_template_file:
+        return chat.read_template_file(args.chat_template_file)
+    return args.chat_template
 
 
 def serve_command(args: argparse.Namespace) -> None:

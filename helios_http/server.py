@@ -27,6 +27,7 @@ from helios_core.engine import Engine
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, ServerState, build_app
+from helios_http.cli import chat_template_option
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
@@ -42,8 +43,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     """Load model, context and engine into `state` (runs on a background thread). Raises on failure."""
     model = Model(path, n_gpu_layers=args.n_gpu_layers)
     try:
-        # A template llama.cpp cannot apply should stop the server now, not fail every chat request.
-        chat.apply_template(chat.template_for(model, args.chat_template), [{"role": "user", "content": "hi"}])
+        # A template that cannot be applied should stop the server now, not fail every chat request.
+        chat.load(model, state.chat_template).render([{"role": "user", "content": "hi"}])
         # Scanned once here (a pass over the vocabulary), not on the first request.
         model.vocab.max_token_bytes  # noqa: B018
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
@@ -76,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
         model_id=path.stem,
         api_key=args.api_key,
         metrics_public=args.metrics_public,
-        chat_template=args.chat_template,
+        chat_template=chat_template_option(args),  # a template file that does not parse: exit 2, before loading
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
     )

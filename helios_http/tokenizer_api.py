@@ -151,11 +151,8 @@ def _meta_int(model: Model, key: str) -> int | None:
 
 
 def _jinja_template(state: ServerState, model: Model) -> str | None:
-    """The template text chat is rendered with: the server's --chat-template unless it names a built-in,
-    else the GGUF's own."""
-    if state.chat_template:
-        return None if state.chat_template in chat.builtin_templates() else state.chat_template
-    return model.chat_template()
+    """The Jinja text chat is rendered with (the server's template, else the GGUF's own); None for a built-in."""
+    return chat.load(model, state.chat_template).source
 
 
 def _json(body: Any) -> Response:
