@@ -25,7 +25,8 @@ templates that read them as one, which a probe render finds out once per
 template, as llama.cpp does. A template that cannot show tools or tool calls
 (every built-in, and a Jinja template that never mentions `tools` /
 `tool_calls`) gets them in the generic JSON form instead: the tools described
-in a system message, an assistant's calls as
+in a system message (in the first user message for templates that refuse
+system messages, as Gemma 2's does), an assistant's calls as
 `{"tool_calls": [{"name", "arguments", "id"}]}` text, and a tool result as a
 user message `{"tool_response": {"tool_call_id", "name", "content"}}`.
 """
@@ -190,7 +191,7 @@ class ChatTemplate:
         variables: Mapping[str, Any] | None,
     ) -> str:
         if tools and not template.reads_tools:
-            messages = _with_tools_described(messages, tools)
+            messages = _with_tools_described(messages, tools, system_role=template.system_role)
         if not template.reads_tool_calls:
             messages = _generic_tool_messages(messages)
         elif template.object_arguments:
@@ -341,6 +342,7 @@ class _Jinja:
     reads_tools: bool  # uses the `tools` variable
     reads_tool_calls: bool  # shows an assistant's tool_calls
     object_arguments: bool = False  # reads a tool call's arguments as a mapping, not as JSON text
+    system_role: bool = True  # shows a system message (some, such as Gemma 2's, raise on one)
 
     @staticmethod
     def compile(source: str) -> _Jinja:
@@ -447,7 +449,19 @@ def _compile(source: str) -> _Jinja:
     )
     if template.reads_tool_calls and _reads_arguments_as_mapping(template):
         template = dataclasses.replace(template, object_arguments=True)
+    if not template.reads_tools and not _shows_system_messages(template):
+        template = dataclasses.replace(template, system_role=False)
     return template
+
+
+def _shows_system_messages(template: _Jinja) -> bool:
+    """Whether a system message renders (asked of templates that may get tools described in one)."""
+    messages = [{"role": "system", "content": "probe system"}, {"role": "user", "content": "probe user"}]
+    try:
+        text = template.render({"messages": messages, "add_generation_prompt": True, "bos_token": "", "eos_token": ""})
+    except ChatTemplateError:
+        return False
+    return "probe system" in text
 
 
 def _reads_arguments_as_mapping(template: _Jinja) -> bool:
@@ -501,14 +515,23 @@ def _plain(message: Message, index: int) -> dict[str, Any]:
     return plain
 
 
-def _with_tools_described(messages: list[dict[str, Any]], tools: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The tools described in the system message (added first when there is none)."""
+def _with_tools_described(
+    messages: list[dict[str, Any]], tools: list[Mapping[str, Any]], *, system_role: bool = True
+) -> list[dict[str, Any]]:
+    """The tools described at the end of the system message (added first when there is none), or, for a
+    template that refuses system messages, at the start of the first user message."""
     described = TOOLS_PREAMBLE + "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
-    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
-        first = messages[0]
-        text = f"{first['content']}\n\n{described}" if first["content"] else described
-        return [{**first, "content": text}, *messages[1:]]
-    return [{"role": "system", "content": described}, *messages]
+    if system_role:
+        first = messages[0] if messages else {}
+        if first.get("role") == "system" and isinstance(first.get("content"), str):
+            text = f"{first['content']}\n\n{described}" if first["content"] else described
+            return [{**first, "content": text}, *messages[1:]]
+        return [{"role": "system", "content": described}, *messages]
+    for i, message in enumerate(messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            text = f"{described}\n\n{message['content']}" if message["content"] else described
+            return [*messages[:i], {**message, "content": text}, *messages[i + 1 :]]
+    return [{"role": "user", "content": described}, *messages]
 
 
 def _generic_tool_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
