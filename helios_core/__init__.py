@@ -9,6 +9,7 @@ Layers, each importing only those below it:
 
 from helios_core.batch import Batch
 from helios_core.context import Context, PerfCounters
+from helios_core.engine import Engine
 from helios_core.errors import (
     ChatTemplateError,
     ContextError,
@@ -19,7 +20,6 @@ from helios_core.errors import (
     ModelNotFoundError,
     TokenizeError,
 )
-from helios_core.engine import Engine
 from helios_core.generate import Generation, GenerationParams, Generator, Step
 from helios_core.model import Model
 from helios_core.resolve import default_model_path, resolve_model

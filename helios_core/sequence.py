@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from helios_core import sampling
+from helios_core.constraint import Constraint
 from helios_core.model import Model
 from helios_core.sampling import BatchSampler, LogitsProcessor, Sampler, SamplingState, TokenLogprob
 from helios_core.scoring import Scored
@@ -31,6 +32,8 @@ class GenerationParams:
     batch_sampler: a custom BatchSampler instead: each step calls it once with the rows
         of every sequence that uses it (see sampling.BatchSampler).
     processors: custom LogitsProcessors, run after the built-in penalties and bias.
+    constraint: a Constraint (helios_core.constraint: json_schema, regex, grammar) the
+        output must match; each request gets its own processor for it, run last.
     logprobs / top_logprobs: report the chosen token's logprob and the top N alternatives.
     prompt_logprobs: None, or score the prompt: the logprob of every prompt token after
         the first and its N best alternatives arrive as one `Scored` event before the
@@ -54,6 +57,7 @@ class GenerationParams:
     sampler: Sampler | None = None
     batch_sampler: BatchSampler | None = None
     processors: Sequence[LogitsProcessor] = ()
+    constraint: Constraint | None = None
 
     def __post_init__(self):
         if self.max_tokens is not None and self.max_tokens < 0:
@@ -131,6 +135,9 @@ class SequenceState:
         self.n_tokens = self.n_prompt
         self.sampler = params.build_sampler()
         self.processors = params.build_processors()
+        if params.constraint is not None:
+            # Last, so that nothing after it can lift a token it forbids.
+            self.processors.append(params.constraint.processor(model))
         # Any integer seeds a generator (OpenAI allows negative seeds); NumPy wants a non-negative one.
         self.rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         self.state = SamplingState(self._tokens[: self.n_tokens], self.rng, 0, self.n_prompt)

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from helios_core import chat
 from helios_core.engine import Done, Engine, EngineShutdownError, PromptTooLongError, QueueFullError
-from helios_core.errors import HeliosError
+from helios_core.errors import ConstraintError, HeliosError
 from helios_core.model import Model
 from helios_core.scoring import Scored
 from helios_http import shapes
@@ -42,7 +42,14 @@ from helios_http.errors import (
 )
 from helios_http.limits import BodyLimits, MiB
 from helios_http.metrics import Metrics, RequestAccounting
-from helios_http.schemas import ChatRequest, CompletionRequest, parse_chat, parse_completion, parse_json
+from helios_http.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    SamplingFields,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
 from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
 
 RETRY_AFTER_SECONDS = 1
@@ -97,6 +104,7 @@ async def chat_completions(request: Request) -> Response:
     parsed = parse_chat(body)
     model, engine = state.ready_engine()
     prompt = await run_in_threadpool(_render_chat, model, engine, state.chat_template, parsed.messages)
+    await _check_constraint(model, parsed.sampling)
     return await _generate(request, state, engine, parsed, [prompt], "chat")
 
 
@@ -106,6 +114,7 @@ async def completions(request: Request) -> Response:
     parsed = parse_completion(body)
     model, engine = state.ready_engine()
     prompts = [await run_in_threadpool(_tokenize_prompt, model, engine, p) for p in parsed.prompts]
+    await _check_constraint(model, parsed.sampling)
     echoes = None
     if parsed.echo:  # each choice's text starts with its prompt: as given, or the token list's text
         echoes = [p if isinstance(p, str) else await run_in_threadpool(model.vocab.detokenize, p)
@@ -120,6 +129,16 @@ def _render_chat(model: Model, engine: Engine, template: str | None, messages: l
         raise invalid(str(e), "messages") from None
     _refuse_text_longer_than_a_slot(model, engine, text, "messages")
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
+
+
+async def _check_constraint(model: Model, sampling: SamplingFields) -> None:
+    """Compile a request's constraint against the vocabulary (1 ms to 1 s, kept for reuse) before it queues."""
+    if sampling.constraint is None:
+        return
+    try:
+        await run_in_threadpool(sampling.constraint.validate, model)
+    except ConstraintError as error:
+        raise invalid(f"{sampling.constraint_param}: {error}", sampling.constraint_param) from None
 
 
 def _tokenize_prompt(model: Model, engine: Engine, prompt: str | list[int]) -> list[int]:

@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 
+from helios_core import constraint
+from helios_core.constraint import Constraint
+from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
 from helios_http.errors import invalid
 
@@ -41,6 +44,8 @@ class SamplingFields:
     logprobs: bool
     top_logprobs: int
     prompt_logprobs: int | None = None  # completions' echo with logprobs: score the prompt too
+    constraint: Constraint | None = None  # response_format, json_schema or grammar
+    constraint_param: str | None = None  # ... and the field that asked for it, for errors
 
     def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
         for token in self.logit_bias:
@@ -63,6 +68,7 @@ class SamplingFields:
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
             prompt_logprobs=self.prompt_logprobs,
+            constraint=self.constraint,
         )
 
 
@@ -207,7 +213,10 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         stops = list(stop)
     else:
         raise invalid(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    constraint, constraint_param = _constraint(body)
     return SamplingFields(
+        constraint=constraint,
+        constraint_param=constraint_param,
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, low=0.0, high=2.0),
         top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0),
@@ -222,6 +231,54 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         logprobs=logprobs,
         top_logprobs=top_logprobs,
     )
+
+
+def _constraint(body: dict[str, Any]) -> tuple[Constraint | None, str | None]:
+    """What the output must match: OpenAI's response_format, or llama-server's json_schema or grammar.
+
+    The constraint is checked here (a schema llguidance refuses is a 400 quoting it); what it
+    says about the vocabulary is checked against the model before the request is queued.
+    """
+    given = [name for name in ("response_format", "json_schema", "grammar") if body.get(name) is not None]
+    if len(given) > 1:
+        raise invalid(f"give one of {', '.join(given)}: each constrains the whole output", given[1])
+    if not given:
+        return None, None
+    name = given[0]
+    value = body[name]
+    try:
+        if name == "grammar":
+            if not isinstance(value, str) or not value.strip():
+                raise invalid("grammar must be a non-empty Lark or GBNF grammar", name)
+            return constraint.grammar(value), name
+        if name == "json_schema":
+            if not isinstance(value, dict | bool):
+                raise invalid("json_schema must be a JSON schema object", name)
+            return constraint.json_schema(value), name
+        return _response_format(value), name
+    except ConstraintError as error:
+        raise invalid(f"{name}: {error}", name) from None
+
+
+def _response_format(value: Any) -> Constraint | None:
+    if not isinstance(value, dict):
+        raise invalid('response_format must be an object such as {"type": "json_object"}', "response_format")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        # llama-server also takes a schema here.
+        schema = value.get("schema")
+        return constraint.json_object() if schema is None else constraint.json_schema(schema)
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            raise invalid('response_format.json_schema must be an object with "name" and "schema"',
+                          "response_format.json_schema")
+        schema = spec.get("schema")
+        return constraint.json_object() if schema is None else constraint.json_schema(schema)
+    raise invalid(f'response_format.type must be "text", "json_object" or "json_schema"; got {kind!r}',
+                  "response_format.type")
 
 
 def _logit_bias(raw: Any) -> dict[int, float]:
