@@ -1,0 +1,185 @@
+"""Every built-in sampling chain against greedy decoding: tokens/s of the whole token loop, same run.
+
+Each chain generates N_GEN tokens after the same prompt, decoding the same
+positions as greedy, so chain / greedy is the share of speed the sampler
+leaves. End-of-generation tokens are banned (a logit bias, in every run,
+greedy included) so that every run decodes the same number of tokens. Each
+chain runs right beside a greedy run, in turn first and second, and the
+ratio of the pair is taken: load from elsewhere on the machine then hits
+both sides of a ratio alike. Reported: the median over rounds of each
+chain's ratio and tokens/s, and its Python time per token (wall time less
+llama.cpp's own decode time), which the sampler is part of.
+Target: every chain >= 0.95 of greedy's tokens/s.
+
+Then, as a measure that load elsewhere disturbs less, each chain's own cost:
+the rows and histories of one sampled run are recorded, and each chain (its
+processors, then its sampler) is timed on every row, best of 3; reported are
+the median and 90th percentile over rows, in microseconds per token.
+
+Run:  .venv/bin/python benchmarks/bench_samplers.py [--threads 2] [--rounds 5] [--model SPEC]
+Writes benchmarks/results/bench_samplers-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from helios_core import GenerationParams, Generator, Model, backend, resolve_model
+from helios_core.context import Context
+from helios_core.sampling import SamplingState, apply_processors, make_dry_penalty, make_mirostat_v2, make_sampler
+
+ROOT = Path(__file__).resolve().parent.parent
+N_GEN = 128
+PROMPT = "The history of the city begins"
+TARGET = 0.95
+
+# name -> (sampler factory, processor factories): built anew for every run, as the engine does per request.
+Chain = tuple[Callable[[], object], tuple[Callable[[], object], ...]]
+CHAINS: dict[str, Chain] = {
+    "greedy": (lambda: make_sampler(0.0), ()),
+    "temperature 0.8": (lambda: make_sampler(0.8), ()),
+    "temperature 1.0": (lambda: make_sampler(1.0), ()),
+    "top-k 40": (lambda: make_sampler(0.8, top_k=40), ()),
+    "top-p 0.95": (lambda: make_sampler(0.8, top_p=0.95), ()),
+    "min-p 0.05": (lambda: make_sampler(0.8, min_p=0.05), ()),
+    "llama-server default": (lambda: make_sampler(0.8, top_k=40, top_p=0.95, min_p=0.05), ()),
+    "typical-p 0.95": (lambda: make_sampler(0.8, typical_p=0.95), ()),
+    "top-n-sigma 1.0": (lambda: make_sampler(0.8, top_n_sigma=1.0), ()),
+    "xtc 0.1 / 0.5": (lambda: make_sampler(0.8, xtc_threshold=0.1, xtc_probability=0.5), ()),
+    "dry 0.8 + min-p": (lambda: make_sampler(0.8, min_p=0.05), (lambda: make_dry_penalty(0.8),)),
+    "mirostat v2 (5, 0.1)": (lambda: make_mirostat_v2(5.0, 0.1, 0.8), ()),
+}
+
+
+def run(generator: Generator, chain: Chain, bias: dict[int, float], seed: int) -> dict[str, float]:
+    """tok/s over the N_GEN - 1 decodes after the first token, and Python's time per token in microseconds."""
+    sampler, processors = chain
+    params = GenerationParams(max_tokens=N_GEN, seed=seed, logit_bias=bias, sampler=sampler(),
+                              processors=[make() for make in processors])
+    ctx = generator.ctx
+    generator.cache.forget(ctx)
+    generation = generator.generate(PROMPT, params)
+    next(generation)  # the prompt is decoded and the first token sampled
+    ctx.perf_reset()
+    start = time.perf_counter()
+    count = 1 + sum(1 for _ in generation)
+    wall = time.perf_counter() - start
+    if count != N_GEN:
+        raise RuntimeError(f"generation ended after {count} tokens; the benchmark needs {N_GEN}")
+    steps = count - 1
+    return {"tokens_per_s": steps / wall, "python_us": 1e6 * (wall - ctx.perf().eval_ms / 1000) / steps}
+
+
+def record_rows(generator: Generator, bias: dict[int, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The logits rows (after the bias) and token histories of one sampled run (temperature 0.8)."""
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def capture(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+        rows.append((logits.copy(), state.tokens.copy()))
+        return logits
+
+    generator.cache.forget(generator.ctx)
+    params = GenerationParams(max_tokens=N_GEN, temperature=0.8, seed=0, logit_bias=bias, processors=[capture])
+    generator.generate(PROMPT, params).text()
+    return rows
+
+
+def sampler_cost(chain: Chain, rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """Median and 90th percentile over rows of the best of 3 timings of processors + sampler, in us."""
+    new_sampler, new_processors = chain
+    sampler, processors = new_sampler(), [make() for make in new_processors]
+    rng = np.random.default_rng(0)
+    costs = []
+    for logits, tokens in rows:
+        state = SamplingState(tokens, rng, 0, 0)
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            sampler(apply_processors(logits, processors, state), state)
+            best = min(best, time.perf_counter() - start)
+        costs.append(1e6 * best)
+    return statistics.median(costs), float(np.percentile(costs, 90))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    path = resolve_model(args.model)
+    names = [name for name in CHAINS if name != "greedy"]
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"ratio": [], "tokens_per_s": [], "greedy_tokens_per_s": [], "python_us": [], "greedy_python_us": []}
+        for name in names
+    }
+    with Model(path) as model:
+        bias = {t: -100.0 for t in range(model.vocab.n_vocab) if model.vocab.is_eog(t)}
+        ctx = Context(model, n_ctx=256, n_batch=64, n_threads=args.threads)
+        generator = Generator(model, ctx)
+        run(generator, CHAINS["greedy"], bias, 0)  # warm-up
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                pair = ["greedy", name] if round_ % 2 == 0 else [name, "greedy"]
+                result = {side: run(generator, CHAINS[side], bias, seed=round_) for side in pair}
+                record = runs[name]
+                record["ratio"].append(result[name]["tokens_per_s"] / result["greedy"]["tokens_per_s"])
+                record["tokens_per_s"].append(result[name]["tokens_per_s"])
+                record["greedy_tokens_per_s"].append(result["greedy"]["tokens_per_s"])
+                record["python_us"].append(result[name]["python_us"])
+                record["greedy_python_us"].append(result["greedy"]["python_us"])
+            worst = min(names, key=lambda n: runs[n]["ratio"][-1])
+            print(f"round {round_ + 1}/{args.rounds}: lowest ratio {worst} {runs[worst]['ratio'][-1]:.3f}")
+        rows = record_rows(generator, bias)
+        costs = {name: sampler_cost(chain, rows) for name, chain in CHAINS.items()}
+        ctx.close()
+        description = model.description
+
+    median = {name: {key: statistics.median(values) for key, values in record.items()} for name, record in runs.items()}
+    result = {
+        "benchmark": "bench_samplers",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": description,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "tokens": N_GEN,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info(),
+                    "load_average": os.getloadavg()},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip(),
+        "median": median,
+        "runs": runs,
+        "sampler_us_per_token": {name: {"median": m, "p90": p90} for name, (m, p90) in costs.items()},
+        "target": TARGET,
+    }
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"bench_samplers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{description}, {args.threads} threads, {args.rounds} rounds of {N_GEN} tokens; medians over rounds")
+    print(f"{'chain':24}{'tok/s':>8}{'greedy':>8}{'ratio':>8}{'python us/tok':>15}{'greedy':>8}"
+          f"{'sampler us median':>19}{'p90':>6}")
+    print(f"{'greedy':24}{'':>47}{costs['greedy'][0]:>19.0f}{costs['greedy'][1]:>6.0f}")
+    for name in names:
+        m = median[name]
+        flag = "" if m["ratio"] >= TARGET else "  below target"
+        print(f"{name:24}{m['tokens_per_s']:>8.1f}{m['greedy_tokens_per_s']:>8.1f}{m['ratio']:>8.3f}"
+              f"{m['python_us']:>15.0f}{m['greedy_python_us']:>8.0f}{costs[name][0]:>19.0f}{costs[name][1]:>6.0f}{flag}")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
