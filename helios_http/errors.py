@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from helios_core.engine import EngineShutdownError
+
 logger = logging.getLogger("helios.http")
 
 # nginx's "client closed request": recorded in /metrics, never sent (nobody is left to read it).
@@ -61,6 +63,14 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
 def shutting_down(message: str = "the server is shutting down; retry on another instance") -> APIError:
     """A 503 for work refused or ended because the server is stopping."""
     return APIError(503, message, type="service_unavailable", code="shutting_down", headers=CLOSE_CONNECTION)
+
+
+def engine_error(error: Exception) -> APIError:
+    """The error a generation ended with after it was submitted (its Done.error)."""
+    if isinstance(error, EngineShutdownError):
+        return shutting_down(str(error))
+    # Client mistakes are refused before submission; what fails later is ours.
+    return APIError(500, f"generation failed: {error}", type="server_error")
 
 
 _HTTP_TYPES = {

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import uvicorn
 
 from helios_core.engine import Engine
-from helios_http.app import ServerState
+from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
 

@@ -26,11 +26,12 @@ from helios_core.context import Context
 from helios_core.engine import Engine
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
-from helios_http.app import ROUTES, ServerState, build_app
+from helios_http.app import ROUTES, build_app
 from helios_http.cli import chat_template_option
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
+from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
 

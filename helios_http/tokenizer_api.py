@@ -20,9 +20,8 @@ tokenize whole documents and cut them into windows themselves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,10 +29,9 @@ from starlette.responses import Response
 from helios_core import chat
 from helios_core.model import Model
 from helios_http.errors import invalid
+from helios_http.responses import json_response
 from helios_http.schemas import parse_json
-
-if TYPE_CHECKING:
-    from helios_http.app import ServerState  # app.py imports this module's handlers
+from helios_http.state import ServerState
 
 
 async def tokenize(request: Request) -> Response:
@@ -65,7 +63,7 @@ async def detokenize(request: Request) -> Response:
     if any(not 0 <= t < n_vocab for t in tokens):
         raise invalid(f"token ids must lie in [0, {n_vocab})", "tokens")
     text = await run_in_threadpool(model.vocab.detokenize, tokens, unparse_special=True)
-    return _json({"content": text, "prompt": text})
+    return json_response({"content": text, "prompt": text})
 
 
 async def tokenizer_info(request: Request) -> Response:
@@ -90,7 +88,7 @@ async def tokenizer_info(request: Request) -> Response:
     template = _jinja_template(state, model)
     if template is not None:
         info["chat_template"] = template
-    return _json(info)
+    return json_response(info)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -109,8 +107,8 @@ async def _tokenize_content(state: ServerState, body: dict[str, Any]) -> Respons
             {"id": t, "piece": model.vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace")}
             for t in tokens
         ]
-        return _json({"tokens": pieces})
-    return _json({"tokens": tokens})
+        return json_response({"tokens": pieces})
+    return json_response({"tokens": tokens})
 
 
 async def _tokenize_prompt(state: ServerState, body: dict[str, Any]) -> Response:
@@ -123,7 +121,9 @@ async def _tokenize_prompt(state: ServerState, body: dict[str, Any]) -> Response
     tokens = await run_in_threadpool(model.vocab.tokenize, prompt, add_special=add_special, parse_special=True)
     # token_strs are vocabulary entries (e.g. "▁Hello"), as vLLM's convert_ids_to_tokens gives them.
     strs = [model.vocab.token_text(t) for t in tokens] if with_strs else None
-    return _json({"count": len(tokens), "max_model_len": engine.n_ctx_per_seq, "tokens": tokens, "token_strs": strs})
+    return json_response(
+        {"count": len(tokens), "max_model_len": engine.n_ctx_per_seq, "tokens": tokens, "token_strs": strs}
+    )
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -153,8 +153,3 @@ def _meta_int(model: Model, key: str) -> int | None:
 def _jinja_template(state: ServerState, model: Model) -> str | None:
     """The Jinja text chat is rendered with (the server's template, else the GGUF's own); None for a built-in."""
     return chat.load(model, state.chat_template).source
-
-
-def _json(body: Any) -> Response:
-    # app.json_response's twin: importing it would be a cycle, since app.py imports these handlers.
-    return Response(orjson.dumps(body), media_type="application/json")

@@ -14,7 +14,8 @@ from helios_core.errors import HeliosError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_core.sequence import Step, Usage
-from helios_http.app import ServerState, build_app
+from helios_http.app import build_app
+from helios_http.state import ServerState
 
 
 class ScriptedRequest:

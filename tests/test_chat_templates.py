@@ -21,8 +21,9 @@ from helios_core.chat import ChatTemplate
 from helios_core.errors import ChatTemplateError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
-from helios_http.app import ServerState, build_app
+from helios_http.app import build_app
 from helios_http.cli import build_parser
+from helios_http.state import ServerState
 from tests.conftest import VOCAB_MODELS
 
 CHATML = (

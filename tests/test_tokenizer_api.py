@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
-from helios_http.app import ServerState, build_app
+from helios_http.app import build_app
+from helios_http.state import ServerState
 from tests.conftest import VOCAB_MODELS
 
 CTX = 512  # tokens per sequence of the stand-in engine

@@ -1,0 +1,146 @@
+"""What chat and completions share: checks before a request queues, submission, and the whole (non-streamed) answer.
+
+`generate` submits a request's jobs to the engine thread (bridge.py), maps submission errors to
+OpenAI's statuses, then answers with one JSON body or hands the events to `stream` (streaming.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from helios_core.engine import Done, Engine, EngineShutdownError, PromptTooLongError, QueueFullError
+from helios_core.errors import ConstraintError
+from helios_core.model import Model
+from helios_core.scoring import Scored
+from helios_http import shapes
+from helios_http.bridge import Job, run_jobs
+from helios_http.errors import CLIENT_CLOSED_REQUEST, APIError, engine_error, invalid, shutting_down
+from helios_http.responses import json_response
+from helios_http.schemas import ChatRequest, CompletionRequest, SamplingFields
+from helios_http.state import RETRY_AFTER_SECONDS, ServerState
+from helios_http.streaming import stream
+
+
+async def check_constraint(model: Model, sampling: SamplingFields) -> None:
+    """Compile a request's constraint against the vocabulary (1 ms to 1 s, kept for reuse) before it queues."""
+    if sampling.constraint is None:
+        return
+    try:
+        await run_in_threadpool(sampling.constraint.validate, model)
+    except ConstraintError as error:
+        raise invalid(f"{sampling.constraint_param}: {error}", sampling.constraint_param) from None
+
+
+def refuse_text_longer_than_a_slot(model: Model, engine: Engine, text: str, param: str) -> None:
+    """A 400 for a text that cannot fit a slot, known from its length alone: tokenizing megabytes costs seconds.
+
+    No token spans more than max_token_bytes bytes, so B bytes are at least ceil(B / max_token_bytes) tokens.
+    """
+    n_bytes = len(text.encode())  # orjson has already refused lone surrogates
+    at_least = -(-n_bytes // model.vocab.max_token_bytes)
+    if at_least >= engine.n_ctx_per_seq:
+        raise too_long(f"the prompt has at least {at_least} tokens ({n_bytes} bytes of text)", engine, param)
+
+
+def too_long(what: str, engine: Engine, param: str) -> APIError:
+    # The engine's own PromptTooLongError says the same for prompts that pass this early check.
+    return invalid(
+        f"{what}, but the context holds {engine.n_ctx_per_seq} per sequence (and generation needs at least one more)",
+        param,
+        code="context_length_exceeded",
+    )
+
+
+async def generate(
+    request: Request,
+    state: ServerState,
+    engine: Engine,
+    parsed: ChatRequest | CompletionRequest,
+    prompts: list[list[int]],
+    kind: str,
+    echoes: list[str] | None = None,
+) -> Response:
+    """Run every prompt n times; echoes[p] (completions' echo) starts the text of prompt p's choices."""
+    model = state.model
+    n = parsed.n
+    jobs: list[Job] = []
+    for p, prompt in enumerate(prompts):
+        for i in range(n):
+            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
+            jobs.append((p * n + i, prompt, params))
+    if len(jobs) > engine.max_queue:
+        raise invalid(
+            f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "
+            f"queues at once ({engine.max_queue})",
+            "n",
+        )
+    # Streams are cancelled by Starlette once they start; until then (queued, reading
+    # the prompt) and for whole responses, run_jobs watches for the client leaving.
+    events = run_jobs(engine, jobs, request.is_disconnected)
+    try:
+        first = await anext(events)  # submission errors surface here, before any byte is sent
+    except PromptTooLongError as e:
+        raise invalid(str(e), "messages" if kind == "chat" else "prompt", code="context_length_exceeded") from None
+    except QueueFullError as e:
+        raise APIError(
+            429,
+            str(e),
+            type="rate_limit_exceeded",
+            code="queue_full",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    except EngineShutdownError as e:
+        raise shutting_down(str(e)) from None
+    except StopAsyncIteration:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
+    if isinstance(first[1], Done) and first[1].error is not None:
+        # Ended before producing anything (e.g. refused while queued, at shutdown): a status, not a stream.
+        await events.aclose()
+        raise engine_error(first[1].error)
+    echo_of = (lambda index: echoes[index // n]) if echoes else None
+    if parsed.stream:
+        return StreamingResponse(
+            stream(state, parsed, _prepend(first, events), kind, echo_of),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    return await _collect(state, parsed, _prepend(first, events), len(jobs), kind, echo_of)
+
+
+async def _prepend(first, rest) -> AsyncIterator:
+    # Closing this generator closes `rest` at once, which cancels whatever is still generating.
+    async with contextlib.aclosing(rest):
+        yield first
+        async for item in rest:
+            yield item
+
+
+async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str, echo_of=None) -> Response:
+    choices = {i: shapes.Choice(i, echo=echo_of(i) if echo_of else "") for i in range(n_choices)}
+    tally = shapes.UsageTally(parsed.n)
+    async with contextlib.aclosing(events):
+        async for index, event in events:
+            choice = choices[index]
+            if isinstance(event, Scored):
+                choice.prompt_scores = event
+                continue
+            if isinstance(event, Done):
+                if event.error is not None:
+                    raise engine_error(event.error)
+                choice.finish_reason = event.finish_reason
+                tally.add(index, event.usage)
+                continue
+            choice.text.append(event.text)
+            choice.steps.append(event)
+    ordered = [choices[i] for i in range(n_choices)]
+    vocab, logprobs = state.model.vocab, parsed.sampling.logprobs
+    if kind == "chat":
+        body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
+    else:
+        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
+    return json_response(body)

@@ -1,0 +1,52 @@
+"""What the handlers share: the server's state, and the answer while the model is not ready.
+
+`build_app(state)` (app.py) puts a ServerState on `app.state.helios`; every handler reads it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from helios_core.engine import Engine
+from helios_core.model import Model
+from helios_http.errors import APIError
+from helios_http.limits import MiB
+from helios_http.metrics import Metrics
+
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass
+class ServerState:
+    """What the handlers share. `engine` is None until the model has loaded."""
+
+    model_id: str
+    api_key: str | None = None
+    metrics_public: bool = False  # /metrics without the API key
+    chat_template: str | None = None  # a name or template text; None: chosen from the model
+    max_body_bytes: int = 8 * MiB
+    request_timeout: float = 30.0  # seconds for a request's body to arrive (headers: connections.py)
+    model: Model | None = None
+    engine: Engine | None = None
+    load_error: str | None = None
+    draining: bool = False  # shutting down: new requests get 503
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def ready_engine(self) -> tuple[Model, Engine]:
+        if self.engine is None or self.model is None:
+            raise loading_error(self)
+        return self.model, self.engine
+
+
+def loading_error(state: ServerState) -> APIError:
+    if state.load_error:
+        return APIError(
+            503, f"the model failed to load: {state.load_error}", type="server_error", code="model_load_failed"
+        )
+    return APIError(
+        503,
+        "the model is loading; retry shortly",
+        type="service_unavailable",
+        code="model_loading",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

@@ -1,0 +1,75 @@
+"""Server-sent events for chat and completions: a chunk per token, a finish chunk per choice, usage, [DONE]."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+
+from helios_core.engine import Done
+from helios_core.scoring import Scored
+from helios_http import shapes
+from helios_http.errors import engine_error
+from helios_http.schemas import ChatRequest, CompletionRequest
+from helios_http.state import ServerState
+
+
+def _sse(body: dict) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, events, kind: str, echo_of=None):
+    """SSE for chat and completions: chunks per token, a finish chunk per choice, usage, [DONE].
+
+    With echo, each choice's first chunk is its prompt (with the prompt's logprobs when asked for,
+    so it comes once they are computed). An error in the middle ends the stream with an error
+    event and [DONE].
+    """
+    chat = kind == "chat"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    id_, created, model_id = shapes.new_id("chatcmpl" if chat else "cmpl"), shapes.now(), state.model_id
+    usage_field = {"usage": None} if parsed.include_usage else {}
+    vocab, logprobs_wanted = state.model.vocab, parsed.sampling.logprobs
+    tally = shapes.UsageTally(parsed.n)
+    offsets: dict[int, int] = {}  # completions' text_offset per choice
+
+    def chunk(choice: dict) -> bytes:
+        return _sse(shapes.envelope(id_, obj, created, model_id, [choice], **usage_field))
+
+    if chat:
+        for index in range(parsed.n):
+            yield chunk(shapes.chunk_choice(True, index, None))
+    elif echo_of and not logprobs_wanted:
+        for index in range(len(parsed.prompts) * parsed.n):
+            offsets[index] = len(echo_of(index))
+            yield chunk(shapes.chunk_choice(False, index, echo_of(index)))
+    async with contextlib.aclosing(events):
+        async for index, event in events:
+            if isinstance(event, Scored):  # only asked for with echo and logprobs
+                text = echo_of(index)
+                offsets[index] = len(text)
+                logprobs = shapes.completion_logprobs(vocab, [], prompt=event)
+                yield chunk(shapes.chunk_choice(False, index, text, logprobs=logprobs))
+                continue
+            if isinstance(event, Done):
+                if event.error is not None:
+                    yield _sse(engine_error(event.error).body())
+                    yield _DONE
+                    return
+                tally.add(index, event.usage)
+                yield chunk(shapes.chunk_choice(chat, index, "", event.finish_reason))
+                continue
+            logprobs = None
+            if logprobs_wanted and chat:
+                logprobs = shapes.chat_logprobs(vocab, [event])
+            elif logprobs_wanted:
+                logprobs = shapes.completion_logprobs(vocab, [event], offsets.get(index, 0))
+                offsets[index] = offsets.get(index, 0) + len(event.text)
+            if event.text or logprobs:
+                yield chunk(shapes.chunk_choice(chat, index, event.text, logprobs=logprobs))
+    if parsed.include_usage:
+        yield _sse(shapes.envelope(id_, obj, created, model_id, [], usage=tally.body()))
+    yield _DONE
