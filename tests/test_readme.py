@@ -76,3 +76,14 @@ def test_readme_engine_example_runs(capsys):
 def test_readme_batch_sampler_example_runs(capsys):
     printed = _run_python_block("batch-sampler-example", capsys, replacements={})
     assert printed.startswith("[") and printed.count("'") >= 6
+
+
+def test_readme_constraint_example_prints_json_that_validates(capsys):
+    import json
+
+    code = readme_block("constraint-example")
+    assert len(code.strip().splitlines()) <= 10
+    code = code.replace("Generator(model, ", f"Generator(model, n_threads={THREADS}, ")
+    exec(compile(code, "README.md", "exec"), {})
+    record = json.loads(capsys.readouterr().out)
+    assert set(record) == {"city", "population"} and 0 <= record["population"] <= 40_000_000
