@@ -1,7 +1,7 @@
 """Greedy decoding under a JSON-schema constraint against the same decoding unconstrained.
 
-Same model, context, prompt and threads; rounds alternate the two so drift
-hits both alike. Measures:
+Same model, context, prompt and threads; rounds alternate the two (in ABBA
+order) so drift hits both alike. Measures:
   - tokens/s of each after the first token (the constrained run generates
     one schema-valid array of records, about 150 tokens; the unconstrained
     run generates as many tokens with end-of-generation banned)
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     spec = json_schema(SCHEMA)
     runs: dict[str, list[float]] = {k: [] for k in ("constrained", "unconstrained", "constrained_us",
                                                       "unconstrained_us")}
@@ -140,8 +141,13 @@ def main() -> None:
         call_times.clear()
         unconstrained = GenerationParams(max_tokens=n_tokens, temperature=0.0, logit_bias=no_eog)
         for round_ in range(args.rounds):
-            free = decode(generator, unconstrained)
-            bound = decode(generator, constrained())
+            # ABBA order: a speed that drifts within a round favours neither side.
+            if round_ % 2 == 0:
+                free = decode(generator, unconstrained)
+                bound = decode(generator, constrained())
+            else:
+                bound = decode(generator, constrained())
+                free = decode(generator, unconstrained)
             jsonschema.validate(json.loads(bound[3]), SCHEMA)
             runs["unconstrained"].append(free[0])
             runs["unconstrained_us"].append(free[1])
@@ -162,7 +168,9 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": description,
         "threads": args.threads,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info(),
+                    # Other work on the machine moves both speeds; the ratio of each round's pair moves least.
+                    "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]}},
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip(),
         "schema": SCHEMA,
@@ -184,7 +192,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"\n{description}, {args.threads} threads, {args.rounds} rounds, {n_tokens} tokens, "
-          f"tokenizer built in {tokenizer_s:.2f} s")
+          f"tokenizer built in {tokenizer_s:.2f} s, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"greedy tok/s: unconstrained {mean['unconstrained']:.1f}, constrained {mean['constrained']:.1f}, "
           f"ratio {ratio:.3f} (median of rounds {statistics.median(round_ratios):.3f}; target 0.90)")
     print(f"python overhead per token: unconstrained {mean['unconstrained_us']:.0f} us, "
