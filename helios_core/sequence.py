@@ -17,7 +17,14 @@ import numpy as np
 from helios_core import sampling
 from helios_core.constraint import Constraint
 from helios_core.model import Model
-from helios_core.sampling import BatchSampler, LogitsProcessor, Sampler, SamplingState, TokenLogprob
+from helios_core.sampling import (
+    BatchSampler,
+    LogitsProcessor,
+    Sampler,
+    SamplerFactory,
+    SamplingState,
+    TokenLogprob,
+)
 from helios_core.scoring import Scored
 from helios_core.text import IncrementalDetokenizer, StopMatcher
 
@@ -28,7 +35,12 @@ class GenerationParams:
 
     max_tokens: most tokens to generate (None: until the context is full; 0: read the
         prompt only, e.g. to score it).
-    sampler: a custom Sampler; when given, temperature/top_k/top_p/min_p are ignored.
+    temperature ... mirostat_eta: the built-in chain (sampling.make_sampler); mirostat=2
+        replaces the filters, with its own running estimate per request.
+    dry_*: the DRY repetition penalty (sampling.make_dry_penalty); dry_multiplier 0 is off.
+    sampler: a custom Sampler; when given, the built-in chain's settings are ignored.
+    sampler_factory: a callable making a custom Sampler, called once per request: for
+        samplers that keep state from token to token.
     batch_sampler: a custom BatchSampler instead: each step calls it once with the rows
         of every sequence that uses it (see sampling.BatchSampler).
     processors: custom LogitsProcessors, run after the built-in penalties and bias.
@@ -45,16 +57,29 @@ class GenerationParams:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    typical_p: float = 1.0
+    top_n_sigma: float = 0.0
+    xtc_threshold: float = 0.1
+    xtc_probability: float = 0.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
     seed: int | None = None
     stop: Sequence[str] = ()
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 64
+    dry_sequence_breakers: Sequence[str] = sampling.DRY_SEQUENCE_BREAKERS
     logit_bias: Mapping[int, float] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
     prompt_logprobs: int | None = None
     sampler: Sampler | None = None
+    sampler_factory: SamplerFactory | None = None
     batch_sampler: BatchSampler | None = None
     processors: Sequence[LogitsProcessor] = ()
     constraint: Constraint | None = None
@@ -64,24 +89,45 @@ class GenerationParams:
             raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if not 0 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be in [0, 20], got {self.top_logprobs}")
-        if self.sampler is not None and self.batch_sampler is not None:
-            raise ValueError("give a sampler or a batch_sampler, not both")
+        custom = [name for name in ("sampler", "sampler_factory", "batch_sampler") if getattr(self, name) is not None]
+        if len(custom) > 1:
+            raise ValueError(f"give one of sampler, sampler_factory and batch_sampler, not both {' and '.join(custom)}")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
             raise ValueError(f"prompt_logprobs must be None or in [0, 20], got {self.prompt_logprobs}")
         # Fail on bad settings now, not after a model has loaded or a slot was taken.
-        self.build_sampler()
+        if not custom:
+            self.build_sampler()
         self.build_processors()
 
     def build_sampler(self) -> Sampler:
-        return self.sampler or sampling.make_sampler(self.temperature, self.top_k, self.top_p, self.min_p)
+        """This request's sampler: a new one per call, since some keep per-request state."""
+        if self.sampler is not None:
+            return self.sampler
+        if self.sampler_factory is not None:
+            return self.sampler_factory()
+        return sampling.make_sampler(
+            self.temperature, self.top_k, self.top_p, self.min_p, typical_p=self.typical_p,
+            top_n_sigma=self.top_n_sigma, xtc_threshold=self.xtc_threshold, xtc_probability=self.xtc_probability,
+            mirostat=self.mirostat, mirostat_tau=self.mirostat_tau, mirostat_eta=self.mirostat_eta,
+        )
 
-    def build_processors(self) -> list[LogitsProcessor]:
+    def build_processors(self, vocab=None) -> list[LogitsProcessor]:
+        """Built-in penalties and bias in llama.cpp's order, then the request's own processors.
+
+        vocab: turns the DRY sequence breakers into tokens (without it, as when only
+        checking the settings, DRY runs without breakers).
+        """
         built_in = sampling.make_logits_processors(
             repetition_penalty=self.repetition_penalty,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             logit_bias=self.logit_bias,
         )
+        if self.dry_multiplier:
+            breakers = sampling.dry_sequence_breakers(vocab, self.dry_sequence_breakers) if vocab else ()
+            # After the other penalties, before the bias: a bias of -100 then still bans outright.
+            built_in.insert(len(built_in) - bool(self.logit_bias), sampling.make_dry_penalty(
+                self.dry_multiplier, self.dry_base, self.dry_allowed_length, self.dry_penalty_last_n, breakers))
         return built_in + list(self.processors)
 
 
@@ -134,7 +180,7 @@ class SequenceState:
         self._tokens[: self.n_prompt] = prompt
         self.n_tokens = self.n_prompt
         self.sampler = params.build_sampler()
-        self.processors = params.build_processors()
+        self.processors = params.build_processors(model.vocab)
         if params.constraint is not None:
             # Last, so that nothing after it can lift a token it forbids.
             self.processors.append(params.constraint.processor(model))

@@ -8,7 +8,7 @@ it in `param`. Fields we do not use are ignored, as OpenAI clients expect
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,6 +46,8 @@ class SamplingFields:
     prompt_logprobs: int | None = None  # completions' echo with logprobs: score the prompt too
     constraint: Constraint | None = None  # response_format, json_schema or grammar
     constraint_param: str | None = None  # ... and the field that asked for it, for errors
+    # llama-server's further sampler settings, by GenerationParams' names (only those given).
+    sampler_options: dict[str, Any] = field(default_factory=dict)
 
     def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
         for token in self.logit_bias:
@@ -69,6 +71,7 @@ class SamplingFields:
             top_logprobs=self.top_logprobs,
             prompt_logprobs=self.prompt_logprobs,
             constraint=self.constraint,
+            **self.sampler_options,
         )
 
 
@@ -215,6 +218,7 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         raise invalid(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
     constraint, constraint_param = _constraint(body)
     return SamplingFields(
+        sampler_options=_sampler_options(body),
         constraint=constraint,
         constraint_param=constraint_param,
         max_tokens=max_tokens,
@@ -231,6 +235,35 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         logprobs=logprobs,
         top_logprobs=top_logprobs,
     )
+
+
+def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
+    """llama-server's sampler fields beyond OpenAI's, checked here so a bad one is a 400 naming it."""
+    numbers = {  # name: (low, high)
+        "typical_p": (0.0, 1.0), "top_n_sigma": (-1.0, 100.0), "xtc_threshold": (0.0, 1.0),
+        "xtc_probability": (0.0, 1.0), "mirostat_tau": (0.0, 100.0), "mirostat_eta": (0.0, 1.0),
+        "dry_multiplier": (0.0, 100.0), "dry_base": (1.0, 100.0),
+    }
+    options: dict[str, Any] = {}
+    for name, (low, high) in numbers.items():
+        if body.get(name) is not None:
+            options[name] = _number(body, name, 0.0, low=low, high=high)
+    if options.get("typical_p") == 0.0:
+        raise invalid("typical_p must be in (0, 1]; 1 is off", "typical_p")
+    if body.get("mirostat") is not None:
+        options["mirostat"] = _integer(body, "mirostat", 0, low=0, high=2)
+        if options["mirostat"] == 1:
+            raise invalid("mirostat 1 is not offered; use 2 (Mirostat 2.0) or 0 (off)", "mirostat")
+    for name in ("dry_allowed_length", "dry_penalty_last_n"):
+        if body.get(name) is not None:
+            options[name] = _integer(body, name, 0, low=0, high=1 << 20)
+    breakers = body.get("dry_sequence_breakers")
+    if breakers is not None:
+        if not isinstance(breakers, list) or not all(isinstance(b, str) and b for b in breakers) or len(breakers) > 64:
+            raise invalid("dry_sequence_breakers must be a list of at most 64 non-empty strings",
+                          "dry_sequence_breakers")
+        options["dry_sequence_breakers"] = tuple(breakers)
+    return options
 
 
 def _constraint(body: dict[str, Any]) -> tuple[Constraint | None, str | None]:

@@ -141,3 +141,15 @@ def test_an_engine_generation_scores_its_prompt_when_asked(engine):
     scored = generation.prompt_logprobs
     assert scored is not None and scored.logprobs.shape == (len(scored.tokens) - 1,)
     assert np.all(scored.logprobs < 0) and generation.finish_reason == "length"
+
+
+def test_a_sampler_factory_makes_one_sampler_per_request(engine):
+    made = []
+
+    def factory():
+        made.append(1)
+        return greedy
+
+    generations = [engine.generate(p, GenerationParams(max_tokens=2, sampler_factory=factory)) for p in PROMPTS[:3]]
+    assert all(g.text() is not None for g in generations)
+    assert len(made) == 3
