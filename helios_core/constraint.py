@@ -106,7 +106,11 @@ def json_schema(schema: Mapping | bool | str) -> Constraint:
             schema = json.loads(schema)
         except json.JSONDecodeError as error:
             raise ConstraintError(f"the JSON schema is not valid JSON: {error}") from None
-    if not isinstance(schema, Mapping | bool):
+    if schema is True:  # JSON Schema's "anything"; llguidance's options need an object to sit in
+        schema = {}
+    elif schema is False:
+        raise ConstraintError("the JSON schema false allows no value at all")
+    elif not isinstance(schema, Mapping):
         raise ConstraintError(f"a JSON schema is an object or a boolean, not {type(schema).__name__}")
     try:
         source = json.dumps(schema)

@@ -100,6 +100,14 @@ def test_same_seed_gives_the_same_constrained_text(gen):
     assert first == again
 
 
+def test_schema_true_allows_any_json_value_and_nothing_else(model):
+    processor = json_schema(True).processor(model)
+    logits = np.zeros(model.vocab.n_vocab, dtype=np.float32)
+    out = processor(logits, SamplingState(np.zeros(1, dtype=np.int32), np.random.default_rng(0), n_prompt=1))
+    first = {text: model.vocab.tokenize(text, add_special=False)[0] for text in ("{", "[", '"', "7", "true", "Hello")}
+    assert {text for text, token in first.items() if np.isfinite(out[token])} == {"{", "[", '"', "7", "true"}
+
+
 def test_json_object_is_any_object(gen):
     text, generation, _ = run(gen, "JSON:", constraint.json_object(), max_tokens=300, temperature=0.0)
     assert isinstance(json.loads(text), dict)
@@ -197,6 +205,7 @@ def test_a_processor_follows_one_request_only(model, gen):
 @pytest.mark.parametrize("make, message", [
     (lambda: json_schema({"type": "objekt"}), "objekt"),
     (lambda: json_schema('{"type": "object",'), "not valid JSON"),
+    (lambda: json_schema(False), "allows no value"),
     (lambda: json_schema({"$ref": "#/$defs/missing"}), "missing"),
     (lambda: constraint.regex("[a-"), "unclosed character class"),
     (lambda: constraint.grammar("start: undefined_rule"), "undefined_rule"),
