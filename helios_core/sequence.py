@@ -38,6 +38,11 @@ class GenerationParams:
     temperature ... mirostat_eta: the built-in chain (sampling.make_sampler); mirostat=2
         replaces the filters, with its own running estimate per request.
     dry_*: the DRY repetition penalty (sampling.make_dry_penalty); dry_multiplier 0 is off.
+    min_tokens: end-of-generation tokens and stop_token_ids are banned until this many
+        tokens are generated (stop strings still apply).
+    ignore_eos: ban end-of-generation tokens: generate until max_tokens or a stop.
+    stop_token_ids: further tokens that end the generation ("stop"); like an end-of-
+        generation token, their own text is not part of the output.
     sampler: a custom Sampler; when given, the built-in chain's settings are ignored.
     sampler_factory: a callable making a custom Sampler, called once per request: for
         samplers that keep state from token to token.
@@ -66,6 +71,9 @@ class GenerationParams:
     mirostat_eta: float = 0.1
     seed: int | None = None
     stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] = ()
+    min_tokens: int = 0
+    ignore_eos: bool = False
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -92,6 +100,8 @@ class GenerationParams:
         custom = [name for name in ("sampler", "sampler_factory", "batch_sampler") if getattr(self, name) is not None]
         if len(custom) > 1:
             raise ValueError(f"give one of sampler, sampler_factory and batch_sampler, not both {' and '.join(custom)}")
+        if self.min_tokens < 0:
+            raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
             raise ValueError(f"prompt_logprobs must be None or in [0, 20], got {self.prompt_logprobs}")
         # Fail on bad settings now, not after a model has loaded or a slot was taken.
@@ -128,6 +138,11 @@ class GenerationParams:
             # After the other penalties, before the bias: a bias of -100 then still bans outright.
             built_in.insert(len(built_in) - bool(self.logit_bias), sampling.make_dry_penalty(
                 self.dry_multiplier, self.dry_base, self.dry_allowed_length, self.dry_penalty_last_n, breakers))
+        if vocab is not None and self.ignore_eos:
+            built_in.append(sampling.make_token_ban(vocab.eog_tokens))
+        if vocab is not None and self.min_tokens:
+            ends = vocab.eog_tokens + tuple(self.stop_token_ids)
+            built_in.append(sampling.make_token_ban(ends, until_step=self.min_tokens))
         return built_in + list(self.processors)
 
 
@@ -226,7 +241,7 @@ class SequenceState:
         self._tokens[self.n_tokens] = token
         self.n_tokens += 1
         self.usage.completion_tokens += 1
-        if self.vocab.is_eog(token):
+        if self.vocab.is_eog(token) or token in self.params.stop_token_ids:
             step.text = self._flush()
             step.finish_reason = self.finish_reason = "stop"
             return step

@@ -118,6 +118,12 @@ class Vocab:
             capacity = -n
 
     @functools.cached_property
+    def eog_tokens(self) -> tuple[int, ...]:
+        """Every end-of-generation token id (Gemma 3: 1, 106, 212), found once: 0.2 s over 262k tokens."""
+        _ = self._model.handle()
+        return tuple(t for t in range(self.n_vocab) if _llama.llama_vocab_is_eog(self._ptr, t))
+
+    @functools.cached_property
     def max_token_bytes(self) -> int:
         """The most bytes of text any one token stands for, special tokens included.
 

@@ -53,6 +53,8 @@ class SamplingFields:
         for token in self.logit_bias:
             if not 0 <= token < n_vocab:
                 raise invalid(f"logit_bias names token {token}, outside the vocabulary [0, {n_vocab})", "logit_bias")
+        if any(not 0 <= t < n_vocab for t in self.sampler_options.get("stop_token_ids", ())):
+            raise invalid(f"stop_token_ids must lie in [0, {n_vocab})", "stop_token_ids")
         # top_p = 0 asks for the smallest nucleus there is: the single most likely token.
         temperature = 0.0 if self.top_p == 0 else self.temperature
         return GenerationParams(
@@ -263,6 +265,15 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
             raise invalid("dry_sequence_breakers must be a list of at most 64 non-empty strings",
                           "dry_sequence_breakers")
         options["dry_sequence_breakers"] = tuple(breakers)
+    if body.get("min_tokens") is not None:
+        options["min_tokens"] = _integer(body, "min_tokens", 0, low=0)
+    if body.get("ignore_eos") is not None:
+        options["ignore_eos"] = _boolean(body, "ignore_eos", False)
+    stop_ids = body.get("stop_token_ids")
+    if stop_ids is not None:
+        if not isinstance(stop_ids, list) or not all(_is_token_id(t) for t in stop_ids) or len(stop_ids) > 64:
+            raise invalid("stop_token_ids must be a list of at most 64 token ids", "stop_token_ids")
+        options["stop_token_ids"] = tuple(stop_ids)
     return options
 
 

@@ -209,3 +209,29 @@ def test_custom_sampler_and_processor_are_plain_callables(gen, no_eog):
     assert seen == [0, 1, 2]
     assert [s.token for s in steps] == chosen  # the sampler's choice is the token generated
     assert chosen == [r[2] for r in ranked]  # it saw the processed row: its second best is the row's third
+
+
+def test_a_stop_token_id_ends_generation_without_its_text(model, no_eog):
+    prompt, settings = "The three primary colors are", dict(max_tokens=12, logit_bias=no_eog, **GREEDY)
+    _, free = fresh_run(model, prompt, GenerationParams(**settings))
+    stop_token = int(free.sequence.generated[3])  # a token the free run is known to write on this CPU
+    first = free.sequence.generated.tolist().index(stop_token)
+    text, g = fresh_run(model, prompt, GenerationParams(stop_token_ids=[stop_token], **settings))
+    assert g.finish_reason == "stop" and g.usage.completion_tokens == first + 1
+    assert text == model.vocab.detokenize(free.sequence.generated[:first].tolist())
+
+
+def test_min_tokens_holds_back_the_end_of_generation(model, gen):
+    # An end-of-generation token forced by the bias is banned for the first 5 tokens, then taken.
+    forced = {model.vocab.eos: 100.0}
+    g = gen.generate("Once upon a time", GenerationParams(max_tokens=20, logit_bias=forced, min_tokens=5, **GREEDY))
+    steps = list(g)
+    assert len(steps) == 6 and steps[-1].token == model.vocab.eos and g.finish_reason == "stop"
+
+
+def test_ignore_eos_generates_to_max_tokens(model, gen):
+    forced = {model.vocab.eos: 100.0}
+    g = gen.generate("Once upon a time", GenerationParams(max_tokens=6, logit_bias=forced, ignore_eos=True, **GREEDY))
+    steps = list(g)
+    assert len(steps) == 6 and g.finish_reason == "length"
+    assert not any(model.vocab.is_eog(step.token) for step in steps)

@@ -63,6 +63,7 @@ from helios_core.sampling.processors import (
     make_logits_processors,
     make_presence_frequency_penalty,
     make_repetition_penalty,
+    make_token_ban,
 )
 from helios_core.sampling.token_logprobs import TokenLogprob, logprobs
 
@@ -99,6 +100,7 @@ __all__ = [
     "make_mirostat_v2",
     "make_presence_frequency_penalty",
     "make_repetition_penalty",
+    "make_token_ban",
     "make_sampler",
     "softmax",
 ]

@@ -65,6 +65,23 @@ def make_logit_bias(bias: Mapping[int, float]) -> LogitsProcessor:
     return process
 
 
+def make_token_ban(tokens: Sequence[int], until_step: int | None = None) -> LogitsProcessor:
+    """Send `tokens` to -inf (for the first `until_step` generated tokens, or always when None).
+
+    What min_tokens and ignore_eos do with end-of-generation tokens.
+    """
+    ids = np.unique(np.asarray(tokens, dtype=np.int64))
+
+    def process(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+        if ids.size == 0 or (until_step is not None and state.step >= until_step):
+            return logits
+        out = logits.copy()
+        out[ids] = -np.inf
+        return out
+
+    return process
+
+
 def make_logits_processors(*, repetition_penalty: float = 1.0, repetition_context: int = 64,
                            presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                            logit_bias: Mapping[int, float] | None = None) -> list[LogitsProcessor]:
