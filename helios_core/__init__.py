@@ -8,10 +8,12 @@ Layers, each importing only those below it:
 """
 
 from helios_core.batch import Batch
+from helios_core.constraint import Constraint, grammar, json_object, json_schema, regex
 from helios_core.context import Context, PerfCounters
 from helios_core.engine import Engine
 from helios_core.errors import (
     ChatTemplateError,
+    ConstraintError,
     ContextError,
     ContextFullError,
     DecodeError,
@@ -30,6 +32,8 @@ __all__ = [
     "Batch",
     "BatchSampler",
     "ChatTemplateError",
+    "Constraint",
+    "ConstraintError",
     "Context",
     "ContextError",
     "ContextFullError",
@@ -51,8 +55,12 @@ __all__ = [
     "Step",
     "TokenizeError",
     "default_model_path",
+    "grammar",
+    "json_object",
+    "json_schema",
     "make_sampler",
     "perplexity",
+    "regex",
     "resolve_model",
     "score",
 ]

@@ -21,9 +21,10 @@ import threading
 
 import uvicorn
 
-from helios_core import chat
+from helios_core import chat, constraint
 from helios_core.context import Context
 from helios_core.engine import Engine
+from helios_core.errors import HeliosError
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
@@ -57,6 +58,9 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         raise
     state.model = model
     state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
+    # llguidance's view of the vocabulary (1.6 s for Gemma's) is built beside the first
+    # requests rather than in front of the first structured one.
+    threading.Thread(target=_warm_constraints, args=(model,), name="helios-constraints", daemon=True).start()
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
         "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
@@ -68,6 +72,13 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         args.port,
         endpoints,
     )
+
+
+def _warm_constraints(model: Model) -> None:
+    try:
+        constraint.tokenizer_for(model)
+    except HeliosError:  # the model closed first (shutdown): nothing to warm
+        pass
 
 
 def serve(args: argparse.Namespace) -> int:
