@@ -287,6 +287,7 @@ def test_dry_sequence_breakers_from_text_as_llama_cpp():
         vocab = model.vocab
         newline, double_newline, colon = (vocab.tokenize(t, add_special=False)[0] for t in ("\n", "\n\n", ":"))
         sequences = dry_sequence_breakers(vocab, ["\n\n", ":"])
+        assert dry_sequence_breakers(vocab, ("\n\n", ":")) is sequences  # derived once per vocabulary
     assert (double_newline,) in sequences and (colon,) in sequences  # tokens that contain a breaker
     assert (newline, newline) in sequences  # "\n" starts "\n\n", whose rest is "\n" again
     assert (newline,) not in sequences

@@ -12,6 +12,7 @@ never penalised itself.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -89,15 +90,28 @@ def make_dry_penalty(multiplier: float, base: float = 1.75, allowed_length: int 
     return process
 
 
-def dry_sequence_breakers(vocab, breakers: Iterable[str] = DRY_SEQUENCE_BREAKERS) -> list[tuple[int, ...]]:
+def dry_sequence_breakers(vocab, breakers: Iterable[str] = DRY_SEQUENCE_BREAKERS) -> tuple[tuple[int, ...], ...]:
     """Token sequences for make_dry_penalty from breaker strings, as llama.cpp derives them.
 
     A token whose text contains a breaker is a breaker by itself. A token whose
     text ends with the start of a breaker begins one: the sequence is that
     token followed by the tokenization of the rest of the breaker (at most 20
-    tokens). Reads every token of the vocabulary once: about a second for
-    262k tokens, so derive them once per model and keep them.
+    tokens). The first call for a vocabulary and a set of breakers reads every
+    token once (about a second for Gemma's 262k); the answer is kept for as
+    long as the vocabulary lives, so later calls cost a lookup.
     """
+    key = tuple(breakers)
+    known = _BREAKERS.setdefault(vocab, {})
+    if key not in known:
+        known[key] = _derive_breakers(vocab, key)
+    return known[key]
+
+
+# vocabulary -> breaker strings -> their token sequences; an entry goes with its vocabulary.
+_BREAKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _derive_breakers(vocab, breakers: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     strings = [s.encode("utf-8")[:_MAX_BREAKER_BYTES] for s in breakers]
     strings = [s for s in strings if s]
     sequences: list[tuple[int, ...]] = []
@@ -115,7 +129,7 @@ def dry_sequence_breakers(vocab, breakers: Iterable[str] = DRY_SEQUENCE_BREAKERS
                     if rest not in rests:
                         rests[rest] = tuple(vocab.tokenize(rest, add_special=False)[:_MAX_BREAKER_TAIL])
                     sequences.append((token, *rests[rest]))
-    return list(dict.fromkeys(sequences))
+    return tuple(dict.fromkeys(sequences))
 
 
 def _repeat_limit(window: np.ndarray, breakers: dict[int, list[tuple[int, ...]]], heads: np.ndarray) -> int:
