@@ -103,12 +103,15 @@ def dry_sequence_breakers(vocab, breakers: Iterable[str] = DRY_SEQUENCE_BREAKERS
     key = tuple(breakers)
     known = _BREAKERS.setdefault(vocab, {})
     if key not in known:
+        if len(known) >= _BREAKER_SETS_KEPT:
+            del known[next(iter(known))]  # the oldest: requests may each name their own breakers
         known[key] = _derive_breakers(vocab, key)
     return known[key]
 
 
 # vocabulary -> breaker strings -> their token sequences; an entry goes with its vocabulary.
 _BREAKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BREAKER_SETS_KEPT = 32
 
 
 def _derive_breakers(vocab, breakers: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
