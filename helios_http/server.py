@@ -21,7 +21,7 @@ import threading
 
 import uvicorn
 
-from helios_core import chat, constraint
+from helios_core import chat, constraint, sampling
 from helios_core.context import Context
 from helios_core.engine import Engine
 from helios_core.errors import HeliosError
@@ -58,9 +58,10 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         raise
     state.model = model
     state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
-    # llguidance's view of the vocabulary (1.6 s for Gemma's) is built beside the first
-    # requests rather than in front of the first structured one.
-    threading.Thread(target=_warm_constraints, args=(model,), name="helios-constraints", daemon=True).start()
+    # llguidance's view of the vocabulary (1.6 s for Gemma's) and DRY's default sequence
+    # breakers (1 s) are built beside the first requests rather than in front of the first
+    # request that needs them, which would stall the engine thread.
+    threading.Thread(target=_warm_vocabulary_caches, args=(model,), name="helios-warm", daemon=True).start()
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
         "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
@@ -74,9 +75,10 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     )
 
 
-def _warm_constraints(model: Model) -> None:
+def _warm_vocabulary_caches(model: Model) -> None:
     try:
         constraint.tokenizer_for(model)
+        sampling.dry_sequence_breakers(model.vocab)
     except HeliosError:  # the model closed first (shutdown): nothing to warm
         pass
 
