@@ -111,9 +111,9 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise invalid("messages must be a non-empty list of {role, content} objects", "messages")
     parsed = [_message(m, i) for i, m in enumerate(messages)]
-    if _boolean(body, "echo", False):
+    if boolean_field(body, "echo", False):
         raise invalid("echo is a field of /v1/completions; chat completions never repeat the prompt", "echo")
-    logprobs = _boolean(body, "logprobs", False)
+    logprobs = boolean_field(body, "logprobs", False)
     top = _integer(body, "top_logprobs", 0, low=0, high=20)
     if top and not logprobs:
         raise invalid("top_logprobs needs logprobs set to true", "top_logprobs")
@@ -141,7 +141,7 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     else:
         top = _integer(body, "logprobs", 0, low=0, high=5)
         logprobs = True
-    echo = _boolean(body, "echo", False)
+    echo = boolean_field(body, "echo", False)
     # max_tokens 0 with echo scores the prompt without generating, as OpenAI's legacy API allows.
     if not echo and 0 in (body.get("max_tokens"), body.get("max_completion_tokens")):
         raise invalid("max_tokens must be >= 1; 0 is allowed with echo: true, to score the prompt", "max_tokens")
@@ -268,7 +268,7 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("min_tokens") is not None:
         options["min_tokens"] = _integer(body, "min_tokens", 0, low=0)
     if body.get("ignore_eos") is not None:
-        options["ignore_eos"] = _boolean(body, "ignore_eos", False)
+        options["ignore_eos"] = boolean_field(body, "ignore_eos", False)
     stop_ids = body.get("stop_token_ids")
     if stop_ids is not None:
         if not isinstance(stop_ids, list) or not all(_is_token_id(t) for t in stop_ids) or len(stop_ids) > 64:
@@ -343,7 +343,7 @@ def _logit_bias(raw: Any) -> dict[int, float]:
 
 
 def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
-    stream = _boolean(body, "stream", False)
+    stream = boolean_field(body, "stream", False)
     options = body.get("stream_options")
     if options is None:
         return stream, False
@@ -355,7 +355,8 @@ def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, include and stream
 
 
-def _boolean(body: dict[str, Any], name: str, default: bool) -> bool:
+def boolean_field(body: dict[str, Any], name: str, default: bool) -> bool:
+    """A true/false field of a request body; absent or null means `default`, anything else is a 400."""
     value = body.get(name)
     if value is None:
         return default

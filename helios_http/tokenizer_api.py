@@ -30,7 +30,7 @@ from helios_core import chat
 from helios_core.model import Model
 from helios_http.errors import invalid
 from helios_http.responses import json_response
-from helios_http.schemas import parse_json
+from helios_http.schemas import boolean_field, parse_json
 from helios_http.state import ServerState
 
 
@@ -98,8 +98,8 @@ async def _tokenize_content(state: ServerState, body: dict[str, Any]) -> Respons
     content = body["content"]
     if not isinstance(content, str):
         raise invalid("content must be a string", "content")
-    add_special = _flag(body, "add_special", False)
-    with_pieces = _flag(body, "with_pieces", False)
+    add_special = boolean_field(body, "add_special", False)
+    with_pieces = boolean_field(body, "with_pieces", False)
     model, _ = state.ready_engine()
     tokens = await run_in_threadpool(model.vocab.tokenize, content, add_special=add_special, parse_special=True)
     if with_pieces:
@@ -115,8 +115,8 @@ async def _tokenize_prompt(state: ServerState, body: dict[str, Any]) -> Response
     prompt = body["prompt"]
     if not isinstance(prompt, str):
         raise invalid("prompt must be a string", "prompt")
-    add_special = _flag(body, "add_special_tokens", True)  # vLLM's default: BOS added where the model wants it
-    with_strs = _flag(body, "return_token_strs", False)
+    add_special = boolean_field(body, "add_special_tokens", True)  # vLLM's default: BOS added where the model wants it
+    with_strs = boolean_field(body, "return_token_strs", False)
     model, engine = state.ready_engine()
     tokens = await run_in_threadpool(model.vocab.tokenize, prompt, add_special=add_special, parse_special=True)
     # token_strs are vocabulary entries (e.g. "▁Hello"), as vLLM's convert_ids_to_tokens gives them.
@@ -124,16 +124,6 @@ async def _tokenize_prompt(state: ServerState, body: dict[str, Any]) -> Response
     return json_response(
         {"count": len(tokens), "max_model_len": engine.n_ctx_per_seq, "tokens": tokens, "token_strs": strs}
     )
-
-
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    """A true/false field; absent or null means `default`."""
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise invalid(f"{name} must be true or false", name)
-    return value
 
 
 def _token_text(model: Model, token: int | None) -> str | None:
