@@ -1,24 +1,32 @@
-"""The server's own endpoints: GET /v1/models, /health and /metrics."""
+"""The server's own endpoints: GET /v1/models (and /v1/models/{id}), /health and /metrics."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from helios_http.errors import APIError
 from helios_http.responses import json_response
 from helios_http.state import ServerState, loading_error
 
 
 async def models(request: Request) -> Response:
     state: ServerState = request.app.state.helios
-    return json_response(
-        {
-            "object": "list",
-            "data": [
-                {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
-            ],
-        }
-    )
+    return json_response({"object": "list", "data": [_model_object(state)]})
+
+
+async def model(request: Request) -> Response:
+    """One model by id, as the openai SDK's models.retrieve() asks: the served one, or a 404."""
+    state: ServerState = request.app.state.helios
+    model_id = request.path_params["model_id"]
+    if model_id != state.model_id:
+        raise APIError(404, f"the model {model_id!r} does not exist here; this server serves {state.model_id!r}",
+                       param="model", code="model_not_found")
+    return json_response(_model_object(state))
+
+
+def _model_object(state: ServerState) -> dict:
+    return {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
 
 
 async def health(request: Request) -> Response:

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from helios_http.accounting import RequestAccounting
-from helios_http.admin_api import health, metrics, models
+from helios_http.admin_api import health, metrics, model, models
 from helios_http.admission import Admission
 from helios_http.auth import ApiKeyAuth
 from helios_http.chat_api import chat_completions
@@ -37,6 +37,7 @@ ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", model, methods=["GET"]),  # ids may hold "/" (owner/repo:file)
     Route("/health", health, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),

@@ -335,3 +335,11 @@ def test_bad_sampler_fields_are_400s_naming_them(recorded, field, value):
     r = client.post("/v1/chat/completions", json={"messages": HELLO, field: value})
     assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
     assert engine.submitted == []
+
+
+def test_a_model_is_retrieved_by_its_id_and_an_unknown_one_is_a_404(vocab_model):
+    client = client_for(ServerState(model_id="owner/repo:file.gguf", model=vocab_model, engine=ScriptedEngine([])))
+    r = client.get("/v1/models/owner/repo:file.gguf")
+    assert r.status_code == 200 and r.json()["id"] == "owner/repo:file.gguf" and r.json()["object"] == "model"
+    r = client.get("/v1/models/gpt-4")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

@@ -462,3 +462,10 @@ def test_a_negative_seed_is_a_seed(server):
 def test_more_generations_than_the_queue_holds_is_a_400_not_a_retry(server):
     r = post(server, "/v1/completions", {"prompt": ["a"] * 8, "n": 9, "max_tokens": 1})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def test_the_sdk_retrieves_the_served_model_and_not_another(client):
+    served = client.models.list().data[0].id
+    assert client.models.retrieve(served).id == served
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
