@@ -7,6 +7,7 @@ helios-engine serve    [--model SPEC] [--host H] [--port P] ...
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 
@@ -83,8 +84,16 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("helios-engine")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="helios-engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"helios-engine {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="stream a completion to stdout")

@@ -73,3 +73,9 @@ def test_invalid_sampling_option_is_a_clear_error():
     result = run_cli("generate", "--prompt", "hi", "--top-p", "1.5", "--ctx-size", "256")
     assert result.returncode == 2
     assert "top_p must be in (0, 1]" in result.stderr
+
+
+def test_version_names_the_installed_package():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"helios-engine \d+\.\d+\.\d+\S*\n", result.stdout)
