@@ -29,6 +29,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+from bench_generate import summary  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from helios_core import GenerationParams, Generator, Model, backend, resolve_model
 from helios_core.constraint import compute_masks, json_schema, tokenizer_for
@@ -104,11 +105,6 @@ def replay_split(model: Model, tokens: list[int]) -> tuple[list[float], list[flo
 def us(values: list[float]) -> dict[str, float]:
     return {"median": 1e6 * statistics.median(values), "p99": 1e6 * float(np.percentile(values, 99)),
             "max": 1e6 * max(values), "count": len(values)}
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": values}
 
 
 def main() -> None:

@@ -100,9 +100,11 @@ def test_token_list_prompts_come_back_as_one_scored_choice_each_in_order(server,
         assert choice["text"].startswith(model.vocab.detokenize(prompt))
 
 
-def test_echo_streams_the_prompt_with_its_logprobs_first(server):
+def test_echo_streams_the_prompt_with_its_logprobs_first(server, model):
+    no_eog = {str(token): -100 for token in model.vocab.eog_tokens}  # so two tokens always follow the prompt
     with httpx.stream("POST", f"{server.url}/v1/completions", timeout=PATIENCE, json={
         "prompt": PROMPT, "max_tokens": 2, "temperature": 0, "echo": True, "logprobs": 1, "stream": True,
+        "logit_bias": no_eog,
     }) as response:
         chunks = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert chunks[-1] == "[DONE]"
