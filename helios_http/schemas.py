@@ -17,6 +17,7 @@ from helios_core import constraint
 from helios_core.constraint import Constraint
 from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
+from helios_http import plugins
 from helios_http.errors import invalid
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -48,6 +49,7 @@ class SamplingFields:
     constraint_param: str | None = None  # ... and the field that asked for it, for errors
     # llama-server's further sampler settings, by GenerationParams' names (only those given).
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    plugins: plugins.PluginRequest | None = None  # sampler / processors by name (plugins.py)
 
     def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
         for token in self.logit_bias:
@@ -221,6 +223,7 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
     constraint, constraint_param = _constraint(body)
     return SamplingFields(
         sampler_options=_sampler_options(body),
+        plugins=plugins.requested(body),
         constraint=constraint,
         constraint_param=constraint_param,
         max_tokens=max_tokens,

@@ -1,0 +1,203 @@
+"""Plug-in samplers and logits processors, served by name.
+
+    helios-engine serve --sampler typical=my_samplers:typical --processor lipogram=my_samplers:lipogram
+
+A plug-in is a *factory*: `factory(model, **args)` returns a Sampler (or a
+LogitsProcessor) for one generation. It is called once per generation, so a
+sampler that keeps state from token to token (mirostat's running estimate)
+keeps it for its own sequence only, under continuous batching too. `model` is
+the served helios_core Model (its vocabulary, for a processor that bans tokens
+by their text); `args` are the request's `sampler_args` (or a processor's
+`args`).
+
+A request picks them with OpenAI-style extra fields:
+
+    {"sampler": "typical", "sampler_args": {"p": 0.9},
+     "processors": ["lipogram", {"name": "lipogram", "args": {"letter": "a"}}]}
+
+The sampler replaces the built-in chain (temperature, top_p, ... are then the
+plug-in's business); the built-in penalties, logit_bias and any constraint still
+apply, and processors run after the built-in ones, in the order given. An
+unknown name, or arguments the factory refuses (TypeError or ValueError), is a
+400 naming the field. Packages may also offer plug-ins through the Python entry
+point groups `helios_engine.samplers` and `helios_engine.processors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from helios_core.errors import HeliosError
+from helios_core.model import Model
+from helios_core.sampling import LogitsProcessor, Sampler
+from helios_http.errors import invalid
+
+log = logging.getLogger("helios.http")
+
+SAMPLER_GROUP = "helios_engine.samplers"
+PROCESSOR_GROUP = "helios_engine.processors"
+MAX_PROCESSORS = 16
+
+Factory = Callable[..., Any]
+
+
+class PluginError(HeliosError):
+    """A --sampler/--processor option or entry point that names nothing importable."""
+
+
+@dataclass(frozen=True)
+class PluginUse:
+    """One plug-in a request names, with the keyword arguments for its factory."""
+
+    name: str
+    args: Mapping[str, Any]
+    param: str  # the request field, for errors: "sampler" or "processors[1]"
+
+
+@dataclass(frozen=True)
+class PluginRequest:
+    """The plug-ins one request asks for (shape checked; names are checked against the server's)."""
+
+    sampler: PluginUse | None = None
+    processors: tuple[PluginUse, ...] = ()
+
+
+def requested(body: Mapping[str, Any]) -> PluginRequest | None:
+    """The request's `sampler`, `sampler_args` and `processors` fields; None when it names no plug-in."""
+    sampler_name = body.get("sampler")
+    sampler_args = body.get("sampler_args")
+    processors = body.get("processors")
+    if sampler_name is None and processors is None:
+        if sampler_args is not None:
+            raise invalid("sampler_args needs a sampler to pass them to", "sampler_args")
+        return None
+    sampler = None
+    if sampler_name is not None:
+        if not isinstance(sampler_name, str) or not sampler_name:
+            raise invalid("sampler must be the name of a sampler this server was started with", "sampler")
+        sampler = PluginUse(sampler_name, _arguments(sampler_args, "sampler_args"), "sampler")
+    elif sampler_args is not None:
+        raise invalid("sampler_args needs a sampler to pass them to", "sampler_args")
+    uses: list[PluginUse] = []
+    if processors is not None:
+        if not isinstance(processors, list) or len(processors) > MAX_PROCESSORS:
+            raise invalid(f"processors must be a list of at most {MAX_PROCESSORS} names or {{name, args}} objects",
+                          "processors")
+        for i, entry in enumerate(processors):
+            param = f"processors[{i}]"
+            if isinstance(entry, str) and entry:
+                uses.append(PluginUse(entry, {}, param))
+            elif isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
+                uses.append(PluginUse(entry["name"], _arguments(entry.get("args"), f"{param}.args"), param))
+            else:
+                raise invalid(f'{param} must be a processor name or {{"name": ..., "args": {{...}}}}', param)
+    return PluginRequest(sampler, tuple(uses))
+
+
+def _arguments(value: Any, param: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"{param} must be an object of keyword arguments", param)
+    return value
+
+
+@dataclass
+class Plugins:
+    """The server's plug-ins by name: from --sampler/--processor options and from entry points."""
+
+    samplers: dict[str, Factory] = field(default_factory=dict)
+    processors: dict[str, Factory] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, sampler_specs: list[str] = (), processor_specs: list[str] = (), entry_points: bool = True) -> Plugins:
+        """Import every plug-in now, so a typo fails at start-up with one line, not on the first request.
+
+        Options win over entry points of the same name.
+        """
+        plugins = cls()
+        if entry_points:
+            for kind, group in (("samplers", SAMPLER_GROUP), ("processors", PROCESSOR_GROUP)):
+                for point in importlib.metadata.entry_points(group=group):
+                    try:
+                        getattr(plugins, kind)[point.name] = _callable(point.load(), f"entry point {point.value}")
+                    except Exception as error:  # a broken installed package must not stop the server
+                        log.warning("skipping %s plug-in %r (%s): %s", group, point.name, point.value, error)
+        for kind, specs, option in (("samplers", sampler_specs, "--sampler"), ("processors", processor_specs,
+                                                                              "--processor")):
+            for spec in specs:
+                name, factory = parse_spec(spec, option)
+                getattr(plugins, kind)[name] = factory
+        return plugins
+
+    def bind(self, request: PluginRequest | None, model: Model) -> Callable[[], tuple[Sampler | None, list]]:
+        """A maker of one generation's (sampler, processors); the first one is made now, so bad args are a 400.
+
+        Each call of the maker calls the factories again: every generation (n > 1 too) owns its own.
+        """
+        if request is None:
+            return lambda: (None, [])
+        if request.sampler is not None:
+            _known(self.samplers, request.sampler, "sampler")
+        for use in request.processors:
+            _known(self.processors, use, "processor")
+
+        def make() -> tuple[Sampler | None, list[LogitsProcessor]]:
+            sampler = None if request.sampler is None else _make(self.samplers, request.sampler, model)
+            return sampler, [_make(self.processors, use, model) for use in request.processors]
+
+        first = [make()]  # handed out by the first call, so a factory runs once per generation
+
+        def maker() -> tuple[Sampler | None, list[LogitsProcessor]]:
+            return first.pop() if first else make()
+
+        return maker
+
+    def names(self) -> dict[str, list[str]]:
+        return {"samplers": sorted(self.samplers), "processors": sorted(self.processors)}
+
+
+def parse_spec(spec: str, option: str) -> tuple[str, Factory]:
+    """NAME=package.module:callable -> (NAME, the callable), or PluginError with one line."""
+    name, sep, target = spec.partition("=")
+    module_name, colon, attribute = target.partition(":")
+    if not sep or not name or not colon or not module_name or not attribute:
+        raise PluginError(f"{option} {spec!r}: expected NAME=package.module:callable")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise PluginError(f"{option} {spec!r}: cannot import {module_name}: {error}") from None
+    found: Any = module
+    for part in attribute.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise PluginError(f"{option} {spec!r}: {module_name} has no {attribute}")
+    return name, _callable(found, f"{option} {spec!r}")
+
+
+def _callable(found: Any, where: str) -> Factory:
+    if not callable(found):
+        raise PluginError(f"{where}: {type(found).__name__} object is not callable")
+    return found
+
+
+def _known(registry: Mapping[str, Factory], use: PluginUse, kind: str) -> None:
+    if use.name not in registry:
+        offered = ", ".join(sorted(registry)) or "none"
+        raise invalid(f"this server has no {kind} named {use.name!r} (it has: {offered})", use.param)
+
+
+def _make(registry: Mapping[str, Factory], use: PluginUse, model: Model):
+    try:
+        made = registry[use.name](model, **use.args)
+    except (TypeError, ValueError) as error:
+        param = "sampler_args" if use.param == "sampler" else f"{use.param}.args"
+        raise invalid(f"{use.name} refused its arguments: {error}", param) from None
+    if not callable(made):
+        raise invalid(f"{use.name}'s factory returned {type(made).__name__}, not a callable", use.param)
+    return made
