@@ -8,7 +8,9 @@ A spec is one of
   - "owner/repo:file.gguf" (optionally "owner/repo@revision:file.gguf"): a file
     from a Hugging Face repository, through huggingface_hub's own cache.
     HF_HUB_OFFLINE=1 is honoured: then only the cache is consulted; HF_ENDPOINT
-    names a mirror.
+    names a mirror. A hub that does not answer within HUB_PROBE_SECONDS counts
+    as offline too: the cache answers, or one line says the file is missing,
+    instead of huggingface_hub's ~23 s of retries.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from helios_core.errors import ModelNotFoundError
 
 DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 DEFAULT_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# How long the hub (or the proxy to it) gets to accept a connection before we go by the cache alone.
+HUB_PROBE_SECONDS = 2.0
 
 
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
@@ -92,15 +100,51 @@ def _hub_file(text: str) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
     # Read at call time, not only when huggingface_hub was imported: a mirror set later still counts.
     endpoint = os.environ.get("HF_ENDPOINT") or None
+    why = "HF_HUB_OFFLINE is set"
+    if not offline:
+        from huggingface_hub import constants
+
+        hub = endpoint or constants.ENDPOINT
+        if not _reachable(hub):
+            offline, why = True, f"the hub ({hub}) is unreachable (no connection within {HUB_PROBE_SECONDS:g} s)"
     try:
         path = hf_hub_download(
             repo_id, filename, revision=revision or None, local_files_only=offline, endpoint=endpoint
         )
         return Path(path)
     except LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+        if not offline:  # the probe connected, then the download failed to
+            why = "the hub is unreachable"
         raise ModelNotFoundError(
             f"{filename} from {repo_id} is not in the Hugging Face cache and {why}"
         ) from None
     except HfHubHTTPError as e:
         raise ModelNotFoundError(f"cannot fetch {filename} from {repo_id}: {e}") from None
+
+
+def _reachable(url: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to `url`'s host (or the proxy for it) opens within `timeout`, name lookup included.
+
+    The lookup has no timeout of its own, so the probe runs on a daemon thread that is left behind if it hangs.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return True  # not ours to judge: let huggingface_hub say what is wrong with it
+    target = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if via.hostname:
+            target = (via.hostname, via.port or 80)
+    opened = threading.Event()
+
+    def probe() -> None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=probe, name="helios-hub-probe", daemon=True).start()
+    opened.wait(timeout)
+    return opened.is_set()

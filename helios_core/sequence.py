@@ -28,6 +28,8 @@ from helios_core.sampling import (
 from helios_core.scoring import Scored
 from helios_core.text import IncrementalDetokenizer, StopMatcher
 
+LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs", "raw_logits", "processed_logits")
+
 
 @dataclass
 class GenerationParams:
@@ -52,13 +54,19 @@ class GenerationParams:
     constraint: a Constraint (helios_core.constraint: json_schema, regex, grammar) the
         output must match; each request gets its own processor for it, run last.
     logprobs / top_logprobs: report the chosen token's logprob and the top N alternatives.
+    logprobs_mode: what those numbers are of (vLLM's names). "raw_logprobs" (the default,
+        as vLLM and llama-server report): the model's own distribution, before penalties,
+        logit_bias, processors and constraints. "processed_logprobs": the distribution
+        those leave for the sampler (temperature and truncation not applied), where a
+        banned token has no probability and is never listed. "raw_logits" and
+        "processed_logits": the same rows, unnormalised.
     prompt_logprobs: None, or score the prompt: the logprob of every prompt token after
         the first and its N best alternatives arrive as one `Scored` event before the
         first Step. The prompt is then decoded whole (no cached prefix has its logits).
     """
 
     max_tokens: int | None = 256
-    temperature: float = 1.0
+    temperature: float = sampling.DEFAULT_TEMPERATURE
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
@@ -85,6 +93,7 @@ class GenerationParams:
     logit_bias: Mapping[int, float] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    logprobs_mode: str = "raw_logprobs"
     prompt_logprobs: int | None = None
     sampler: Sampler | None = None
     sampler_factory: SamplerFactory | None = None
@@ -100,6 +109,8 @@ class GenerationParams:
         custom = [name for name in ("sampler", "sampler_factory", "batch_sampler") if getattr(self, name) is not None]
         if len(custom) > 1:
             raise ValueError(f"give one of sampler, sampler_factory and batch_sampler, not both {' and '.join(custom)}")
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}; got {self.logprobs_mode!r}")
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
@@ -207,6 +218,10 @@ class SequenceState:
         self.finish_reason: str | None = None
         self.usage = Usage(prompt_tokens=self.n_prompt)
         self.prompt_scores = None if params.prompt_logprobs is None else Scored.empty(prompt, params.prompt_logprobs)
+        # Which row the reported logprobs come from, and whether they are normalised.
+        self._report_processed = params.logprobs_mode.startswith("processed")
+        self._normalise_reported = params.logprobs_mode.endswith("logprobs")
+        self._processed: np.ndarray | None = None  # the last row process() returned, for processed_* reports
 
     @property
     def scores_prompt(self) -> bool:
@@ -230,13 +245,19 @@ class SequenceState:
         state = self.state
         state.tokens = self._tokens[: self.n_tokens]
         state.step = self.n_tokens - self.n_prompt
-        return sampling.apply_processors(logits, self.processors, state) if self.processors else logits
+        processed = sampling.apply_processors(logits, self.processors, state) if self.processors else logits
+        if self._report_processed:
+            self._processed = processed
+        return processed
 
     def accept(self, token: int, logits: np.ndarray) -> Step:
         """Take `token` as the next one (chosen from `logits`, the unprocessed row) and advance the text."""
         step = Step(token, "")
         if self.params.logprobs:
-            step.logprob, step.top_logprobs = sampling.logprobs(logits, token, self.params.top_logprobs)
+            row = self._processed if self._report_processed and self._processed is not None else logits
+            step.logprob, step.top_logprobs = sampling.logprobs(
+                row, token, self.params.top_logprobs, normalise=self._normalise_reported
+            )
 
         self._tokens[self.n_tokens] = token
         self.n_tokens += 1

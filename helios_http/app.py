@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
@@ -51,12 +52,21 @@ OPEN_PATHS = {"/health"}  # answered without the API key: probes carry no creden
 
 
 def build_app(state: ServerState, lifespan=None) -> Starlette:
-    """The app over `state`. Middleware, outermost first: count every response, refuse what the server
-    will not take now (draining, over the connection cap), check the key, bound the body."""
-    middleware = [
-        Middleware(RequestAccounting, metrics=state.metrics, known_paths=_KNOWN_PATHS),
-        Middleware(Admission, draining=lambda: state.draining),
-    ]
+    """The app over `state`. Middleware, outermost first: count every response, answer browsers' CORS
+    preflights (--cors-origin), refuse what the server will not take now (draining, over the connection
+    cap), check the key, bound the body."""
+    middleware = [Middleware(RequestAccounting, metrics=state.metrics, known_paths=_KNOWN_PATHS)]
+    if state.cors_origins:
+        # Before the key check: a browser's preflight (OPTIONS) never carries the Authorization header.
+        middleware.append(Middleware(
+            CORSMiddleware,
+            allow_origins=state.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        ))
+    middleware.append(Middleware(Admission, draining=lambda: state.draining))
     if state.api_key:
         open_paths = (OPEN_PATHS | {"/metrics"}) if state.metrics_public else OPEN_PATHS
         middleware.append(Middleware(ApiKeyAuth, api_key=state.api_key, open_paths=open_paths))

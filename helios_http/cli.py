@@ -12,6 +12,7 @@ import os
 import sys
 
 from helios_core.errors import HeliosError
+from helios_core.sampling import DEFAULT_TEMPERATURE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,15 +74,66 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The sampling flags, by llama.cpp's names, and the request field each one sets. The CLI
+# checks them through schemas.generation_params, as the server checks a request's fields.
+# (flags, field, type, default, help); a default of None leaves the field to the server's default.
+_SAMPLING_FLAGS = (
+    (("--temperature", "--temp"), "temperature", float, DEFAULT_TEMPERATURE, "sampling temperature; 0 is greedy"),
+    (("--top-k",), "top_k", int, 0, "keep the k most likely tokens; 0 is off"),
+    (("--top-p",), "top_p", float, 1.0, "keep the most likely tokens up to this probability mass; 1 is off, 0 greedy"),
+    (("--min-p",), "min_p", float, 0.0, "drop tokens less likely than this fraction of the top one; 0 is off"),
+    (("--typical-p", "--typical"), "typical_p", float, 1.0, "locally typical sampling mass; 1 is off"),
+    (("--top-n-sigma",), "top_n_sigma", float, 0.0, "keep logits within n deviations of the top one; <= 0 is off"),
+    (("--xtc-probability",), "xtc_probability", float, 0.0, "chance per token that XTC cuts the top; 0 is off"),
+    (("--xtc-threshold",), "xtc_threshold", float, 0.1, "XTC cuts all but the least likely token above this"),
+    (("--mirostat",), "mirostat", int, 0, "2: Mirostat 2.0 replaces the filters above; 0 is off"),
+    (("--mirostat-tau", "--mirostat-ent"), "mirostat_tau", float, 5.0, "Mirostat's target surprise, in bits"),
+    (("--mirostat-eta", "--mirostat-lr"), "mirostat_eta", float, 0.1, "Mirostat's learning rate"),
+    (("--repeat-penalty",), "repeat_penalty", float, 1.0, "penalise tokens already in the text; 1 is off"),
+    (("--presence-penalty",), "presence_penalty", float, 0.0, "subtract this from tokens already generated (OpenAI's)"),
+    (("--frequency-penalty",), "frequency_penalty", float, 0.0, "subtract this per earlier occurrence (OpenAI's)"),
+    (("--dry-multiplier",), "dry_multiplier", float, 0.0, "DRY repetition penalty strength; 0 is off"),
+    (("--dry-base",), "dry_base", float, 1.75, "DRY's growth per repeated token"),
+    (("--dry-allowed-length",), "dry_allowed_length", int, 2, "repeats up to this long go unpenalised by DRY"),
+    (("--dry-penalty-last-n",), "dry_penalty_last_n", int, 64, "tokens DRY looks back over"),
+    (("--seed", "-s"), "seed", int, None, "random seed for reproducible sampling (default: a fresh one per run)"),
+    (("--max-tokens", "-n"), "max_tokens", int, 256, "most tokens to generate"),
+    (("--min-tokens",), "min_tokens", int, 0, "no end-of-generation token before this many tokens"),
+)
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", "--temp", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--min-p", type=float, default=0.0)
-    parser.add_argument("--repeat-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--max-tokens", "-n", type=int, default=256)
-    parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+    group = parser.add_argument_group("sampling (as the server's request fields of the same names)")
+    for flags, field, kind, default, text in _SAMPLING_FLAGS:
+        group.add_argument(*flags, dest=field, type=kind, default=default, help=text)
+    group.add_argument("--ignore-eos", action="store_true", help="never end on an end-of-generation token")
+    group.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+
+
+def generation_params(args: argparse.Namespace):
+    """The parsed flags as GenerationParams, checked as the server checks a request's fields."""
+    from helios_http.errors import APIError
+    from helios_http.schemas import generation_params as checked
+
+    body = {field: getattr(args, field) for _, field, *_ in _SAMPLING_FLAGS}
+    body.update(ignore_eos=args.ignore_eos, stop=args.stop)
+    try:
+        return checked(body)
+    except APIError as error:
+        flag = next((flags[0] for flags, field, *_ in _SAMPLING_FLAGS if field == error.param), error.param)
+        raise ValueError(f"{flag}: {error.message}") from None
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] or (
+            action.default == argparse.SUPPRESS)
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _version() -> str:
@@ -92,21 +144,23 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="helios-engine", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="helios-engine", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"helios-engine {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    generate = commands.add_parser("generate", help="stream a completion to stdout")
+    generate = commands.add_parser("generate", help="stream a completion to stdout", formatter_class=_HelpFormatter)
     _add_model_options(generate)
     _add_sampling_options(generate)
-    generate.add_argument("--prompt", "-p", required=True)
+    generate.add_argument(
+        "--prompt", "-p", required=True, help="the text to continue (or, with --chat, the user's message)"
+    )
     generate.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     generate.add_argument("--system", default=None, help="a system message (with --chat)")
 
-    serve = commands.add_parser("serve", help="run the OpenAI-compatible HTTP server")
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible HTTP server", formatter_class=_HelpFormatter)
     _add_model_options(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_number(int, 1, 65535), default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="port to listen on")
     serve.add_argument("--parallel", "-np", type=_positive_int, default=4, help="sequences decoded together")
     serve.add_argument(
         "--api-key",
@@ -144,26 +198,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds running requests get to finish after SIGTERM (default 10)",
     )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from this origin call the API, e.g. http://localhost:3000, or * for any (repeatable)",
+    )
+    serve.add_argument(
+        "--sampler",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:CALLABLE",
+        help="serve a plug-in sampler factory, picked by a request's \"sampler\": NAME (repeatable)",
+    )
+    serve.add_argument(
+        "--processor",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:CALLABLE",
+        help="serve a plug-in logits processor factory, picked by a request's \"processors\": [NAME] (repeatable)",
+    )
     serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
     return parser
 
 
 def generate_command(args: argparse.Namespace) -> None:
     from helios_core import chat
-    from helios_core.generate import GenerationParams, Generator
+    from helios_core.generate import Generator
     from helios_core.model import Model
     from helios_core.resolve import resolve_model
 
-    params = GenerationParams(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        seed=args.seed,
-        stop=args.stop,
-        repetition_penalty=args.repeat_penalty,
-    )
+    params = generation_params(args)  # bad settings fail before the model loads
     template = chat_template_option(args)  # a broken template file fails before the model loads
     # Closing the model closes the generator's context with it, on errors too.
     with (
@@ -171,6 +237,8 @@ def generate_command(args: argparse.Namespace) -> None:
         Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator,
     ):
         if args.chat:
+            if template is None and model.chat_template() is None:
+                print(no_chat_template_warning(model), file=sys.stderr)
             messages = [{"role": "system", "content": args.system}] if args.system else []
             messages.append({"role": "user", "content": args.prompt})
             text = chat.load(model, template).render(messages)
@@ -189,6 +257,14 @@ def generate_command(args: argparse.Namespace) -> None:
             f"finish: {generation.finish_reason}]",
             file=sys.stderr,
         )
+
+
+def no_chat_template_warning(model) -> str:
+    return (
+        f"helios-engine: warning: {model.description} has no chat template, so it is most likely a base model, "
+        "not instruction-tuned: chat prompts use llama.cpp's built-in template for its architecture, and answers "
+        "may not follow them (serve an instruction-tuned GGUF for chat; see README)"
+    )
 
 
 def chat_template_option(args: argparse.Namespace) -> str | None:

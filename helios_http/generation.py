@@ -68,11 +68,16 @@ async def generate(
     """Run every prompt n times; echoes[p] (completions' echo) starts the text of prompt p's choices."""
     model = state.model
     n = parsed.n
+    # Plug-in factories run once per generation, here: arguments they refuse are a 400 before anything queues.
+    plugins = [(None, [])] * (len(prompts) * n)
+    if parsed.sampling.plugins is not None:
+        plugins = await run_in_threadpool(state.plugins.instantiate, parsed.sampling.plugins, model, len(plugins))
     jobs: list[Job] = []
     for p, prompt in enumerate(prompts):
         for i in range(n):
-            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i)
-            jobs.append((p * n + i, prompt, params))
+            index = p * n + i
+            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i, plugins=plugins[index])
+            jobs.append((index, prompt, params))
     if len(jobs) > engine.max_queue:
         raise invalid(
             f"{len(prompts)} prompt(s) x n={n} asks for {len(jobs)} generations, more than this server "

@@ -34,7 +34,7 @@ from typing import Any
 
 from helios_core.errors import HeliosError
 from helios_core.model import Model
-from helios_core.sampling import LogitsProcessor, Sampler
+from helios_core.sampling import Sampler
 from helios_http.errors import invalid
 
 log = logging.getLogger("helios.http")
@@ -135,28 +135,25 @@ class Plugins:
                 getattr(plugins, kind)[name] = factory
         return plugins
 
-    def bind(self, request: PluginRequest | None, model: Model) -> Callable[[], tuple[Sampler | None, list]]:
-        """A maker of one generation's (sampler, processors); the first one is made now, so bad args are a 400.
+    def instantiate(self, request: PluginRequest | None, model: Model, count: int) -> list[tuple[Sampler | None, list]]:
+        """(sampler, processors) for each of `count` generations: every one owns what its factories made.
 
-        Each call of the maker calls the factories again: every generation (n > 1 too) owns its own.
+        Raises a 400 (APIError) for an unknown name or arguments a factory refuses. Factories may
+        take a while (a processor scanning the vocabulary): call this off the event loop.
         """
         if request is None:
-            return lambda: (None, [])
+            return [(None, [])] * count
         if request.sampler is not None:
             _known(self.samplers, request.sampler, "sampler")
         for use in request.processors:
             _known(self.processors, use, "processor")
-
-        def make() -> tuple[Sampler | None, list[LogitsProcessor]]:
-            sampler = None if request.sampler is None else _make(self.samplers, request.sampler, model)
-            return sampler, [_make(self.processors, use, model) for use in request.processors]
-
-        first = [make()]  # handed out by the first call, so a factory runs once per generation
-
-        def maker() -> tuple[Sampler | None, list[LogitsProcessor]]:
-            return first.pop() if first else make()
-
-        return maker
+        return [
+            (
+                None if request.sampler is None else _make(self.samplers, request.sampler, model),
+                [_make(self.processors, use, model) for use in request.processors],
+            )
+            for _ in range(count)
+        ]
 
     def names(self) -> dict[str, list[str]]:
         return {"samplers": sorted(self.samplers), "processors": sorted(self.processors)}

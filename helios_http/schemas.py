@@ -17,6 +17,8 @@ from helios_core import constraint
 from helios_core.constraint import Constraint
 from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
+from helios_core.sampling import DEFAULT_TEMPERATURE
+from helios_core.sequence import LOGPROBS_MODES
 from helios_http import plugins
 from helios_http.errors import invalid
 
@@ -51,7 +53,8 @@ class SamplingFields:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     plugins: plugins.PluginRequest | None = None  # sampler / processors by name (plugins.py)
 
-    def params(self, n_vocab: int, seed_offset: int = 0) -> GenerationParams:
+    def params(self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ())) -> GenerationParams:
+        """One generation's settings; plugins: the (sampler, processors) made for it by plug-in factories."""
         for token in self.logit_bias:
             if not 0 <= token < n_vocab:
                 raise invalid(f"logit_bias names token {token}, outside the vocabulary [0, {n_vocab})", "logit_bias")
@@ -75,6 +78,8 @@ class SamplingFields:
             top_logprobs=self.top_logprobs,
             prompt_logprobs=self.prompt_logprobs,
             constraint=self.constraint,
+            sampler=plugins[0],
+            processors=plugins[1],
             **self.sampler_options,
         )
 
@@ -227,7 +232,7 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         constraint=constraint,
         constraint_param=constraint_param,
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 1.0, low=0.0, high=2.0),
+        temperature=_number(body, "temperature", DEFAULT_TEMPERATURE, low=0.0, high=2.0),
         top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0),
         top_k=_integer(body, "top_k", 0, low=0),
         min_p=_number(body, "min_p", 0.0, low=0.0, high=1.0),
@@ -268,6 +273,11 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
             raise invalid("dry_sequence_breakers must be a list of at most 64 non-empty strings",
                           "dry_sequence_breakers")
         options["dry_sequence_breakers"] = tuple(breakers)
+    mode = body.get("logprobs_mode")
+    if mode is not None:
+        if mode not in LOGPROBS_MODES:
+            raise invalid(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}; got {mode!r}", "logprobs_mode")
+        options["logprobs_mode"] = mode
     if body.get("min_tokens") is not None:
         options["min_tokens"] = _integer(body, "min_tokens", 0, low=0)
     if body.get("ignore_eos") is not None:
@@ -397,3 +407,15 @@ def _bounds(low, high) -> str:
     if low is not None and high is not None:
         return f"between {low} and {high}"
     return f">= {low}" if low is not None else f"<= {high}"
+
+
+def generation_params(body: dict[str, Any]) -> GenerationParams:
+    """A generation's settings from request-shaped sampling fields, checked exactly as a request's are.
+
+    The CLI builds its settings through here, so `generate --top-p 0` means what `"top_p": 0`
+    means to the server (greedy) and a value one refuses, the other refuses too. Fields that
+    need the vocabulary (logit_bias, stop_token_ids) are the server's only.
+    """
+    if body.get("logit_bias") or body.get("stop_token_ids"):
+        raise invalid("logit_bias and stop_token_ids need a model's vocabulary to check", "logit_bias")
+    return _sampling(body, logprobs=False, top_logprobs=0).params(n_vocab=0)

@@ -28,10 +28,11 @@ from helios_core.errors import HeliosError
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
-from helios_http.cli import chat_template_option
+from helios_http.cli import chat_template_option, no_chat_template_warning
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
+from helios_http.plugins import Plugins
 from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
@@ -47,6 +48,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     try:
         # A template that cannot be applied should stop the server now, not fail every chat request.
         chat.load(model, state.chat_template).render([{"role": "user", "content": "hi"}])
+        if state.chat_template is None and model.chat_template() is None:
+            logger.warning(no_chat_template_warning(model))
         # Scanned once here (a pass over the vocabulary), not on the first request.
         model.vocab.max_token_bytes  # noqa: B018
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
@@ -87,7 +90,11 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server until it is told to stop; the process's exit code."""
     path = resolve_model(args.model)
     check_gguf_file(path)
+    # A plug-in that does not import stops the server now, with one line, not on the first request.
+    plugins = Plugins.load(args.sampler, args.processor)
     state = ServerState(
+        plugins=plugins,
+        cors_origins=args.cors_origin,
         model_id=path.stem,
         api_key=args.api_key,
         metrics_public=args.metrics_public,

@@ -12,6 +12,7 @@ from helios_core.model import Model
 from helios_http.errors import APIError
 from helios_http.limits import MiB
 from helios_http.metrics import Metrics
+from helios_http.plugins import Plugins
 
 RETRY_AFTER_SECONDS = 1
 
@@ -31,6 +32,8 @@ class ServerState:
     load_error: str | None = None
     draining: bool = False  # shutting down: new requests get 503
     metrics: Metrics = field(default_factory=Metrics)
+    plugins: Plugins = field(default_factory=Plugins)  # --sampler / --processor and entry points
+    cors_origins: list[str] = field(default_factory=list)  # --cors-origin: browser origins allowed to call
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

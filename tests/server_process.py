@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -41,11 +42,13 @@ def free_port() -> int:
 class ServerProcess:
     """`helios-engine serve ARGS` on a free port, healthy once constructed; `stop()` returns its log.
 
+    env: variables to set for the server beside the inherited ones.
+
     Unless ARGS name --threads, the engine runs on the suite's thread count
     (HELIOS_TEST_THREADS, see tests/conftest.py), not on every core.
     """
 
-    def __init__(self, *args: str, timeout: float = 300.0):
+    def __init__(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None):
         from tests.conftest import THREADS  # imported here: benchmarks use this module's helpers without pytest
 
         if "--threads" not in args:
@@ -58,6 +61,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         # The server logs every request. Read its output as it comes: once a pipe nobody
         # reads is full (64 KiB), the server's next log line blocks it, and every request with it.

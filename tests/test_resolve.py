@@ -57,15 +57,38 @@ def test_hub_spec_absent_from_the_cache_when_offline_is_a_clear_error(offline_hu
         resolve.resolve_model("someone/absent-GGUF:absent.gguf")
 
 
-def test_hub_spec_absent_when_the_hub_is_unreachable_is_a_clear_error(tmp_path, monkeypatch):
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """A "hub" on loopback port 9, where nothing listens, and a record of how resolve asked for files."""
+    import huggingface_hub
     from huggingface_hub import constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    # A "hub" on loopback port 9, where nothing listens: every request is refused at once.
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    # huggingface_hub backs off 23 s between its retries; the retries are its business, not ours.
-    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
-    with pytest.raises(ModelNotFoundError, match="unreachable"):
+    asked = []
+    download = huggingface_hub.hf_hub_download
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("local_files_only"))
+        return download(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    return tmp_path, asked
+
+
+def test_hub_spec_absent_when_the_hub_is_unreachable_is_one_line_without_retries(unreachable_hub):
+    _, asked = unreachable_hub
+    with pytest.raises(ModelNotFoundError, match=r"not in the Hugging Face cache and the hub \(http://127.0.0.1:9\) "
+                                                 r"is unreachable"):
         resolve.resolve_model("someone/absent-GGUF:absent.gguf")
+    # Only the cache was asked: huggingface_hub's network path (and its ~23 s of retries) never ran.
+    assert asked == [True]
+
+
+def test_hub_spec_in_the_cache_resolves_when_the_hub_is_unreachable(unreachable_hub):
+    cache, asked = unreachable_hub
+    _fake_hub_cache(cache, "someone/tiny-GGUF", "tiny.gguf", b"GGUF-test")
+    assert resolve.resolve_model("someone/tiny-GGUF:tiny.gguf").read_bytes() == b"GGUF-test"
+    assert asked == [True]

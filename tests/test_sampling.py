@@ -151,6 +151,21 @@ def test_logprobs_are_a_log_softmax_with_sorted_alternatives():
     assert [t.logprob for t in top] == pytest.approx(np.sort(reference)[::-1][:4], abs=1e-5)
 
 
+def test_logprobs_of_a_processed_row_never_list_a_banned_token():
+    row = np.array([2.0, -np.inf, 1.0, -np.inf], dtype=np.float32)
+    lp, top = sampling.logprobs(row, 0, top_n=4)
+    assert [t.token for t in top] == [0, 2]  # the banned ones have no probability to list
+    assert lp == pytest.approx(2.0 - np.logaddexp(2.0, 1.0), abs=1e-6)
+    # A banned token chosen anyway (a custom sampler may) reports vLLM's floor: JSON has no -inf.
+    assert sampling.logprobs(row, 1)[0] == -9999.0
+
+
+def test_logits_mode_reports_the_row_unnormalised():
+    lp, top = sampling.logprobs(LOGITS, 3, top_n=2, normalise=False)
+    assert lp == LOGITS[3]
+    assert [t.logprob for t in top] == sorted(LOGITS.tolist(), reverse=True)[:2]
+
+
 # --- inputs that once hung the engine thread or crashed it -------------------------
 
 

@@ -33,7 +33,7 @@ chain (make_sampler, greedy), mirostat, dry, processors (penalties, bias), token
 """
 
 from helios_core.sampling.adapters import from_numpy_processor, from_transformers
-from helios_core.sampling.chain import greedy, make_sampler
+from helios_core.sampling.chain import DEFAULT_TEMPERATURE, greedy, make_sampler
 from helios_core.sampling.contract import BatchSampler, LogitsProcessor, Sampler, SamplerFactory, SamplingState
 from helios_core.sampling.cut import (
     CUTOFF,
@@ -70,6 +70,7 @@ from helios_core.sampling.token_logprobs import TokenLogprob, logprobs
 __all__ = [
     "BatchSampler",
     "CUTOFF",
+    "DEFAULT_TEMPERATURE",
     "DRY_SEQUENCE_BREAKERS",
     "MIN_TEMPERATURE",
     "Candidates",

@@ -49,7 +49,12 @@ def greedy(logits: np.ndarray, state: SamplingState) -> int:
     return best_token(logits)
 
 
-def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, *,
+# One default everywhere (make_sampler, GenerationParams, the server, the CLI): OpenAI's API
+# samples at 1.0 when a request names no temperature, and its clients expect the same here.
+DEFAULT_TEMPERATURE = 1.0
+
+
+def make_sampler(temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, *,
                  typical_p: float = 1.0, top_n_sigma: float = 0.0,
                  xtc_threshold: float = 0.1, xtc_probability: float = 0.0,
                  mirostat: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1) -> Sampler:
