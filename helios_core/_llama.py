@@ -262,6 +262,7 @@ _fn("llama_log_set", None, ggml_log_callback, c_void_p)
 _fn("llama_time_us", c_int64)
 _fn("llama_supports_gpu_offload", c_bool)
 _fn("llama_max_parallel_sequences", c_size_t)
+_fn("llama_max_devices", c_size_t)
 
 _fn("llama_model_default_params", llama_model_params)
 _fn("llama_context_default_params", llama_context_params)

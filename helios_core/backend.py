@@ -8,11 +8,16 @@ the application configures logging (e.g. `logging.basicConfig(level=INFO)`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
+import re
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from helios_core import _llama
+from helios_core import _ggml, _llama
 
 logger = logging.getLogger("helios.llama")
 logger.addHandler(logging.NullHandler())
@@ -94,3 +99,71 @@ def system_info() -> str:
 def supports_gpu_offload() -> bool:
     ensure_initialized()
     return bool(_llama.llama_supports_gpu_offload())
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device llama.cpp can place layers on (ggml's backend registry): CPU, GPU, or an RPC worker's."""
+
+    name: str  # e.g. "CPU", "CUDA0", "RPC0[127.0.0.1:50052]"
+    description: str
+    kind: str  # "cpu", "gpu", "igpu", "accel" or "meta"
+    memory_free: int  # bytes, when listed
+    memory_total: int
+
+
+_DEVICE_KINDS = ("cpu", "gpu", "igpu", "accel", "meta")
+
+
+def devices() -> list[Device]:
+    """Every registered device with its memory now (for an RPC device, a round trip to its worker).
+
+    Call it where nothing else uses the devices at the same moment: an RPC worker's
+    connection is not shared safely between threads.
+    """
+    ensure_initialized()
+    found = []
+    for index in range(_ggml.ggml_backend_dev_count()):
+        device = _ggml.ggml_backend_dev_get(index)
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        _ggml.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+        kind = _ggml.ggml_backend_dev_type(device)
+        found.append(Device(
+            _ggml.ggml_backend_dev_name(device).decode(),
+            _ggml.ggml_backend_dev_description(device).decode(),
+            _DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
+            free.value,
+            total.value,
+        ))
+    return found
+
+
+# Kept alive for the life of the process: ggml holds the raw pointer.
+_abort_hook = None
+
+
+def exit_on_abort(before_exit: Callable[[str], None] | None = None, *, prog: str = "helios-engine") -> None:
+    """Make llama.cpp's fatal errors (GGML_ABORT: a lost RPC worker, a device failure) end the process cleanly.
+
+    Instead of a backtrace and SIGABRT, print one line naming llama.cpp's reason, call
+    `before_exit(reason)` (a server ends its requests in flight there), and exit with
+    status 1, so a supervisor restarts the process. ggml aborts from whatever thread
+    failed, usually inside a decode; that thread never returns to its caller. For
+    programs, not libraries: a library's caller may want the default.
+    """
+    global _abort_hook
+
+    def on_abort(message: bytes | None) -> None:
+        # ggml prefixes its source file and line: "ggml-rpc.cpp:35: Remote RPC server crashed ..."
+        reason = re.sub(r"^\S+:\d+: ", "", (message or b"").decode("utf-8", errors="replace").strip())
+        try:
+            sys.stderr.write(f"{prog}: llama.cpp stopped: {reason}\n")
+            sys.stderr.flush()
+            if before_exit is not None:
+                before_exit(reason)
+        finally:
+            os._exit(1)
+
+    ensure_initialized()
+    _abort_hook = _ggml.ggml_abort_callback_t(on_abort)
+    _ggml.ggml_set_abort_callback(_abort_hook)

@@ -52,3 +52,7 @@ class ConstraintError(HeliosError, ValueError):
 
     The message is llguidance's own (without its parser-state dump), so a server can quote it in a 400.
     """
+
+
+class BackendError(HeliosError):
+    """A backend failed for good (an RPC worker unreachable or gone, a device lost): the process cannot go on."""

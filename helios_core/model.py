@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 from helios_core import _llama, backend
@@ -20,12 +21,15 @@ _GGUF_HEADER_BYTES = 24
 class Model:
     """A GGUF model loaded by llama.cpp. Close it (or use `with`) to free it.
 
-    n_gpu_layers: layers to offload to a GPU build (-1 = all, 0 = CPU only).
+    n_gpu_layers: layers to offload to a GPU build or to RPC workers (rpc.add_workers) (-1 = all, 0 = CPU only).
+    tensor_split: the share of the offloaded layers each device takes, in ggml's device
+        order (backend.devices(), the CPU left out), as llama.cpp's --tensor-split; None
+        splits by free memory.
     use_mmap: map the file instead of reading it (shares pages between processes).
     vocab_only: load only the tokenizer (fast; no weights, no contexts).
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0,
+    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0, tensor_split: Sequence[float] | None = None,
                  use_mmap: bool = True, vocab_only: bool = False):
         self.path = Path(path)
         check_gguf_file(self.path)
@@ -35,6 +39,12 @@ class Model:
         params.n_gpu_layers = n_gpu_layers
         params.load_mode = _llama.LLAMA_LOAD_MODE_MMAP if use_mmap else _llama.LLAMA_LOAD_MODE_NONE
         params.vocab_only = vocab_only
+        if tensor_split:
+            if len(tensor_split) > _llama.llama_max_devices() or any(not share >= 0 for share in tensor_split):
+                raise ValueError(f"tensor_split takes at most {_llama.llama_max_devices()} shares, each >= 0")
+            # Kept on self: llama.cpp reads the array during the load.
+            self._tensor_split = (ctypes.c_float * _llama.llama_max_devices())(*tensor_split)
+            params.tensor_split = self._tensor_split
         with backend.errors_captured() as errors:
             ptr = _llama.llama_model_load_from_file(os.fsencode(self.path), params)
         if not ptr:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,9 +35,9 @@ async def health(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     if state.engine is None:
         return loading_error(state).response()
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "devices": [dataclasses.asdict(device) for device in state.devices]})
 
 
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.helios
-    return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4")
+    return Response(state.metrics.render(state.engine, state.devices), media_type="text/plain; version=0.0.4")

@@ -9,6 +9,7 @@ slow client (events queue up in the handler's asyncio.Queue).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from helios_core.engine import Done, Engine, Event, Request
@@ -38,7 +39,9 @@ async def run_jobs(
 
     try:
         for index, prompt, params in jobs:
-            requests.append(engine.submit(prompt, params, sink_for(index)))
+            sink = sink_for(index)
+            requests.append(engine.submit(prompt, params, sink))
+            IN_FLIGHT[id(sink)] = sink
         remaining = len(requests)
         next_check = loop.time() + DISCONNECT_POLL_SECONDS
         while remaining:
@@ -60,3 +63,22 @@ async def run_jobs(
     finally:
         for request in requests:
             request.cancel()  # no-op for requests that already finished
+            IN_FLIGHT.pop(id(request.sink), None)
+
+
+# The sinks of every job submitted and not yet answered, for end_in_flight.
+IN_FLIGHT: dict[int, Callable[[Event], None]] = {}
+
+
+def end_in_flight(error: Exception, timeout: float) -> bool:
+    """End every job in flight with `error`, from any thread; wait up to `timeout` s for their answers to go out.
+
+    For a process about to exit (a backend failed for good): the engine thread is stuck
+    and will never deliver their Done, so this does. True if every handler finished.
+    """
+    for sink in list(IN_FLIGHT.values()):
+        sink(Done(None, error))
+    deadline = time.monotonic() + timeout
+    while IN_FLIGHT and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not IN_FLIGHT

@@ -1,7 +1,8 @@
 """`helios-engine`: the command line.
 
-helios-engine generate [--model SPEC] --prompt TEXT [--chat] [sampling options]
-helios-engine serve    [--model SPEC] [--host H] [--port P] ...
+helios-engine generate   [--model SPEC] --prompt TEXT [--chat] [sampling options]
+helios-engine serve      [--model SPEC] [--host H] [--port P] ...
+helios-engine rpc-worker [--host H] [--port P] [--threads N] [--cache [DIR]]
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def _number(kind, low, high=None, *, low_open: bool = False):
     return parse
 
 
+def _shares(text: str) -> list[float]:
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if any(not share >= 0 for share in shares) or not sum(shares) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: shares must be >= 0 and not all 0")
+    return shares
+
+
 _positive_int = _number(int, 1)
 _positive_seconds = _number(float, 0, low_open=True)
 
@@ -57,7 +68,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", "-t", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument(
-        "--n-gpu-layers", "-ngl", type=int, default=0, help="layers to offload to the GPU in a CUDA build (-1 = all)"
+        "--n-gpu-layers", "-ngl", type=int, default=0,
+        help="layers to offload to the GPU in a CUDA build, or to --rpc workers (-1 = all)",
+    )
+    parser.add_argument(
+        "--rpc",
+        default=None,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="offload layers (with --n-gpu-layers) to these `helios-engine rpc-worker`s or llama.cpp rpc-servers",
+    )
+    parser.add_argument(
+        "--tensor-split",
+        "-ts",
+        type=_shares,
+        default=None,
+        metavar="A,B,...",
+        help="the share of offloaded layers each device takes, e.g. 3,1 (default: by free memory)",
     )
     templates = parser.add_mutually_exclusive_group()
     templates.add_argument(
@@ -220,6 +246,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a plug-in logits processor factory, picked by a request's \"processors\": [NAME] (repeatable)",
     )
     serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
+
+    worker = commands.add_parser(
+        "rpc-worker",
+        help="serve this machine's CPU (or GPUs) to `--rpc` clients: llama.cpp's RPC server",
+        formatter_class=_HelpFormatter,
+    )
+    worker.add_argument("--host", default="127.0.0.1", help="address to listen on; RPC has no authentication")
+    worker.add_argument("--port", type=_number(int, 1, 65535), default=50052, help="port to listen on")
+    worker.add_argument("--threads", "-t", type=_positive_int, default=os.cpu_count() or 1,
+                        help="CPU threads for the computations clients send")
+    worker.add_argument(
+        "--cache",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="keep tensors clients send on disk, so a restarted client's load is local (default DIR: "
+        "$HELIOS_CACHE/rpc)",
+    )
     return parser
 
 
@@ -231,9 +276,11 @@ def generate_command(args: argparse.Namespace) -> None:
 
     params = generation_params(args)  # bad settings fail before the model loads
     template = chat_template_option(args)  # a broken template file fails before the model loads
+    path = resolve_model(args.model)
+    add_rpc_workers(args)
     # Closing the model closes the generator's context with it, on errors too.
     with (
-        Model(resolve_model(args.model), n_gpu_layers=args.n_gpu_layers) as model,
+        Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split) as model,
         Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator,
     ):
         if args.chat:
@@ -276,6 +323,42 @@ def chat_template_option(args: argparse.Namespace) -> str | None:
     return args.chat_template
 
 
+def add_rpc_workers(args: argparse.Namespace, before_exit=None) -> None:
+    """Register --rpc's workers (one line naming one that is unreachable), and exit cleanly if one is lost later."""
+    from helios_core import backend, rpc
+
+    # A lost worker (or any other fatal llama.cpp error) ends the process with one line, status 1.
+    backend.exit_on_abort(before_exit)
+    if args.rpc:
+        rpc.add_workers(rpc.parse_endpoints(args.rpc))
+
+
+def rpc_worker_command(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
+    from helios_core import rpc
+    from helios_core.resolve import helios_cache
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"helios-engine: warning: the RPC worker listens on {args.host}; RPC has no authentication, so "
+              "anyone who can reach it can run computations on this machine and read what clients send",
+              file=sys.stderr)
+    cache = None if args.cache is None else (args.cache or helios_cache() / "rpc")
+    # ggml's server loop never returns: it runs on a daemon thread, so Ctrl+C and SIGTERM end the process.
+    worker = threading.Thread(
+        target=rpc.serve_worker, args=(args.host, args.port), kwargs={"n_threads": args.threads, "cache_dir": cache},
+        name="rpc-worker", daemon=True,
+    )
+    worker.start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    while worker.is_alive():
+        worker.join(0.5)
+    # ggml's loop only ends when it cannot start (its reason is on stderr just above).
+    print(f"helios-engine: the RPC worker could not serve on {args.host}:{args.port}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def serve_command(args: argparse.Namespace) -> None:
     from helios_http.server import serve
 
@@ -287,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "generate":
             generate_command(args)
+        elif args.command == "rpc-worker":
+            rpc_worker_command(args)
         else:
             serve_command(args)
     except (HeliosError, ValueError) as e:

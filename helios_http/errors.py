@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from helios_core.engine import EngineShutdownError
+from helios_core.errors import BackendError
 
 logger = logging.getLogger("helios.http")
 
@@ -69,6 +70,9 @@ def engine_error(error: Exception) -> APIError:
     """The error a generation ended with after it was submitted (its Done.error)."""
     if isinstance(error, EngineShutdownError):
         return shutting_down(str(error))
+    if isinstance(error, BackendError):
+        # The server exits next, for its supervisor to restart it: the client may retry elsewhere.
+        return APIError(503, f"the server's backend failed: {error}", type="server_error", code="backend_failed")
     # Client mistakes are refused before submission; what fails later is ours.
     return APIError(500, f"generation failed: {error}", type="server_error")
 

@@ -25,7 +25,8 @@ class Metrics:
             self.in_flight -= 1
             self.requests[(path, status)] += 1
 
-    def render(self, engine) -> str:
+    def render(self, engine, devices=()) -> str:
+        """The metrics text; devices: backend.Device list (their memory as listed at load)."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -87,4 +88,10 @@ class Metrics:
             metric(
                 "batch_sequences_total", "counter", "Sequences over all decode steps.", [("", stats.batch_sequences)]
             )
+        if devices:
+            labels = [f'{{device="{d.name}",description="{d.description}",kind="{d.kind}"}}' for d in devices]
+            metric("device_memory_free_bytes", "gauge", "Free memory of each device the model may use, at load.",
+                   [(label, d.memory_free) for label, d in zip(labels, devices, strict=True)])
+            metric("device_memory_total_bytes", "gauge", "Total memory of each device the model may use.",
+                   [(label, d.memory_total) for label, d in zip(labels, devices, strict=True)])
         return "\n".join(lines) + "\n"

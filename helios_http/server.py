@@ -21,14 +21,15 @@ import threading
 
 import uvicorn
 
-from helios_core import chat, constraint, sampling
+from helios_core import backend, chat, constraint, sampling
 from helios_core.context import Context
 from helios_core.engine import Engine
-from helios_core.errors import HeliosError
+from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
-from helios_http.cli import chat_template_option, no_chat_template_warning
+from helios_http.bridge import end_in_flight
+from helios_http.cli import add_rpc_workers, chat_template_option, no_chat_template_warning
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
@@ -40,11 +41,13 @@ logger = logging.getLogger("helios.http")
 # After the drain, the seconds uvicorn still waits for responses to be written
 # (a client reading slowly) before it cancels their handlers.
 WRITE_BACKSTOP_SECONDS = 3
+# How long requests in flight get to receive their error when a backend fails, before the process exits.
+END_IN_FLIGHT_SECONDS = 3
 
 
 def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     """Load model, context and engine into `state` (runs on a background thread). Raises on failure."""
-    model = Model(path, n_gpu_layers=args.n_gpu_layers)
+    model = Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split)
     try:
         # A template that cannot be applied should stop the server now, not fail every chat request.
         chat.load(model, state.chat_template).render([{"role": "user", "content": "hi"}])
@@ -60,6 +63,9 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         model.close()
         raise
     state.model = model
+    # Listed once, here, before the engine thread uses them: an RPC worker's connection is not
+    # shared safely between threads, so /health and /metrics show this snapshot, not live values.
+    state.devices = backend.devices()
     state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
     # llguidance's view of the vocabulary (1.6 s for Gemma's) and DRY's default sequence
     # breakers (1 s) are built beside the first requests rather than in front of the first
@@ -86,6 +92,12 @@ def _warm_vocabulary_caches(model: Model) -> None:
         pass
 
 
+def _end_in_flight(state: ServerState, reason: str) -> None:
+    """The backend failed for good (on the engine thread, which never returns): answer everyone, then exit."""
+    state.draining = True  # new requests and /health: 503, so a balancer moves on
+    end_in_flight(BackendError(reason), timeout=END_IN_FLIGHT_SECONDS)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until it is told to stop; the process's exit code."""
     path = resolve_model(args.model)
@@ -102,6 +114,9 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
     )
+    # Workers are registered (an unreachable one: one line, exit 2) before anything listens. A worker
+    # lost later ends the requests in flight with a 503 or an error event, then the process (status 1).
+    add_rpc_workers(args, before_exit=lambda reason: _end_in_flight(state, reason))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     # llama.cpp narrates every load at INFO; its warnings and errors are what an operator needs.
     logging.getLogger("helios.llama").setLevel(logging.DEBUG if args.verbose else logging.WARNING)

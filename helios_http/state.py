@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from helios_core.backend import Device
 from helios_core.engine import Engine
 from helios_core.model import Model
 from helios_http.errors import APIError
@@ -34,6 +35,7 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)  # --sampler / --processor and entry points
     cors_origins: list[str] = field(default_factory=list)  # --cors-origin: browser origins allowed to call
+    devices: list[Device] = field(default_factory=list)  # where the model's layers are, as listed at load
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

@@ -54,3 +54,53 @@ def test_every_field_offset_matches_c(struct, c_layout):
     ours = {name: getattr(struct, name).offset for name, _ in struct._fields_}
     theirs = {name: c_layout[(struct.__name__, name)] for name, _ in struct._fields_}
     assert ours == theirs
+
+
+# --- ggml's backend registry, abort hook and RPC entry points (helios_core/_ggml.py) ----------
+
+
+def _ggml_prototypes() -> dict[str, tuple[str, object, list]]:
+    """name -> (C prototype, ctypes restype, ctypes argtypes) for everything _ggml declares."""
+    from helios_core import _ggml
+
+    found = {name: (c, restype, argtypes) for name, (restype, argtypes, c) in _ggml.FUNCTIONS.items()}
+    for name, (function_type, c) in _ggml.RPC_PROCS.items():
+        found[name] = (c, function_type._restype_, list(function_type._argtypes_))
+    return found
+
+
+def test_ggml_prototypes_are_the_headers_own(tmp_path):
+    # Declaring a function again with other types is a compile error in C ("conflicting types").
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    assert cc, "the ABI check needs a C compiler (cc)"
+    lines = ['#include "ggml.h"', '#include "ggml-backend.h"', '#include "ggml-rpc.h"']
+    lines += [f"{c};" for c, _, _ in _ggml_prototypes().values()]
+    source = tmp_path / "prototypes.c"
+    source.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [cc, "-std=c11", "-fsyntax-only", "-Werror", "-I", str(LLAMA_CPP / "ggml" / "include"), str(source)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_ggml_ctypes_match_the_prototypes():
+    import ctypes
+    import re
+
+    from helios_core import _ggml
+
+    c_types = {
+        "void": None, "const char *": ctypes.c_char_p, "void *": ctypes.c_void_p, "size_t": ctypes.c_size_t,
+        "size_t *": ctypes.POINTER(ctypes.c_size_t), "uint32_t": ctypes.c_uint32,
+        "enum ggml_backend_dev_type": ctypes.c_int, "ggml_backend_reg_t": ctypes.c_void_p,
+        "ggml_backend_dev_t": ctypes.c_void_p, "ggml_backend_dev_t *": ctypes.POINTER(ctypes.c_void_p),
+        "ggml_abort_callback_t": _ggml.ggml_abort_callback_t,
+    }
+    for name, (c, restype, argtypes) in _ggml_prototypes().items():
+        match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
+        assert match, c
+        params = [] if match[2].strip() == "void" else [p.strip() for p in match[2].split(",")]
+        declared = [re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").strip() for p in params]
+        assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
+        assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"

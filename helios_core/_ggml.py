@@ -1,0 +1,96 @@
+"""ctypes declarations of ggml's backend registry (ggml-backend.h), abort hook (ggml.h) and RPC entry points.
+
+Hand-written against the pinned headers, like _llama.py. The functions live in
+the ggml libraries that libllama links, so they are looked up through its
+handle (dlsym searches a library's dependencies too). The RPC backend's own
+functions are reached as llama.cpp's tools reach them: through the RPC
+registry's proc addresses, typed here with the prototypes of ggml-rpc.h.
+
+Each declaration carries its C prototype as the header spells it;
+tests/test_abi.py compiles them against the headers (a prototype that drifted
+fails to compile) and checks that the ctypes types match the C ones.
+"""
+
+from __future__ import annotations
+
+from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_size_t, c_void_p
+
+from helios_core import _llama
+
+ggml_backend_reg_t = c_void_p
+ggml_backend_dev_t = c_void_p
+
+# enum ggml_backend_dev_type
+GGML_BACKEND_DEVICE_TYPE_CPU = 0
+GGML_BACKEND_DEVICE_TYPE_GPU = 1
+GGML_BACKEND_DEVICE_TYPE_IGPU = 2
+GGML_BACKEND_DEVICE_TYPE_ACCEL = 3
+GGML_BACKEND_DEVICE_TYPE_META = 4
+
+# ggml.h: called with the message of a GGML_ABORT, after which ggml calls abort().
+ggml_abort_callback_t = CFUNCTYPE(None, c_char_p)
+
+# name: (restype, argtypes, C prototype as in the header)
+FUNCTIONS: dict[str, tuple] = {}
+# Reached through ggml_backend_reg_get_proc_address(RPC registry, name): (CFUNCTYPE, C prototype).
+RPC_PROCS: dict[str, tuple] = {}
+
+
+def _fn(prototype: str, restype, *argtypes) -> None:
+    name = prototype.split("(")[0].split()[-1].lstrip("*")
+    FUNCTIONS[name] = (restype, list(argtypes), prototype)
+
+
+def _proc(prototype: str, restype, *argtypes) -> None:
+    name = prototype.split("(")[0].split()[-1].lstrip("*")
+    RPC_PROCS[name] = (CFUNCTYPE(restype, *argtypes), prototype)
+
+
+_fn("ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)",
+    ggml_abort_callback_t, ggml_abort_callback_t)
+_fn("ggml_backend_reg_t ggml_backend_reg_by_name(const char * name)", ggml_backend_reg_t, c_char_p)
+_fn("const char * ggml_backend_reg_name(ggml_backend_reg_t reg)", c_char_p, ggml_backend_reg_t)
+_fn("void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)",
+    c_void_p, ggml_backend_reg_t, c_char_p)
+_fn("void ggml_backend_register(ggml_backend_reg_t reg)", None, ggml_backend_reg_t)
+_fn("size_t ggml_backend_dev_count(void)", c_size_t)
+_fn("ggml_backend_dev_t ggml_backend_dev_get(size_t index)", ggml_backend_dev_t, c_size_t)
+_fn("ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type)", ggml_backend_dev_t, c_int)
+_fn("const char * ggml_backend_dev_name(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
+_fn("const char * ggml_backend_dev_description(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
+_fn("void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total)",
+    None, ggml_backend_dev_t, POINTER(c_size_t), POINTER(c_size_t))
+_fn("enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device)", c_int, ggml_backend_dev_t)
+_fn("ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)",
+    ggml_backend_reg_t, ggml_backend_dev_t)
+
+_proc("ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint)", ggml_backend_reg_t, c_char_p)
+_proc("void ggml_backend_rpc_start_server(const char * endpoint, const char * cache_dir, size_t n_threads, "
+      "size_t n_devices, ggml_backend_dev_t * devices)",
+      None, c_char_p, c_char_p, c_size_t, c_size_t, POINTER(ggml_backend_dev_t))
+
+_bound: dict[str, object] = {}
+
+
+def __getattr__(name: str):
+    # Bound on first use, as _llama binds: importing this module loads no library.
+    if name in FUNCTIONS:
+        if name not in _bound:
+            restype, argtypes, _ = FUNCTIONS[name]
+            function = getattr(_llama.lib, name)
+            function.restype, function.argtypes = restype, argtypes
+            _bound[name] = function
+        return _bound[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def rpc_proc(name: str):
+    """An RPC backend function by name, typed from ggml-rpc.h; None when the build has no RPC backend."""
+    registry = __getattr__("ggml_backend_reg_by_name")(b"RPC")
+    if not registry:
+        return None
+    address = __getattr__("ggml_backend_reg_get_proc_address")(registry, name.encode())
+    if not address:
+        return None
+    prototype, _ = RPC_PROCS[name]
+    return prototype(address)
