@@ -1,7 +1,8 @@
 """OpenAI's chat completions: POST /v1/chat/completions.
 
-The messages are rendered with the chat template and tokenized in the thread pool; generation
-and the answer are shared with completions (generation.py).
+The messages are rendered with the chat template and tokenized in the thread pool, where the
+request's tools also become the constraint on its output (tools.py); generation and the answer
+are shared with completions (generation.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from helios_core import chat
 from helios_core.engine import Engine
 from helios_core.errors import HeliosError
 from helios_core.model import Model
+from helios_http import tools
 from helios_http.errors import invalid
 from helios_http.generation import check_constraint, generate, refuse_text_longer_than_a_slot
-from helios_http.schemas import parse_chat, parse_json
+from helios_http.schemas import ChatRequest, parse_chat, parse_json
 from helios_http.state import ServerState
 
 
@@ -25,15 +27,19 @@ async def chat_completions(request: Request) -> Response:
     body = parse_json(await request.body())
     parsed = parse_chat(body)
     model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(_render_chat, model, engine, state.chat_template, parsed.messages)
+    prompt = await run_in_threadpool(_render_chat, model, engine, state.chat_template, parsed)
     await check_constraint(model, parsed.sampling)
     return await generate(request, state, engine, parsed, [prompt], "chat")
 
 
-def _render_chat(model: Model, engine: Engine, template: str | None, messages: list[dict[str, str]]) -> list[int]:
+def _render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest) -> list[int]:
+    """The prompt's tokens; sets the request's tool plan (and so its constraint) for its template."""
+    offered = parsed.tools.definitions if parsed.tools else None
     try:
-        text = chat.load(model, template).render(messages)
+        loaded = chat.load(model, template)
+        text = loaded.render(parsed.messages, offered)
     except HeliosError as e:
         raise invalid(str(e), "messages") from None
+    parsed.tool_plan = tools.plan(parsed.tools, loaded, model.vocab, parsed.sampling)
     refuse_text_longer_than_a_slot(model, engine, text, "messages")
     return model.vocab.tokenize(text, add_special=True, parse_special=True)

@@ -17,7 +17,7 @@ from helios_core.engine import Done, Engine, EngineShutdownError, PromptTooLongE
 from helios_core.errors import ConstraintError
 from helios_core.model import Model
 from helios_core.scoring import Scored
-from helios_http import shapes
+from helios_http import shapes, tools
 from helios_http.bridge import Job, run_jobs
 from helios_http.errors import CLIENT_CLOSED_REQUEST, APIError, engine_error, invalid, shutting_down
 from helios_http.responses import json_response
@@ -144,6 +144,9 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
             choice.steps.append(event)
     ordered = [choices[i] for i in range(n_choices)]
     vocab, logprobs = state.model.vocab, parsed.sampling.logprobs
+    if kind == "chat" and parsed.tool_plan is not None:
+        for choice in ordered:
+            tools.settle(choice, parsed.tool_plan)  # the text becomes content and tool_calls
     if kind == "chat":
         body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
     else:

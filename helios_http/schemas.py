@@ -19,7 +19,7 @@ from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
 from helios_core.sampling import DEFAULT_TEMPERATURE
 from helios_core.sequence import LOGPROBS_MODES
-from helios_http import plugins
+from helios_http import plugins, tools
 from helios_http.errors import invalid
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -86,11 +86,13 @@ class SamplingFields:
 
 @dataclass
 class ChatRequest:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]  # role and content; an assistant's tool_calls, a tool's tool_call_id; name
     sampling: SamplingFields
     n: int
     stream: bool
     include_usage: bool
+    tools: tools.ToolsRequest | None = None
+    tool_plan: tools.ToolPlan | None = None  # set once the chat template is known (tools.plan)
 
 
 @dataclass
@@ -125,8 +127,14 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if top and not logprobs:
         raise invalid("top_logprobs needs logprobs set to true", "top_logprobs")
     stream, include_usage = _stream(body)
+    offered = tools.parse_tools(body, parallel=boolean_field(body, "parallel_tool_calls", True))
     return ChatRequest(
-        parsed, _sampling(body, logprobs, top), _integer(body, "n", 1, low=1, high=MAX_N), stream, include_usage
+        parsed,
+        _sampling(body, logprobs, top),
+        _integer(body, "n", 1, low=1, high=MAX_N),
+        stream,
+        include_usage,
+        tools=offered,
     )
 
 
@@ -162,16 +170,40 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
 # --- fields -----------------------------------------------------------------------
 
 
-def _message(message: Any, index: int) -> dict[str, str]:
+def _message(message: Any, index: int) -> dict[str, Any]:
+    """One message as the chat template gets it: text content, and the tool fields as given (checked)."""
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise invalid(f"{where} must be an object with role and content", where)
     role = message.get("role")
     if role not in ROLES:
         raise invalid(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
+    plain: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": _text(message, where)}
+    name = message.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise invalid(f"{where}.name must be a string", f"{where}.name")
+        plain["name"] = name
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if role != "assistant":
+            raise invalid(f"{where}.tool_calls: only assistant messages carry tool calls", f"{where}.tool_calls")
+        if not isinstance(calls, list):
+            raise invalid(f"{where}.tool_calls must be a list of calls", f"{where}.tool_calls")
+        if calls:
+            plain["tool_calls"] = [_tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(calls)]
+    call_id = message.get("tool_call_id")
+    if call_id is not None:
+        if not isinstance(call_id, str):
+            raise invalid(f"{where}.tool_call_id must be a string", f"{where}.tool_call_id")
+        plain["tool_call_id"] = call_id
+    return plain
+
+
+def _text(message: dict[str, Any], where: str) -> str:
     content = message.get("content")
     if content is None:
-        text = ""
+        text = ""  # an assistant's message with tool calls only, or an empty one
     elif isinstance(content, str):
         text = content
     elif isinstance(content, list):
@@ -192,7 +224,24 @@ def _message(message: Any, index: int) -> dict[str, str]:
         raise invalid(
             f"{where}.content contains a NUL character (U+0000), which a chat prompt cannot carry", f"{where}.content"
         )
-    return {"role": "system" if role == "developer" else role, "content": text}
+    return text
+
+
+def _tool_call(call: Any, where: str) -> dict[str, Any]:
+    """An assistant's earlier call: {id, type: "function", function: {name, arguments: JSON text}}."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise invalid(f'{where} must be {{"id", "type": "function", "function": {{"name", "arguments"}}}}', where)
+    arguments = function.get("arguments", "{}")
+    if not isinstance(arguments, str | dict):  # OpenAI's JSON text; some clients send the object
+        raise invalid(f"{where}.function.arguments must be a JSON string", f"{where}.function.arguments")
+    if call.get("type", "function") != "function":
+        raise invalid(f'{where}.type must be "function"', f"{where}.type")
+    call_id = call.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise invalid(f"{where}.id must be a string", f"{where}.id")
+    checked = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+    return {"id": call_id, **checked} if call_id is not None else checked
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:

@@ -33,6 +33,7 @@ class Choice:
     finish_reason: str | None = None
     echo: str = ""  # completions' echo: the prompt text the choice starts with
     prompt_scores: Scored | None = None  # ... and its logprobs, when asked for
+    tool_calls: list[dict] | None = None  # chat: the calls read from the text (which is then the content)
 
 
 def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
@@ -147,7 +148,7 @@ def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, voca
         [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+                "message": chat_message(c),
                 "logprobs": chat_logprobs(vocab, c.steps) if logprobs else None,
                 "finish_reason": c.finish_reason,
             }
@@ -155,6 +156,14 @@ def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, voca
         ],
         usage=usage,
     )
+
+
+def chat_message(choice: Choice) -> dict:
+    """The assistant's message: its text, or with tool calls its content (null when there is none) and the calls."""
+    text = "".join(choice.text)
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": text, "refusal": None}
+    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": choice.tool_calls}
 
 
 def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
@@ -186,4 +195,9 @@ def chunk_choice(
         delta = {"role": "assistant", "content": ""}
     else:
         delta = {"content": text} if text or finish_reason is None else {}
+    return delta_choice(index, delta, finish_reason, logprobs)
+
+
+def delta_choice(index: int, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+    """One choice of a chat stream chunk with the given delta (content, tool_calls, or {} to close)."""
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}

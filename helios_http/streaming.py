@@ -8,7 +8,7 @@ import orjson
 
 from helios_core.engine import Done
 from helios_core.scoring import Scored
-from helios_http import shapes
+from helios_http import shapes, tools
 from helios_http.errors import engine_error
 from helios_http.schemas import ChatRequest, CompletionRequest
 from helios_http.state import ServerState
@@ -39,15 +39,27 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
     def chunk(choice: dict) -> bytes:
         return _sse(shapes.envelope(id_, obj, created, model_id, [choice], **usage_field))
 
-    if chat:
+    plan = parsed.tool_plan if chat else None
+    if chat and plan is None:
         for index in range(parsed.n):
             yield chunk(shapes.chunk_choice(True, index, None))
     elif echo_of and not logprobs_wanted:
         for index in range(len(parsed.prompts) * parsed.n):
             offsets[index] = len(echo_of(index))
             yield chunk(shapes.chunk_choice(False, index, echo_of(index)))
+    tool_deltas = _ToolDeltas(plan, parsed.n, vocab if logprobs_wanted else None) if plan else None
     async with contextlib.aclosing(events):
         async for index, event in events:
+            if isinstance(event, Done) and event.error is not None:
+                yield _sse(engine_error(event.error).body())
+                yield _DONE
+                return
+            if isinstance(event, Done):
+                tally.add(index, event.usage)
+            if tool_deltas is not None:
+                for choice in tool_deltas.choices(index, event):
+                    yield chunk(choice)
+                continue
             if isinstance(event, Scored):  # only asked for with echo and logprobs
                 text = echo_of(index)
                 offsets[index] = len(text)
@@ -55,11 +67,6 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
                 yield chunk(shapes.chunk_choice(False, index, text, logprobs=logprobs))
                 continue
             if isinstance(event, Done):
-                if event.error is not None:
-                    yield _sse(engine_error(event.error).body())
-                    yield _DONE
-                    return
-                tally.add(index, event.usage)
                 yield chunk(shapes.chunk_choice(chat, index, "", event.finish_reason))
                 continue
             logprobs = None
@@ -73,3 +80,42 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
     if parsed.include_usage:
         yield _sse(shapes.envelope(id_, obj, created, model_id, [], usage=tally.body()))
     yield _DONE
+
+
+class _ToolDeltas:
+    """Chat choices of a request whose answers are read for tool calls (tools.ToolPlan), as chunk choices.
+
+    A choice's role rides on its first delta, so that it can say what OpenAI's says: content
+    null when the answer opens with calls. Logprobs ride on the first chunk of their step.
+    """
+
+    def __init__(self, plan: tools.ToolPlan, n: int, vocab=None):
+        self._followers = {index: tools.CallFollower(plan) for index in range(n)}
+        self._opened: set[int] = set()
+        self._vocab = vocab  # set when logprobs are wanted
+
+    def choices(self, index: int, event) -> list[dict]:
+        follower = self._followers[index]
+        if isinstance(event, Done):
+            out = self._with_role(index, follower.finish(), closing=True)
+            out.append(shapes.delta_choice(index, {}, follower.finish_reason(event.finish_reason)))
+            return out
+        logprobs = shapes.chat_logprobs(self._vocab, [event]) if self._vocab is not None else None
+        out = self._with_role(index, follower.feed(event))
+        if logprobs is not None:
+            if out:
+                out[0]["logprobs"] = logprobs
+            else:
+                out.append(shapes.delta_choice(index, {}, logprobs=logprobs))
+        return out
+
+    def _with_role(self, index: int, deltas: list[dict], closing: bool = False) -> list[dict]:
+        out = [shapes.delta_choice(index, delta) for delta in deltas]
+        if index in self._opened or not (deltas or closing):
+            return out
+        self._opened.add(index)
+        if deltas:  # the first delta carries the role, as OpenAI's does
+            out[0]["delta"] = {"role": "assistant", "content": None, **deltas[0]}
+        else:
+            out.append(shapes.delta_choice(index, {"role": "assistant", "content": ""}))
+        return out
