@@ -160,7 +160,9 @@ class ConstraintProcessor:
     ConstraintError; a closed model raises ClosedError.
 
     The mask for the next call may be computed ahead, for many processors
-    at once and with the GIL released: see compute_masks().
+    at once and with the GIL released: see compute_masks(). The engine's
+    scheduler does so each step for every constrained slot it samples;
+    called on its own, the processor computes its mask itself.
     """
 
     def __init__(self, model: Model, constraint: Constraint):
@@ -258,10 +260,11 @@ def compute_masks(items: Sequence[tuple[ConstraintProcessor, np.ndarray]],
     """Compute the next mask of many processors in one llguidance call, with the GIL released.
 
     items: (processor, generated tokens so far) pairs, e.g. one per constrained
-    slot of a batch, before their logits are processed. Each processor is
-    advanced to its tokens, and its next call uses the mask computed here
-    (if it is called at that same position). executor: an llguidance.LLExecutor
-    (default: one shared by the process).
+    slot of a batch, before their logits are processed; a processor at most
+    once. Each processor is advanced to its tokens, and its next call uses
+    the mask computed here (if it is called at that same position).
+    executor: an llguidance.LLExecutor (default: one shared by the process,
+    on llguidance's default thread count).
     """
     if not items:
         return

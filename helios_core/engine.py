@@ -25,6 +25,10 @@ Rules:
 - A slow consumer never stalls the others: events are handed to the
   request's sink at once and buffered there (at most max_tokens of them).
 - Cancelling a request frees its slot before the next step.
+- The masks of every constrained slot that samples in a step are computed
+  together, in one llguidance call with the GIL released, before any slot's
+  processors run (constraint.compute_masks); each ConstraintProcessor then
+  finds its mask ready.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from helios_core.batch import Batch
+from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
@@ -182,6 +187,7 @@ class SchedulerStats:
     generated_tokens: int = 0
     cache_hits: int = 0  # requests that found part of their prompt cached
     cached_tokens: int = 0
+    mask_seconds: float = 0.0  # wall time computing constrained slots' masks ahead of their processors
 
 
 class Scheduler:
@@ -329,39 +335,17 @@ class Scheduler:
 
     def _sample(self) -> None:
         now = time.perf_counter()
+        sampling = [slot for slot in self.slots if slot.busy and self._account(slot, now)]
+        failed = self._compute_masks(sampling)
         batched: dict[int, list[Slot]] = {}  # slots by the BatchSampler they share
-        for slot in self.slots:
-            if not slot.busy:
-                continue
+        for slot in sampling:
             request = slot.request
-            # Account for what this step decoded for the slot.
-            n = slot.scheduled
-            prompt_read = False
-            if slot.pending:
-                slot.cache.tokens.extend(slot.pending[:n])
-                slot.pending = slot.pending[n:]
-                prompt_read = n > 0 and not slot.pending
-                self.stats.prompt_tokens_decoded += n
-            elif n:
-                slot.cache.tokens.append(int(request.seq.tokens[-1]))
-            slot.next_pos += n
             seq = request.seq
-            if slot.scored_rows is not None:
-                first_output, n_rows, pos = slot.scored_rows
-                seq.prompt_scores.fill(pos, self.ctx.output_logits()[first_output : first_output + n_rows])
-            if prompt_read:
-                if seq.scores_prompt:
-                    _deliver(request, seq.prompt_scores)
-                if seq.max_new <= 0:
-                    request.timings.prompt_ms = 1000.0 * (now - request.started_at)
-                    seq.finish_reason = "length"
-                    self._finish(slot, "length")
-                    continue
-            if slot.row < 0:
+            error = failed.get(slot.cache.seq_id)
+            if error is not None:
+                logger.warning("request %d failed in its constraint: %r", request.id, error)
+                self._finish(slot, None, error)
                 continue
-            if not request.first_token_at:
-                request.first_token_at = now
-                request.timings.prompt_ms = 1000.0 * (now - request.started_at)
             if seq.params.batch_sampler is not None:
                 batched.setdefault(id(seq.params.batch_sampler), []).append(slot)
                 continue
@@ -374,6 +358,71 @@ class Scheduler:
             self._commit(slot, step)
         for group in batched.values():
             self._sample_together(group)
+
+    def _account(self, slot: Slot, now: float) -> bool:
+        """Take in what this step decoded for a busy slot; True when the slot samples a token from it now."""
+        request = slot.request
+        n = slot.scheduled
+        prompt_read = False
+        if slot.pending:
+            slot.cache.tokens.extend(slot.pending[:n])
+            slot.pending = slot.pending[n:]
+            prompt_read = n > 0 and not slot.pending
+            self.stats.prompt_tokens_decoded += n
+        elif n:
+            slot.cache.tokens.append(int(request.seq.tokens[-1]))
+        slot.next_pos += n
+        seq = request.seq
+        if slot.scored_rows is not None:
+            first_output, n_rows, pos = slot.scored_rows
+            seq.prompt_scores.fill(pos, self.ctx.output_logits()[first_output : first_output + n_rows])
+        if prompt_read:
+            if seq.scores_prompt:
+                _deliver(request, seq.prompt_scores)
+            if seq.max_new <= 0:
+                request.timings.prompt_ms = 1000.0 * (now - request.started_at)
+                seq.finish_reason = "length"
+                self._finish(slot, "length")
+                return False
+        if slot.row < 0:
+            return False
+        if not request.first_token_at:
+            request.first_token_at = now
+            request.timings.prompt_ms = 1000.0 * (now - request.started_at)
+        return True
+
+    def _compute_masks(self, slots: list[Slot]) -> dict[int, Exception]:
+        """The next mask of every ConstraintProcessor of `slots`, in one llguidance call (GIL released).
+
+        Each processor is advanced to its slot's tokens first; one that refuses
+        them (a sampler that ignored the mask, a processor reused from another
+        request) is returned as its slot's error, by seq_id, and ends that
+        request only. Should the one call fail, every processor computes its
+        own mask when called, and raises for its own request.
+        """
+        items: list[tuple[ConstraintProcessor, np.ndarray]] = []
+        failed: dict[int, Exception] = {}
+        seen: set[int] = set()  # one matcher must not be computed twice at once
+        for slot in slots:
+            seq = slot.request.seq
+            for processor in seq.processors:
+                if not isinstance(processor, ConstraintProcessor) or id(processor) in seen:
+                    continue
+                try:
+                    processor.advance(seq.generated)
+                except Exception as error:
+                    failed[slot.cache.seq_id] = error
+                    break
+                seen.add(id(processor))
+                items.append((processor, seq.generated))
+        if items:
+            started = time.perf_counter()
+            try:
+                compute_masks(items)
+            except Exception as error:  # each processor computes its own mask, and raises for its own request
+                logger.warning("computing %d masks together failed: %r", len(items), error)
+            self.stats.mask_seconds += time.perf_counter() - started
+        return failed
 
     def _sample_together(self, slots: list[Slot]) -> None:
         """One call of a BatchSampler for every slot that uses it: rows in, one token per row out.

@@ -11,19 +11,23 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import deque
 
 import jsonschema
 import numpy as np
 import pytest
 
-from helios_core import constraint
+from helios_core import constraint, engine
 from helios_core.constraint import ConstraintError, compute_masks, json_schema
+from helios_core.context import Context
+from helios_core.engine import Done, Request, Scheduler
 from helios_core.errors import ClosedError, HeliosError
 from helios_core.generate import GenerationParams, Generator
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_core.sampling import SamplingState
 from tests.conftest import LLAMA_CPP, THREADS
+from tests.json_prefix import assert_object_or_its_start, is_json_prefix
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +112,34 @@ def test_schema_true_allows_any_json_value_and_nothing_else(model):
     assert {text for text, token in first.items() if np.isfinite(out[token])} == {"{", "[", '"', "7", "true"}
 
 
-def test_json_object_is_any_object(gen):
-    text, generation, _ = run(gen, "JSON:", constraint.json_object(), max_tokens=300, temperature=0.0)
-    assert isinstance(json.loads(text), dict)
-    assert generation.finish_reason == "stop"
+def test_json_object_output_is_an_object(gen):
+    text, generation, _ = run(gen, "JSON:", constraint.json_object(), max_tokens=60, temperature=0.0)
+    assert_object_or_its_start(text, generation.finish_reason)
+
+
+@pytest.mark.parametrize("document", [
+    {"a": "x\\y\"z\u00e9\n", "b": [1, -2.5e-3, True, False, None, {}]}, [1, [2, []]], -1e7, "text"])
+def test_is_json_prefix_accepts_every_prefix_of_json_and_nothing_else(document):
+    for text in (json.dumps(document), json.dumps(document, ensure_ascii=False, separators=(",", ":"))):
+        assert all(is_json_prefix(text[:i]) for i in range(len(text) + 1))
+    for broken in ('{"a": 1}}', '{"a" 1', "[1, 2]x", "{1", '{"a": tx', '"\\q', '{"a": 1]'):
+        assert not is_json_prefix(broken), broken
+
+
+def test_json_object_allows_any_object_and_nothing_else(model, gen):
+    processor = constraint.json_object().processor(model)
+    logits = np.zeros(model.vocab.n_vocab, dtype=np.float32)
+    out = processor(logits, SamplingState(np.zeros(1, dtype=np.int32), np.random.default_rng(0), n_prompt=1))
+    first = {text: model.vocab.tokenize(text, add_special=False)[0] for text in ("{", "[", '"', "7", "true")}
+    assert {text for text, token in first.items() if np.isfinite(out[token])} == {"{"}
+    # Keys no schema names, values of every type, nested: teacher-forced through the constraint, then it ends.
+    anything = json.dumps({"zebra": [1, {"x": None}], "q": "w\"v", "n": -2.5e-3, "t": True, "e": {}})
+    script = model.vocab.tokenize(anything, add_special=False)
+    text, generation, steps = run(gen, "JSON:", constraint.json_object(), max_tokens=len(script) + 1,
+                                  sampler=lambda logits, state: script[state.step] if state.step < len(script)
+                                  else int(np.argmax(logits)))
+    assert text == anything
+    assert model.vocab.is_eog(steps[-1].token) and generation.finish_reason == "stop"
 
 
 def test_regex_output_matches_in_full(gen):
@@ -236,6 +264,135 @@ def test_masks_computed_together_equal_masks_computed_alone(model):
         alone = spec.processor(model)(logits, state)
         assert np.array_equal(processor(logits, state), alone)
         assert 0 < np.isfinite(alone).sum() < alone.size
+
+
+# --- continuous batching: the masks of every constrained slot of a step in one call ----------------
+
+
+@pytest.fixture
+def batched(model):
+    """A three-slot scheduler over a context of its own."""
+    with Context(model, n_ctx=1536, n_seq_max=3, n_batch=256, n_threads=THREADS) as ctx:
+        yield Scheduler(ctx, n_ctx_per_seq=512)
+
+
+@pytest.fixture
+def mask_calls(monkeypatch) -> list[int]:
+    """The number of processors in each of the scheduler's calls of compute_masks."""
+    calls: list[int] = []
+
+    def counted(items, executor=None):
+        calls.append(len(items))
+        compute_masks(items, executor)
+
+    monkeypatch.setattr(engine, "compute_masks", counted)
+    return calls
+
+
+def run_together(s: Scheduler, prompts: list[str], params: list[GenerationParams]) -> list[tuple[str, Done, list]]:
+    """Submit all, step until all are done; each request's text, Done event and steps."""
+    events = [deque() for _ in prompts]
+    for prompt, request_params, sink in zip(prompts, params, events, strict=True):
+        s.submit(Request(s.model.vocab.tokenize(prompt), request_params, sink.append))
+    while s.has_work:
+        s.step()
+    out = []
+    for evs in events:
+        steps = [e for e in evs if not isinstance(e, Done)]
+        out.append(("".join(step.text for step in steps), evs[-1], steps))
+    return out
+
+
+def test_masks_of_constrained_slots_are_computed_in_one_call_per_step(model, batched, mask_calls):
+    schema = SCHEMAS["enums"]
+    params = [GenerationParams(max_tokens=60, temperature=0.0, constraint=json_schema(schema)),
+              GenerationParams(max_tokens=60, temperature=0.0, constraint=constraint.regex("[0-9]{4}")),
+              GenerationParams(max_tokens=8, temperature=0.0)]
+    (text, done, steps), (digits, done_digits, digit_steps), (_, free, _) = run_together(
+        batched, ["Data as JSON:\n", "Year:", "Hello"], params)
+    jsonschema.validate(json.loads(text), schema)
+    assert re.fullmatch("[0-9]{4}", digits)
+    assert done.finish_reason == done_digits.finish_reason == "stop" and free.error is None
+    assert 2 in mask_calls and max(mask_calls) == 2  # both constrained slots together, never the free one
+    # Every step of a constrained request had its mask computed ahead; its end-of-generation token needs none.
+    assert sum(mask_calls) == len(steps) + len(digit_steps)
+
+
+def test_a_constraint_the_scheduler_cannot_see_computes_its_own_mask(model, batched, mask_calls):
+    # Wrapped in a plain function, the processor is no ConstraintProcessor to the scheduler: it falls back.
+    processor = constraint.regex("[0-9]{4}").processor(model)
+    params = [GenerationParams(max_tokens=10, temperature=0.0, processors=[lambda logits, st: processor(logits, st)]),
+              GenerationParams(max_tokens=10, temperature=0.0, constraint=constraint.regex("[a-z]{3}"))]
+    (digits, done, _), (letters, _, letter_steps) = run_together(batched, ["Year:", "Word:"], params)
+    assert re.fullmatch("[0-9]{4}", digits) and re.fullmatch("[a-z]{3}", letters)
+    assert done.finish_reason == "stop"
+    assert set(mask_calls) == {1} and sum(mask_calls) == len(letter_steps)
+
+
+def test_batched_constraints_compose_with_processors_before_them_and_logprobs(model, batched):
+    schema = SCHEMAS["string_patterns"]
+    seen_unmasked = []
+
+    def before(logits, state):  # runs before the constraint: the row it gets is not masked yet
+        seen_unmasked.append(bool(np.isfinite(logits).all()))
+        return logits
+
+    tempting = {t: 100.0 for t in model.vocab.tokenize(" hello world", add_special=False)}  # all forbidden here
+    params = [GenerationParams(max_tokens=60, temperature=0.9, seed=5, constraint=json_schema(schema),
+                               processors=[before], logit_bias=tempting, repetition_penalty=1.5,
+                               logprobs=True, top_logprobs=2)
+              for _ in range(3)]
+    for text, done, steps in run_together(batched, ["Data as JSON:\n", "Codes:", "Zip codes, as JSON:"], params):
+        jsonschema.validate(json.loads(text), schema)
+        assert done.finish_reason == "stop"
+        assert all(s.logprob is not None and s.logprob <= 0.0 and len(s.top_logprobs) == 2 for s in steps)
+    assert seen_unmasked and all(seen_unmasked)
+
+
+class ArgmaxRows:
+    """A BatchSampler: the best token of each row."""
+
+    def __call__(self, rows, states):
+        return np.argmax(rows, axis=1)
+
+
+def test_batched_constraints_compose_with_a_batch_sampler(model, batched, mask_calls):
+    sampler = ArgmaxRows()
+    schemas = [SCHEMAS["nested_objects"], SCHEMAS["literals"]]
+    params = [GenerationParams(max_tokens=80, batch_sampler=sampler, constraint=json_schema(schema))
+              for schema in schemas] + [GenerationParams(max_tokens=5, batch_sampler=sampler)]
+    results = run_together(batched, ["Data as JSON:\n", "Status:", "Hello"], params)
+    for schema, (text, done, _) in zip(schemas, results, strict=False):
+        jsonschema.validate(json.loads(text), schema)
+        assert done.finish_reason == "stop"
+    assert results[2][1].error is None
+    assert max(mask_calls) == 2
+
+
+def test_a_constraint_error_or_a_cancel_ends_its_request_only(model, batched):
+    banned = model.vocab.tokenize("zzz", add_special=False)[0]
+    schema = SCHEMAS["array_min_max_items"]
+    events = [deque() for _ in range(3)]
+    ignores_the_mask = GenerationParams(max_tokens=5, constraint=constraint.regex("[0-9]+"),
+                                        sampler=lambda logits, state: banned)
+    requests = [
+        Request(model.vocab.tokenize("Number:"), ignores_the_mask, events[0].append),
+        Request(model.vocab.tokenize("Tags:"), GenerationParams(
+            max_tokens=100, temperature=0.0, constraint=json_schema(schema)), events[1].append),
+        Request(model.vocab.tokenize("Year:"), GenerationParams(
+            max_tokens=100, temperature=0.0, constraint=constraint.regex("[0-9]{40}")), events[2].append),
+    ]
+    for request in requests:
+        batched.submit(request)
+    while batched.has_work:
+        batched.step()
+        if len(events[2]) == 3:
+            requests[2].cancel()  # mid-way, while the others still run
+    refused, tags, cancelled = (evs[-1] for evs in events)
+    assert isinstance(refused.error, ConstraintError) and "does not continue the constraint" in str(refused.error)
+    assert cancelled.finish_reason == "cancelled"
+    assert tags.error is None and tags.finish_reason == "stop"
+    jsonschema.validate(json.loads("".join(e.text for e in list(events[1])[:-1])), schema)
 
 
 def test_tokenizer_is_built_once_shared_and_dropped_on_close():
