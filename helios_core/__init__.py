@@ -2,7 +2,8 @@
 
 Layers, each importing only those below it:
     engine, generate           the scheduler (many sequences, one decode per step), one-sequence generation
-    scoring, sampling, text    log-probabilities of given text, samplers, detokenizer, stop strings
+    scoring, embeddings        log-probabilities of given text, pooled embeddings of texts
+    sampling, text             samplers, detokenizer, stop strings
     model, context, batch      owners of llama.cpp's C objects
     _llama                     ctypes declarations of llama.h
 """
@@ -10,6 +11,7 @@ Layers, each importing only those below it:
 from helios_core.batch import Batch
 from helios_core.constraint import Constraint, grammar, json_object, json_schema, regex
 from helios_core.context import Context, PerfCounters
+from helios_core.embeddings import Embedder, EmbeddingWorker, embed
 from helios_core.engine import Engine
 from helios_core.errors import (
     ChatTemplateError,
@@ -38,6 +40,8 @@ __all__ = [
     "ContextError",
     "ContextFullError",
     "DecodeError",
+    "Embedder",
+    "EmbeddingWorker",
     "Engine",
     "Generation",
     "GenerationParams",
@@ -55,6 +59,7 @@ __all__ = [
     "Step",
     "TokenizeError",
     "default_model_path",
+    "embed",
     "grammar",
     "json_object",
     "json_schema",

@@ -65,6 +65,14 @@ LLAMA_FLASH_ATTN_TYPE_AUTO = -1
 LLAMA_FLASH_ATTN_TYPE_DISABLED = 0
 LLAMA_FLASH_ATTN_TYPE_ENABLED = 1
 
+# enum llama_pooling_type (how an embeddings context pools a sequence's token states)
+LLAMA_POOLING_TYPE_UNSPECIFIED = -1
+LLAMA_POOLING_TYPE_NONE = 0
+LLAMA_POOLING_TYPE_MEAN = 1
+LLAMA_POOLING_TYPE_CLS = 2
+LLAMA_POOLING_TYPE_LAST = 3
+LLAMA_POOLING_TYPE_RANK = 4
+
 # enum llama_load_mode
 LLAMA_LOAD_MODE_NONE = 0
 LLAMA_LOAD_MODE_MMAP = 1
@@ -272,6 +280,7 @@ _fn("llama_model_free", None, llama_model_p)
 _fn("llama_model_get_vocab", llama_vocab_p, llama_model_p)
 _fn("llama_model_n_ctx_train", c_int32, llama_model_p)
 _fn("llama_model_n_embd", c_int32, llama_model_p)
+_fn("llama_model_n_embd_out", c_int32, llama_model_p)
 _fn("llama_model_n_layer", c_int32, llama_model_p)
 _fn("llama_model_n_swa", c_int32, llama_model_p)
 _fn("llama_model_n_params", c_uint64, llama_model_p)
@@ -326,6 +335,7 @@ _fn("llama_n_threads", c_int32, llama_context_p)
 _fn("llama_n_threads_batch", c_int32, llama_context_p)
 _fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
 _fn("llama_get_memory", llama_memory_t, llama_context_p)
+_fn("llama_pooling_type", c_enum, llama_context_p)
 
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)
@@ -333,6 +343,7 @@ _fn("llama_decode", c_int32, llama_context_p, llama_batch)
 _fn("llama_synchronize", None, llama_context_p)
 _fn("llama_get_logits", POINTER(c_float), llama_context_p)
 _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
+_fn("llama_get_embeddings_seq", POINTER(c_float), llama_context_p, llama_seq_id)
 
 _fn("llama_memory_clear", None, llama_memory_t, c_bool)
 _fn("llama_memory_seq_rm", c_bool, llama_memory_t, llama_seq_id, llama_pos, llama_pos)

@@ -48,6 +48,9 @@ class Context:
         model like Gemma 3 forgets tokens older than its window, and a cached
         prefix can no longer be trusted for reuse (see llama_memory_seq_pos_min).
     flash_attn: "auto", "on" or "off".
+    embeddings: compute pooled embeddings (embeddings.py) instead of only logits:
+        every token of a decode is then an output, and `pooling` (a
+        LLAMA_POOLING_TYPE_*; default: the model's own) pools each sequence.
 
     One thread at a time: llama.cpp contexts are not thread-safe. close()
     alone may come from any thread (see handle.py). Closing the model closes
@@ -56,7 +59,8 @@ class Context:
 
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 512, n_ubatch: int = 512,
                  n_seq_max: int = 1, n_threads: int | None = None, n_threads_batch: int | None = None,
-                 swa_full: bool = True, flash_attn: str = "auto", kv_unified: bool = True):
+                 swa_full: bool = True, flash_attn: str = "auto", kv_unified: bool = True,
+                 embeddings: bool = False, pooling: int = _llama.LLAMA_POOLING_TYPE_UNSPECIFIED):
         if model.vocab_only:
             raise ContextError(f"{model.path.name} was loaded with vocab_only=True; a context needs its weights")
         if flash_attn not in _FLASH_ATTN:
@@ -76,6 +80,8 @@ class Context:
         params.kv_unified = kv_unified
         params.flash_attn_type = _FLASH_ATTN[flash_attn]
         params.no_perf = False
+        params.embeddings = embeddings
+        params.pooling_type = pooling
 
         model_handle = model.handle()
         ptr = _llama.llama_init_from_model(model_handle.ptr, params)
@@ -94,6 +100,7 @@ class Context:
         self.n_ubatch: int = _llama.llama_n_ubatch(ptr)
         self.n_seq_max: int = _llama.llama_n_seq_max(ptr)
         self.n_vocab: int = model.vocab.n_vocab
+        self.pooling: int = _llama.llama_pooling_type(ptr)  # LLAMA_POOLING_TYPE_NONE unless embeddings pool
         self._row_type = ctypes.c_float * self.n_vocab
         # Tokens llama_decode accepted since creation: what KV reuse saves is counted here.
         self.tokens_decoded = 0
@@ -214,6 +221,19 @@ class Context:
         view = np.frombuffer(rows, dtype=np.float32).reshape(n_outputs, self.n_vocab)
         view.flags.writeable = False
         return view
+
+    def sequence_embedding(self, seq_id: int) -> np.ndarray:
+        """The pooled embedding of a sequence of the last decode, as a float32 (n_embd_out,) copy (not normalised).
+
+        Only in a context made with embeddings=True and pooling; a copy, since
+        llama.cpp frees these rows at the next decode.
+        """
+        handle = self.handle()
+        ptr = _llama.llama_get_embeddings_seq(handle.ptr, self._seq(seq_id))
+        if not ptr:
+            raise DecodeError(f"no pooled embedding for sequence {seq_id}: the last decode did not pool it", -1)
+        size = int(_llama.llama_model_n_embd_out(self.model.handle().ptr))
+        return np.ctypeslib.as_array(ptr, shape=(size,)).copy()
 
     # --- KV memory ---------------------------------------------------------
 

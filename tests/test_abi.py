@@ -15,8 +15,13 @@ from helios_core import _llama
 from tests.conftest import LLAMA_CPP
 
 
+# Enum values helios passes to llama.cpp, by their names in llama.h.
+ENUMS = [name for name in dir(_llama) if name.startswith(("LLAMA_POOLING_TYPE_", "LLAMA_FLASH_ATTN_TYPE_"))]
+
+
 def _c_program() -> str:
     lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "llama.h"', "int main(void) {"]
+    lines += [f'  printf("enum {name} %d\\n", (int) {name});' for name in ENUMS]
     for struct in _llama.STRUCTS:
         name = struct.__name__
         lines.append(f'  printf("{name} sizeof %zu\\n", sizeof(struct {name}));')
@@ -104,3 +109,8 @@ def test_ggml_ctypes_match_the_prototypes():
         declared = [re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").strip() for p in params]
         assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
         assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"
+
+
+@pytest.mark.parametrize("name", ENUMS)
+def test_enum_value_matches_c(name, c_layout):
+    assert getattr(_llama, name) == c_layout[("enum", name)]

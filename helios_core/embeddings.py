@@ -1,0 +1,381 @@
+"""Embeddings: one L2-normalised vector per text, pooled from the model's last hidden states.
+
+An Embedder owns a llama context of its own on a loaded Model, made with
+embeddings on: generation's context is untouched, and llama.cpp lets two
+contexts of one model decode on two threads at once. Many inputs share a
+decode as separate sequences; the context's memory is cleared before each.
+
+Each input is decoded whole in one compute pass (n_ubatch = n_batch): llama.cpp
+pools a sequence over the pass it sits in, so an input split across two
+passes would be pooled over part of its tokens only, and a model with
+non-causal attention (embedding models such as EmbeddingGemma) needs the whole
+decode in one pass. n_batch is therefore also the longest input, in tokens, as
+llama-server's n_ubatch is for its --embeddings.
+
+EmbeddingWorker runs an Embedder on a thread of its own for a server: it makes
+the context at its first job, and packs the inputs of every job waiting into
+each decode, so concurrent requests share decodes as one request's inputs do.
+
+Cost: llama.cpp outputs every token of an embeddings decode, so it computes
+(and buffers) a logits row per token as well: about 1 MiB of memory per token
+of n_batch on Gemma's 262,144-token vocabulary, and most of the time of a
+decode on a small model. llama-server pays the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from helios_core import _llama
+from helios_core.batch import Batch
+from helios_core.context import Context
+from helios_core.errors import HeliosError
+from helios_core.model import Model
+
+logger = logging.getLogger("helios.embeddings")
+
+Input = str | Sequence[int]  # a text (tokenized with the model's BOS) or token ids, taken as given
+
+POOLING = {
+    "mean": _llama.LLAMA_POOLING_TYPE_MEAN,
+    "cls": _llama.LLAMA_POOLING_TYPE_CLS,
+    "last": _llama.LLAMA_POOLING_TYPE_LAST,
+}
+DEFAULT_BATCH = 512  # tokens per decode, and so the longest input: llama-server's default n_ubatch
+DEFAULT_SEQUENCES = 64  # inputs per decode at most
+
+
+class InputTooLongError(HeliosError, ValueError):
+    """An input has more tokens than one embedding decode holds (n_batch)."""
+
+
+def model_pooling(model: Model) -> str:
+    """The pooling a model's GGUF asks for (`<arch>.pooling_type`) when it is mean, cls or last; else "mean".
+
+    Generative models (Gemma 3 among them) name none; a reranker's "rank" is no embedding.
+    """
+    value = model.meta(f"{model.architecture}.pooling_type")
+    names = {number: name for name, number in POOLING.items()}
+    try:
+        return names.get(int(value), "mean") if value is not None else "mean"
+    except ValueError:
+        return "mean"
+
+
+def checked_pooling(model: Model, pooling: str | None) -> str:
+    """`pooling` if it is one of POOLING's names, model_pooling(model) for None; else a ValueError."""
+    if pooling is None:
+        return model_pooling(model)
+    if pooling not in POOLING:
+        raise ValueError(f"pooling must be one of {sorted(POOLING)}, got {pooling!r}")
+    return pooling
+
+
+def embedding_size(model: Model) -> int:
+    """Floats per embedding: the model's output width (n_embd, or a projection's width after it)."""
+    return int(_llama.llama_model_n_embd_out(model.ptr))
+
+
+def input_tokens(model: Model, item: Input, index: int, max_tokens: int) -> np.ndarray:
+    """One input's tokens (int32), checked: not empty, ids in the vocabulary, at most max_tokens tokens.
+
+    Raises ValueError (InputTooLongError for length) naming the input by its index. A text is refused
+    before it is tokenized when its bytes alone prove it too long (no token
+    spans more than the vocabulary's longest piece), so megabytes cost no time.
+    """
+    vocab = model.vocab
+    if isinstance(item, str):
+        if not item:
+            raise ValueError(f"input[{index}] is an empty text")  # BOS alone says nothing about a text
+        n_bytes = len(item.encode())
+        if n_bytes > max_tokens and -(-n_bytes // vocab.max_token_bytes) > max_tokens:
+            raise InputTooLongError(
+                f"input[{index}] has at least {-(-n_bytes // vocab.max_token_bytes)} tokens "
+                f"({n_bytes} bytes); at most {max_tokens} fit one embedding decode"
+            )
+        tokens = np.asarray(vocab.tokenize(item, add_special=True, parse_special=True), dtype=np.int32)
+    else:
+        tokens = np.asarray(item, dtype=np.int64).reshape(-1)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab.n_vocab):
+            raise ValueError(f"input[{index}]: token ids must lie in [0, {vocab.n_vocab})")
+        tokens = tokens.astype(np.int32)
+    if tokens.size == 0:
+        raise ValueError(f"input[{index}] is empty")
+    if tokens.size > max_tokens:
+        raise InputTooLongError(
+            f"input[{index}] has {tokens.size} tokens; at most {max_tokens} fit one embedding decode"
+        )
+    return tokens
+
+
+class Embedder:
+    """An embeddings context over a Model. Close it (or use `with`); closing the model closes it too.
+
+    pooling: "mean", "cls" or "last" (default: model_pooling(model)). On a causal
+        model "cls" is the first token's state, the same for every text that
+        starts with BOS; "mean" or "last" are the useful ones there.
+    n_batch: tokens per decode, which is also the longest input (see the module's doc).
+    n_seq_max: inputs per decode at most.
+    n_threads: CPU threads (default: every core).
+
+    Memory: the KV cache for n_batch tokens, and llama.cpp's logits buffer of
+    about 1 MiB per token of the largest decode (so ~0.5 GiB at n_batch=512 on
+    Gemma's vocabulary) plus a compute buffer of the same order.
+
+    One thread at a time, as for any Context.
+    """
+
+    def __init__(self, model: Model, *, pooling: str | None = None, n_batch: int = DEFAULT_BATCH,
+                 n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None):
+        pooling = checked_pooling(model, pooling)
+        self.pooling = pooling
+        self.model = model
+        self.ctx = Context(model, n_ctx=n_batch, n_batch=n_batch, n_ubatch=n_batch, n_seq_max=n_seq_max,
+                           n_threads=n_threads, embeddings=True, pooling=POOLING[pooling])
+        self.n_batch = self.ctx.n_batch  # llama.cpp may round n_ctx up, never n_batch
+        self.n_seq_max = self.ctx.n_seq_max
+        self.n_embd = embedding_size(model)
+        self._batch = Batch(self.n_batch)
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def tokens(self, item: Input, index: int = 0) -> np.ndarray:
+        """One input's tokens, checked by input_tokens() against this context's n_batch."""
+        return input_tokens(self.model, item, index, self.n_batch)
+
+    def embed(self, inputs: Input | Sequence[Input]) -> np.ndarray:
+        """Embeddings of `inputs` (a text, or a list of texts and token-id lists): float32 (n, n_embd), unit rows.
+
+        Rows follow the order of the inputs. Every input is checked (tokens())
+        before anything is decoded.
+        """
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        token_lists = [self.tokens(item, i) for i, item in enumerate(inputs)]
+        out = np.empty((len(token_lists), self.n_embd), dtype=np.float32)
+        for group in self.groups([t.size for t in token_lists]):
+            out[group] = self.decode([token_lists[i] for i in range(group.start, group.stop)])
+        return out
+
+    def groups(self, lengths: Sequence[int]) -> Iterator[slice]:
+        """Consecutive runs of inputs (by token count) that fit one decode of this context."""
+        return groups(lengths, self.n_batch, self.n_seq_max)
+
+    def decode(self, token_lists: Sequence[np.ndarray]) -> np.ndarray:
+        """One decode of inputs that fit together (see groups()): their unit embeddings, float32 (n, n_embd)."""
+        batch = self._batch
+        batch.clear()
+        for seq_id, tokens in enumerate(token_lists):
+            batch.add(tokens, 0, seq_id)
+        # llama.cpp outputs every token of an embeddings decode; flag them so, as it expects.
+        batch.logits[: batch.n_tokens] = 1
+        self.ctx.memory_clear()
+        self.ctx.decode(batch)
+        vectors = np.stack([self.ctx.sequence_embedding(s) for s in range(len(token_lists))])
+        return normalize(vectors)
+
+
+def groups(lengths: Sequence[int], n_batch: int, n_seq_max: int) -> Iterator[slice]:
+    """Consecutive runs of inputs (by token count) of at most n_batch tokens and n_seq_max inputs each."""
+    start, used = 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and (used + n > n_batch or i - start == n_seq_max):
+            yield slice(start, i)
+            start, used = i, 0
+        used += n
+    if start < len(lengths):
+        yield slice(start, len(lengths))
+
+
+def embed(model: Model, inputs: Input | Sequence[Input], pooling: str | None = None, *,
+          n_batch: int = DEFAULT_BATCH, n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None
+          ) -> np.ndarray:
+    """Embeddings of texts or token-id lists: float32 (n, n_embd), each row of unit L2 norm.
+
+    Texts are tokenized with the model's BOS (and EOS where its GGUF adds
+    one), special-token text parsed, as llama-server does; token lists are
+    taken as given. Inputs are batched n_seq_max (and at most n_batch tokens)
+    to a decode. An input longer than n_batch tokens is a ValueError naming
+    it. Makes a context for the call and frees it after: keep an Embedder to
+    embed many times.
+    """
+    with Embedder(model, pooling=pooling, n_batch=n_batch, n_seq_max=n_seq_max, n_threads=n_threads) as embedder:
+        return embedder.embed(inputs)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (in float32; an all-zero row stays zero), as llama-server's embd_normalize=2."""
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class EmbeddingJob:
+    """Inputs submitted together to an EmbeddingWorker; `vectors` (n, n_embd) once done, or `error`."""
+
+    def __init__(self, token_lists: Sequence[np.ndarray], n_embd: int, on_done: Callable[[EmbeddingJob], None]):
+        self.token_lists = token_lists
+        self.vectors = np.empty((len(token_lists), n_embd), dtype=np.float32)
+        self.error: Exception | None = None
+        self.done = False
+        self.cancelled = False
+        self._left = len(token_lists)
+        self._on_done = on_done
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(int(t.size) for t in self.token_lists)
+
+    def cancel(self) -> None:
+        """Drop the inputs not decoded yet (a client that went away); on_done is not called after this."""
+        self.cancelled = True
+
+    def _put(self, index: int, vector: np.ndarray) -> None:
+        self.vectors[index] = vector
+        self._left -= 1
+        if self._left == 0:
+            self._finish()
+
+    def _fail(self, error: Exception) -> None:
+        self.error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done and not self.cancelled:
+            self.done = True
+            self._on_done(self)
+
+
+class EmbeddingWorker:
+    """An Embedder on a thread of its own, the only thread that touches its context.
+
+    submit() may come from any thread. The thread starts, and the context is
+    made, at the first job: a server that never embeds pays nothing. Each
+    decode takes inputs first come, first served, from every job waiting, so
+    concurrent jobs share decodes. A decode that fails fails the jobs in it,
+    not the worker. Closing the model closes the context; close() also ends
+    the thread.
+
+    pooling, n_batch, n_seq_max, n_threads: as for Embedder.
+    """
+
+    def __init__(self, model: Model, *, pooling: str | None = None, n_batch: int = DEFAULT_BATCH,
+                 n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None):
+        pooling = checked_pooling(model, pooling)
+        if n_batch < 1 or n_seq_max < 1:
+            raise ValueError(f"n_batch and n_seq_max must be positive, got {n_batch}, {n_seq_max}")
+        self.model = model
+        self.pooling = pooling
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self._settings = {"pooling": pooling, "n_batch": n_batch, "n_seq_max": n_seq_max, "n_threads": n_threads}
+        self.n_embd = embedding_size(model)
+        self.inputs_embedded = 0  # counters since start, for /metrics
+        self.tokens_embedded = 0
+        self._jobs: queue.SimpleQueue[EmbeddingJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._embedder: Embedder | None = None
+
+    def tokens(self, item: Input, index: int = 0) -> np.ndarray:
+        """One input's tokens, checked by input_tokens() against n_batch (ValueError naming the input)."""
+        return input_tokens(self.model, item, index, self.n_batch)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, token_lists: Sequence[np.ndarray], on_done: Callable[[EmbeddingJob], None]) -> EmbeddingJob:
+        """Queue inputs checked by tokens(); on_done(job) runs on the worker's thread when the job is done."""
+        if not token_lists:
+            raise ValueError("nothing to embed")
+        job = EmbeddingJob(token_lists, self.n_embd, on_done)
+        with self._lock:
+            if self._closed:
+                raise HeliosError("the embedding worker is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="helios-embeddings", daemon=True)
+                self._thread.start()
+            self._jobs.put(job)
+        return job
+
+    def close(self, timeout: float | None = None) -> None:
+        """Fail the jobs still waiting, end the thread (after a decode in flight) and free the context."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._jobs.put(None)
+        if thread is not None:
+            thread.join(timeout)
+        if self._embedder is not None:
+            self._embedder.close()
+
+    # --- the worker's thread -----------------------------------------------
+
+    def _run(self) -> None:
+        waiting: deque[tuple[EmbeddingJob, int]] = deque()  # (job, input index), first come first served
+        while True:
+            block = not waiting
+            try:
+                while True:  # everything that has arrived, so it can share the next decode
+                    job = self._jobs.get(block=block)
+                    block = False
+                    if job is None:
+                        for job, _ in waiting:
+                            job._fail(HeliosError("the embedding worker was closed"))
+                        return
+                    waiting.extend((job, i) for i in range(len(job.token_lists)))
+            except queue.Empty:
+                pass
+            while waiting and (waiting[0][0].cancelled or waiting[0][0].done):
+                waiting.popleft()
+            if waiting:
+                self._decode(self._next_group(waiting))
+
+    def _next_group(self, waiting: deque[tuple[EmbeddingJob, int]]) -> list[tuple[EmbeddingJob, int]]:
+        head = _take_live(waiting, self.n_seq_max)
+        first = next(groups([job.token_lists[i].size for job, i in head], self.n_batch, self.n_seq_max))
+        group = head[first]
+        for item in reversed(head[first.stop :]):
+            waiting.appendleft(item)
+        return group
+
+    def _decode(self, group: list[tuple[EmbeddingJob, int]]) -> None:
+        token_lists = [job.token_lists[i] for job, i in group]
+        try:
+            if self._embedder is None:
+                self._embedder = Embedder(self.model, **self._settings)
+            vectors = self._embedder.decode(token_lists)
+        except Exception as error:  # the jobs in this decode fail; the worker goes on with the next
+            logger.error("embedding decode failed: %s", error)
+            for job in dict.fromkeys(job for job, _ in group):
+                job._fail(error)
+            return
+        self.inputs_embedded += len(token_lists)
+        self.tokens_embedded += sum(int(t.size) for t in token_lists)
+        for (job, i), vector in zip(group, vectors, strict=True):
+            if not job.done:
+                job._put(i, vector)
+
+
+def _take_live(waiting: deque[tuple[EmbeddingJob, int]], n: int) -> list[tuple[EmbeddingJob, int]]:
+    """Pop up to n items of jobs still wanted from the left of `waiting`."""
+    taken = []
+    while waiting and len(taken) < n:
+        job, i = waiting.popleft()
+        if not (job.cancelled or job.done):
+            taken.append((job, i))
+    return taken
