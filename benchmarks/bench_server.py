@@ -65,17 +65,18 @@ class Server:
             self.process.kill()
 
 
-def start(kind: str, parallel: int, threads: int, model: Path) -> Server:
+def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str, ...] = ()) -> Server:
+    """`extra`: options both servers spell alike (e.g. --rpc HOST:PORT -ngl 99)."""
     port = free_port()
     if kind == "helios":
         argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
-                "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads)]
+                "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *extra]
     else:
         binary = vendor_build.build_dir() / "bin" / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
         argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
-                "-c", str(CTX_PER_SLOT * parallel), "-t", str(threads), "-tb", str(threads), "--no-webui"]
+                "-c", str(CTX_PER_SLOT * parallel), "-t", str(threads), "-tb", str(threads), "--no-webui", *extra]
     return Server(kind, argv, port)
 
 

@@ -23,13 +23,13 @@ PROMPT = "The history of the printing press begins in the fifteenth century, whe
 
 
 class Workers:
-    """`helios-engine rpc-worker` processes on free loopback ports (1 thread each, as a small host would be)."""
+    """`helios-engine rpc-worker` processes on free loopback ports (1 thread each by default, as a small host)."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, threads: int = 1):
         self.ports = [free_port() for _ in range(count)]
         self.processes = [
             subprocess.Popen([sys.executable, "-m", "helios_http.cli", "rpc-worker", "--port", str(port),
-                              "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for port in self.ports
         ]
         deadline = time.monotonic() + 60
