@@ -106,7 +106,11 @@ GENERIC = ToolCallFormat(
     "generic", ('{"tool_calls"',), ('{"name": "', '", "arguments": ', "}"), opening='{"tool_calls": [', closing="]}"
 )
 HERMES = ToolCallFormat(
-    "hermes", ("<tool_call>",), ('<tool_call>\n{"name": "', '", "arguments": ', "}\n</tool_call>"), separator="\n"
+    "hermes",
+    ("<tool_call>",),
+    ('<tool_call>\n{"name": "', '", "arguments": ', "}\n</tool_call>"),
+    separator="\n",
+    specials=("<tool_call>", "</tool_call>"),  # text in Qwen's vocabulary, control tokens in some others
 )
 LLAMA3 = ToolCallFormat(
     "llama3",
@@ -673,5 +677,16 @@ def _decoded_string(raw: str) -> str:
 
 
 def tools_of(definitions: Sequence[Mapping[str, Any]]) -> list[Tool]:
-    """Tools from OpenAI tool definitions ({"type": "function", "function": {...}}) the caller has checked."""
-    return [Tool(d["function"]["name"], d["function"].get("parameters") or _NO_ARGUMENTS) for d in definitions]
+    """Tools from OpenAI tool definitions ({"type": "function", "function": {...}}) the caller has checked.
+
+    Arguments are always an object: no parameters is an empty one, a schema without a type an object.
+    """
+    tools = []
+    for definition in definitions:
+        parameters = definition["function"].get("parameters")
+        if parameters is None:
+            parameters = _NO_ARGUMENTS
+        elif "type" not in parameters:
+            parameters = {"type": "object", **parameters}
+        tools.append(Tool(definition["function"]["name"], parameters))
+    return tools

@@ -68,12 +68,10 @@ class ToolPlan:
 
     specials: token id -> text of the format's markers that are control tokens of the model's
     vocabulary (Mistral's [TOOL_CALLS]): generated text leaves them out, the parser needs them.
-    forced: every answer is calls (required or named); streams then open with content null.
     """
 
     format: ToolCallFormat
     specials: dict[int, str] = field(default_factory=dict)
-    forced: bool = False
 
 
 def parse_tools(body: dict[str, Any], parallel: bool) -> ToolsRequest | None:
@@ -105,7 +103,7 @@ def plan(
     if request is None or request.choice == "none":
         return None
     fmt = tool_calls.format_for(template)
-    specials = _control_tokens(vocab, fmt.specials)
+    specials = control_tokens(vocab, fmt.specials)
     forced = request.choice == "required"
     text_schema = None
     if sampling.constraint is not None:
@@ -129,7 +127,7 @@ def plan(
     except ConstraintError as error:
         raise invalid(f"tools: {error}", "tools") from None
     sampling.constraint_param = "tools"
-    return ToolPlan(fmt, specials, forced)
+    return ToolPlan(fmt, specials)
 
 
 class CallFollower:
@@ -192,6 +190,16 @@ def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
 
+def control_tokens(vocab: Vocab, texts: tuple[str, ...]) -> dict[int, str]:
+    """{token: text} for each of `texts` that the vocabulary holds as one control token (it prints nothing)."""
+    found = {}
+    for text in texts:
+        tokens = vocab.tokenize(text, add_special=False, parse_special=True)
+        if len(tokens) == 1 and vocab.token_to_piece(tokens[0]) == b"":
+            found[tokens[0]] = text
+    return found
+
+
 # --- request fields ------------------------------------------------------------------------
 
 
@@ -236,8 +244,9 @@ def _tool_choice(value: Any, names: list[str]) -> tuple[str, str | None]:
         return ("auto" if names else "none"), None
     if isinstance(value, str):
         if value not in CHOICES:
-            raise invalid(f"tool_choice must be one of {', '.join(CHOICES)} or a function; got {value!r}",
-                          "tool_choice")
+            raise invalid(
+                f"tool_choice must be one of {', '.join(CHOICES)} or a function; got {value!r}", "tool_choice"
+            )
         if value == "required" and not names:
             raise invalid('tool_choice "required" needs tools to call', "tool_choice")
         return value, None
@@ -252,13 +261,3 @@ def _tool_choice(value: Any, names: list[str]) -> tuple[str, str | None]:
         offered = ", ".join(names) if names else "no tools are offered"
         raise invalid(f"tool_choice names function {name!r}, which is not among tools ({offered})", "tool_choice")
     return "required", name
-
-
-def _control_tokens(vocab: Vocab, texts: tuple[str, ...]) -> dict[int, str]:
-    """{token: text} for each of `texts` that the vocabulary holds as one control token (it prints nothing)."""
-    found = {}
-    for text in texts:
-        tokens = vocab.tokenize(text, add_special=False, parse_special=True)
-        if len(tokens) == 1 and vocab.token_to_piece(tokens[0]) == b"":
-            found[tokens[0]] = text
-    return found

@@ -12,14 +12,19 @@ import json
 
 import httpx
 import jsonschema
+import llguidance
 import openai
 import pytest
 
+from helios_core import constraint, tool_calls
 from helios_core.chat import ChatTemplate
+from helios_core.generate import Step
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
+from helios_http import tools
 from tests.conftest import VOCAB_MODELS
 from tests.server_process import ServerProcess
+from tests.test_readme import readme_block
 
 PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 QWEN25 = VOCAB_MODELS / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
@@ -76,7 +81,7 @@ def hermes_client():
 
 
 def ask(client, messages=ASK, **kw):
-    kw = {"tools": TOOLS, "max_tokens": 60, "temperature": 0, **kw}
+    kw = {"tools": TOOLS, "max_tokens": 48, "temperature": 0, **kw}
     return client.chat.completions.create(model="m", messages=messages, **kw)
 
 
@@ -138,15 +143,20 @@ def test_a_streamed_answer_reassembles_to_the_whole_one(client, tool_choice):
         assert_valid(calls)
 
 
+def test_the_readmes_tools_example_calls_the_tool(server, capsys):
+    code = readme_block("tools-example").replace("8000", str(server.port))
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("get_weather {")
+
+
 def test_auto_gives_text_or_valid_calls_and_never_shows_call_syntax(client):
     # Sampled, seeded: whatever the base model writes, a call it opens is valid and its syntax is no content.
-    reply = ask(client, tool_choice="auto", n=2, temperature=1.0, seed=5, max_tokens=80)
-    for choice in reply.choices:
-        assert '{"tool_calls"' not in (choice.message.content or "")
-        if choice.finish_reason == "tool_calls":
-            assert_valid(calls_of(choice.message))
-        else:
-            assert choice.finish_reason in ("stop", "length")
+    choice = ask(client, tool_choice="auto", temperature=1.0, seed=5).choices[0]
+    assert '{"tool_calls"' not in (choice.message.content or "")
+    if choice.finish_reason == "tool_calls":
+        assert_valid(calls_of(choice.message))
+    else:
+        assert choice.finish_reason in ("stop", "length")
 
 
 def test_none_answers_with_text_but_the_template_still_shows_the_tools(client):
@@ -160,9 +170,10 @@ def test_none_answers_with_text_but_the_template_still_shows_the_tools(client):
 def test_a_response_format_under_auto_shapes_the_text_answer(client):
     schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
               "additionalProperties": False}
-    choice = ask(client, tool_choice="auto", max_tokens=40,
+    choice = ask(client, tool_choice="auto", parallel_tool_calls=False,
                  response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}).choices[0]
-    if choice.message.tool_calls:
+    if choice.message.tool_calls:  # a JSON answer, or a call: never free text
+        assert choice.finish_reason == "tool_calls"
         assert_valid(calls_of(choice.message))
     else:
         jsonschema.validate(json.loads(choice.message.content), schema)
@@ -222,3 +233,31 @@ def test_a_tool_result_fed_back_is_rendered_by_the_template_as_it_writes_it(herm
         n_expected = len(gemma.vocab.tokenize(expected, add_special=True, parse_special=True))
     # The server rendered exactly this text: the messages reached the template intact.
     assert ask(hermes_client, turns, tool_choice="none", max_tokens=1).usage.prompt_tokens == n_expected
+
+
+# --- markers that are control tokens (Mistral's [TOOL_CALLS], Hermes' tags in some vocabularies) ----------
+
+
+def test_a_marker_that_is_a_control_token_is_generated_as_that_token_and_read_back():
+    # Llama 3's vocabulary stands in for one whose [TOOL_CALLS] is a control token: its
+    # <|start_header_id|> plays the marker (no Mistral vocabulary ships with llama.cpp).
+    with Model(VOCAB_MODELS / "ggml-vocab-llama-bpe.gguf", vocab_only=True) as model:
+        vocab = model.vocab
+        assert tools.control_tokens(vocab, ("<|start_header_id|>", "<tool_call>")) == {128006: "<|start_header_id|>"}
+        lark = tool_calls.grammar(
+            tool_calls.tools_of([CLOCK]), tool_calls.MISTRAL_ARGS, required=True, specials={"[TOOL_CALLS]": 128006}
+        )
+        text_tokens = vocab.tokenize('get_time[ARGS]{"zone": "CET"}', add_special=False)
+        handle = model.handle()  # llguidance's tokenizer calls into the vocabulary
+        tokenizer = constraint.tokenizer_for(model)
+        matcher = llguidance.LLMatcher(tokenizer, llguidance.LLMatcher.grammar_from_lark(lark), log_level=0)
+        assert matcher.validate_tokens([128006, *text_tokens]) == 1 + len(text_tokens)
+        spelled = vocab.tokenize("[TOOL_CALLS]", add_special=False)
+        assert matcher.validate_tokens(spelled) == 0  # the marker's text spelled out is not the marker
+        del handle
+        # The generated text leaves the control token out; the follower puts its text back for the parser.
+        follower = tools.CallFollower(tools.ToolPlan(tool_calls.MISTRAL_ARGS, {128006: "[TOOL_CALLS]"}))
+        steps = [Step(128006, "")] + [Step(t, vocab.token_to_piece(t).decode()) for t in text_tokens]
+        deltas = [d for step in steps for d in follower.feed(step)] + follower.finish()
+    assert deltas[0]["tool_calls"][0]["function"] == {"name": "get_time", "arguments": ""}
+    assert "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:]) == '{"zone": "CET"}'

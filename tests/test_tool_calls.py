@@ -248,6 +248,13 @@ def test_a_tool_without_parameters_takes_an_empty_object():
     assert not matches(lark, written(GENERIC, [ToolCall("now", '{"x": 1}')]))
 
 
+def test_arguments_are_an_object_even_when_the_schema_names_no_type():
+    (tool,) = tool_calls.tools_of([{"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}])
+    lark = tool_calls.grammar([tool], GENERIC, required=True)
+    assert matches(lark, written(GENERIC, [ToolCall("f", '{"a": 1}')]))
+    assert not matches(lark, written(GENERIC, [ToolCall("f", "1")]))
+
+
 def test_grammars_compile_without_a_vocabulary_for_every_format_and_choice():
     for fmt in tool_calls.FORMATS.values():
         for required in (True, False):
