@@ -49,6 +49,7 @@ POOLING = {
 }
 DEFAULT_BATCH = 512  # tokens per decode, and so the longest input: llama-server's default n_ubatch
 DEFAULT_SEQUENCES = 64  # inputs per decode at most
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 
 
 class InputTooLongError(HeliosError, ValueError):
@@ -121,7 +122,7 @@ class Embedder:
         model "cls" is the first token's state, the same for every text that
         starts with BOS; "mean" or "last" are the useful ones there.
     n_batch: tokens per decode, which is also the longest input (see the module's doc).
-    n_seq_max: inputs per decode at most.
+    n_seq_max: inputs per decode at most (no more than n_batch, nor llama.cpp's 256).
     n_threads: CPU threads (default: every core).
 
     Memory: the KV cache for n_batch tokens, and llama.cpp's logits buffer of
@@ -136,8 +137,10 @@ class Embedder:
         pooling = checked_pooling(model, pooling)
         self.pooling = pooling
         self.model = model
+        # llama.cpp aborts when a context's sequences outnumber its output rows (n_batch).
+        n_seq_max = min(n_seq_max, n_batch, MAX_SEQUENCES)
         self.ctx = Context(model, n_ctx=n_batch, n_batch=n_batch, n_ubatch=n_batch, n_seq_max=n_seq_max,
-                           n_threads=n_threads, embeddings=True, pooling=POOLING[pooling])
+                           n_threads=n_threads, swa_full=False, embeddings=True, pooling=POOLING[pooling])
         self.n_batch = self.ctx.n_batch  # llama.cpp may round n_ctx up, never n_batch
         self.n_seq_max = self.ctx.n_seq_max
         self.n_embd = embedding_size(model)
@@ -279,7 +282,7 @@ class EmbeddingWorker:
         self.model = model
         self.pooling = pooling
         self.n_batch = n_batch
-        self.n_seq_max = n_seq_max
+        self.n_seq_max = min(n_seq_max, n_batch, MAX_SEQUENCES)  # as the Embedder's context holds
         self._settings = {"pooling": pooling, "n_batch": n_batch, "n_seq_max": n_seq_max, "n_threads": n_threads}
         self.n_embd = embedding_size(model)
         self.inputs_embedded = 0  # counters since start, for /metrics

@@ -1,11 +1,13 @@
-"""The Starlette app: OpenAI's chat and completions endpoints, and the server's own.
+"""The Starlette app: OpenAI's chat, completions and embeddings endpoints, and the server's own.
 
 Built by `build_app(state)` from plain values, so tests and `serve` build
 the same app. Handlers never touch llama.cpp: tokenizing and templating run
-in the thread pool, generation on the engine thread (bridge.py).
+in the thread pool, generation on the engine thread (bridge.py), embeddings on a thread
+of their own (helios_core.embeddings.EmbeddingWorker).
 
 The handlers live by API family: chat_api.py, completions_api.py (what they share:
-generation.py, streaming.py), tokenizer_api.py and admin_api.py; one middleware per file.
+generation.py, streaming.py), embeddings_api.py, tokenizer_api.py and admin_api.py; one
+middleware per file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from helios_http.admission import Admission
 from helios_http.auth import ApiKeyAuth
 from helios_http.chat_api import chat_completions
 from helios_http.completions_api import completions
+from helios_http.embeddings_api import embeddings
 from helios_http.errors import (
     APIError,
     api_error_handler,
@@ -37,6 +40,7 @@ from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
 ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", model, methods=["GET"]),  # ids may hold "/" (owner/repo:file)
     Route("/health", health, methods=["GET"]),

@@ -189,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="port to listen on")
     serve.add_argument("--parallel", "-np", type=_positive_int, default=4, help="sequences decoded together")
     serve.add_argument(
+        "--pooling",
+        choices=("mean", "cls", "last"),
+        default=None,
+        help="how /v1/embeddings pools the states of an input's tokens (default: the model's own, else mean)",
+    )
+    serve.add_argument(
+        "--embedding-batch",
+        type=_number(int, 1, 16384),
+        default=512,
+        metavar="TOKENS",
+        help="tokens per /v1/embeddings decode, and so the longest input (llama-server's -ub with --embeddings); "
+        "its context, about 1 MiB per token on a 262k vocabulary, is made at the first embeddings request",
+    )
+    serve.add_argument(
         "--api-key",
         default=os.environ.get("HELIOS_API_KEY"),
         help="require this bearer token (default: $HELIOS_API_KEY, which keeps it out of `ps`)",

@@ -15,6 +15,8 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()  # (path, status) -> count
         self.in_flight = 0
         self.started = time.time()
+        self.embedding_inputs = 0  # /v1/embeddings: inputs and their tokens embedded
+        self.embedding_tokens = 0
 
     def request_started(self) -> None:
         with self._lock:
@@ -24,6 +26,11 @@ class Metrics:
         with self._lock:
             self.in_flight -= 1
             self.requests[(path, status)] += 1
+
+    def embedded(self, inputs: int, tokens: int) -> None:
+        with self._lock:
+            self.embedding_inputs += inputs
+            self.embedding_tokens += tokens
 
     def render(self, engine, devices=()) -> str:
         """The metrics text; devices: backend.Device list (their memory as listed at load)."""
@@ -40,6 +47,7 @@ class Metrics:
         with self._lock:
             requests = sorted(self.requests.items())
             in_flight = self.in_flight
+            embedded = self.embedding_inputs, self.embedding_tokens
         metric(
             "requests_total",
             "counter",
@@ -47,6 +55,8 @@ class Metrics:
             [(f'{{path="{path}",status="{status}"}}', n) for (path, status), n in requests],
         )
         metric("requests_in_flight", "gauge", "HTTP requests being served now.", [("", in_flight)])
+        metric("embedding_inputs_total", "counter", "Inputs embedded by /v1/embeddings.", [("", embedded[0])])
+        metric("embedding_tokens_total", "counter", "Tokens embedded by /v1/embeddings.", [("", embedded[1])])
         if engine is not None:
             stats = engine.scheduler.stats
             busy_seconds = max(stats.busy_seconds, 1e-9)

@@ -23,6 +23,7 @@ import uvicorn
 
 from helios_core import backend, chat, constraint, sampling
 from helios_core.context import Context
+from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file
@@ -66,6 +67,14 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     # Listed once, here, before the engine thread uses them: an RPC worker's connection is not
     # shared safely between threads, so /health and /metrics show this snapshot, not live values.
     state.devices = backend.devices()
+    if not args.rpc:
+        # A context of its own on the engine's model, made at the first embeddings request. Not with
+        # --rpc: it would decode beside the engine thread, and an RPC connection is not shared safely.
+        state.embeddings = EmbeddingWorker(
+            model, pooling=args.pooling, n_batch=args.embedding_batch, n_threads=args.threads
+        )
+        logger.info("helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
+                    state.embeddings.pooling, args.embedding_batch)
     state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
     # llguidance's view of the vocabulary (1.6 s for Gemma's) and DRY's default sequence
     # breakers (1 s) are built beside the first requests rather than in front of the first

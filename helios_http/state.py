@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from helios_core.backend import Device
+from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.model import Model
 from helios_http.errors import APIError
@@ -30,6 +31,7 @@ class ServerState:
     request_timeout: float = 30.0  # seconds for a request's body to arrive (headers: connections.py)
     model: Model | None = None
     engine: Engine | None = None
+    embeddings: EmbeddingWorker | None = None  # /v1/embeddings' context and thread, set with the engine
     load_error: str | None = None
     draining: bool = False  # shutting down: new requests get 503
     metrics: Metrics = field(default_factory=Metrics)

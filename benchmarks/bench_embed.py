@@ -1,0 +1,166 @@
+"""Embedding throughput: helios-engine serve against llama-server --embeddings, same build, model, threads, texts.
+
+Both servers pool by mean and run on the same threads; each is started alone (the other is
+stopped), warmed with one request, then timed embedding the same 200 texts over HTTP in two ways:
+
+- batch:      one request holding all 200 texts (an ingestion job);
+- concurrent: 200 one-text requests from CLIENTS concurrent clients (a search service).
+
+The number compared is embedded tokens per second of wall time (usage.prompt_tokens over the
+seconds the requests took). Rounds alternate the two servers. llama-server runs with its own
+defaults for everything else (4 slots, n_batch = n_ubatch = 512 with --embeddings); helios
+with its defaults (--embedding-batch 512, up to 64 inputs a decode).
+
+Run:  make tools && .venv/bin/python benchmarks/bench_embed.py [--rounds 3] [--threads 2] [--clients 8]
+Writes benchmarks/results/bench_embed-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "vendor"), str(ROOT)]
+
+import build as vendor_build  # noqa: E402
+from bench_generate import summary  # noqa: E402
+from bench_server import Server, http_client  # noqa: E402
+
+from helios_core import default_model_path  # noqa: E402
+from tests.server_process import free_port  # noqa: E402
+
+N_TEXTS = 200
+KINDS = ("llama-server", "helios")
+MODES = ("batch", "concurrent")
+
+
+def texts(n: int = N_TEXTS) -> list[str]:
+    """n sentences of the vendored llama.cpp README and docs (prose, lists, commands; ~3 to 100 tokens), in order."""
+    tree = ROOT / "vendor" / "llama.cpp"
+    docs = [tree / "README.md", *sorted((tree / "docs").glob("*.md"))]
+    text = "\n".join(path.read_text() for path in docs)
+    plain = re.sub(r"<[^>]+>|\[([^\]]*)\]\([^)]*\)", r"\1", text)  # tags and link targets out, link text kept
+    pieces = [p.strip(" #*-|>`\t") for line in plain.splitlines() for p in re.split(r"(?<=[.!?])\s+", line)]
+    prose = (p for p in pieces if 12 <= len(p) <= 400 and not p.startswith(("![", "http")))  # no badges, bare links
+    found = list(dict.fromkeys(prose))  # each text once
+    if len(found) < n:
+        sys.exit(f"the vendored docs gave only {len(found)} texts; {n} wanted")
+    return found[:n]
+
+
+def start(kind: str, threads: int, model: Path) -> Server:
+    port = free_port()
+    if kind == "helios":
+        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
+                "--threads", str(threads), "--pooling", "mean"]
+    else:
+        binary = vendor_build.build_dir() / "bin" / "llama-server"
+        if not binary.exists():
+            sys.exit(f"{binary} is missing: run `make tools` first")
+        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--embeddings",
+                "--pooling", "mean", "-t", str(threads), "-tb", str(threads), "--no-webui"]
+    return Server(kind, argv, port)
+
+
+async def embed(client: httpx.AsyncClient, url: str, inputs: list[str]) -> int:
+    """One /v1/embeddings request; the tokens it embedded (usage.prompt_tokens)."""
+    response = await client.post(f"{url}/v1/embeddings", json={"input": inputs, "model": "bench"})
+    response.raise_for_status()
+    body = response.json()
+    assert len(body["data"]) == len(inputs), body
+    return body["usage"]["prompt_tokens"]
+
+
+async def run_mode(url: str, mode: str, items: list[str], clients: int) -> dict:
+    async with http_client() as client:
+        started = time.perf_counter()
+        if mode == "batch":
+            tokens = await embed(client, url, items)
+        else:
+            todo = iter(items)
+
+            async def user() -> int:
+                return sum([await embed(client, url, [text]) for text in todo])
+
+            tokens = sum(await asyncio.gather(*(user() for _ in range(clients))))
+        seconds = time.perf_counter() - started
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def measure(kind: str, args, model: Path, items: list[str]) -> dict[str, dict]:
+    server = start(kind, args.threads, model)
+    try:
+        asyncio.run(run_mode(server.url, "batch", items[:8], 1))  # warm-up: helios makes its context here
+        return {mode: asyncio.run(run_mode(server.url, mode, items, args.clients)) for mode in MODES}
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the concurrent mode")
+    args = parser.parse_args()
+
+    model = default_model_path()
+    items = texts()
+    runs: dict[str, dict[str, list[float]]] = {kind: {mode: [] for mode in MODES} for kind in KINDS}
+    tokens = {}
+    load = [os.getloadavg()[0]]
+    for round_ in range(args.rounds):
+        for kind in KINDS:
+            result = measure(kind, args, model, items)
+            for mode in MODES:
+                runs[kind][mode].append(result[mode]["tokens_per_s"])
+                tokens[kind] = result[mode]["tokens"]
+            print(f"round {round_ + 1}/{args.rounds} {kind:13} " + "  ".join(
+                f"{mode} {result[mode]['tokens_per_s']:6.1f} tok/s" for mode in MODES), flush=True)
+        load.append(os.getloadavg()[0])
+
+    mean = {kind: {mode: statistics.fmean(v) for mode, v in modes.items()} for kind, modes in runs.items()}
+    ratios = {mode: mean["helios"][mode] / mean["llama-server"][mode] for mode in MODES}
+    result = {
+        "benchmark": "bench_embed",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model.name,
+        "threads": args.threads,
+        "texts": len(items),
+        "tokens": tokens,  # per pass, as each server's usage counted them
+        "clients": args.clients,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_1min": load},  # before the first round and after each: other work on the machine
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip(),
+        "tokens_per_s": {kind: {mode: summary(v) for mode, v in modes.items()} for kind, modes in runs.items()},
+        "ratios": ratios,
+        "target": 1.0,
+    }
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"bench_embed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{model.name}, {args.threads} threads, {len(items)} texts ({tokens.get('helios')} tokens), "
+          f"{args.rounds} rounds, load average {' '.join(f'{x:.1f}' for x in load)}")
+    print(f"{'':24}{'helios':>10}{'llama-server':>14}{'ratio':>8}")
+    for mode in MODES:
+        print(f"{mode + ' tok/s':24}{mean['helios'][mode]:>10.1f}{mean['llama-server'][mode]:>14.1f}"
+              f"{ratios[mode]:>8.3f}")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
