@@ -37,11 +37,13 @@ async def run_jobs(
     def sink_for(index: int):
         return lambda event: loop.call_soon_threadsafe(events.put_nowait, (index, event))
 
+    sinks = []
     try:
         for index, prompt, params in jobs:
             sink = sink_for(index)
             requests.append(engine.submit(prompt, params, sink))
             IN_FLIGHT[id(sink)] = sink
+            sinks.append(sink)
         remaining = len(requests)
         next_check = loop.time() + DISCONNECT_POLL_SECONDS
         while remaining:
@@ -63,7 +65,8 @@ async def run_jobs(
     finally:
         for request in requests:
             request.cancel()  # no-op for requests that already finished
-            IN_FLIGHT.pop(id(request.sink), None)
+        for sink in sinks:
+            IN_FLIGHT.pop(id(sink), None)
 
 
 # The sinks of every job submitted and not yet answered, for end_in_flight.
