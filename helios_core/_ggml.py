@@ -1,4 +1,5 @@
-"""ctypes declarations of ggml's backend registry (ggml-backend.h), abort hook (ggml.h) and RPC entry points.
+"""ctypes declarations of ggml's backend registry (ggml-backend.h), abort hook (ggml.h), GGUF reader (gguf.h)
+and RPC entry points.
 
 Hand-written against the pinned headers, like _llama.py. The functions live in
 the ggml libraries that libllama links, so they are looked up through its
@@ -13,7 +14,7 @@ fails to compile) and checks that the ctypes types match the C ones.
 
 from __future__ import annotations
 
-from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_size_t, c_void_p
+from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_int64, c_size_t, c_void_p
 
 from helios_core import _llama
 
@@ -29,6 +30,18 @@ GGML_BACKEND_DEVICE_TYPE_META = 4
 
 # ggml.h: called with the message of a GGML_ABORT, after which ggml calls abort().
 ggml_abort_callback_t = CFUNCTYPE(None, c_char_p)
+
+# enum ggml_type
+GGML_TYPE_F32 = 0
+
+gguf_context_p = c_void_p
+
+
+class gguf_init_params(Structure):
+    _fields_ = [("no_alloc", c_bool), ("ctx", c_void_p)]
+
+
+STRUCTS = [gguf_init_params]  # checked field by field against gguf.h by tests/test_abi.py
 
 # name: (restype, argtypes, C prototype as in the header)
 FUNCTIONS: dict[str, tuple] = {}
@@ -63,6 +76,20 @@ _fn("void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size
 _fn("enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device)", c_int, ggml_backend_dev_t)
 _fn("ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)",
     ggml_backend_reg_t, ggml_backend_dev_t)
+
+_fn("struct gguf_context * gguf_init_from_file(const char * fname, struct gguf_init_params params)",
+    gguf_context_p, c_char_p, gguf_init_params)
+_fn("void gguf_free(struct gguf_context * ctx)", None, gguf_context_p)
+_fn("size_t gguf_get_data_offset(const struct gguf_context * ctx)", c_size_t, gguf_context_p)
+_fn("int64_t gguf_get_n_tensors(const struct gguf_context * ctx)", c_int64, gguf_context_p)
+_fn("const char * gguf_get_tensor_name(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_char_p, gguf_context_p, c_int64)
+_fn("size_t gguf_get_tensor_offset(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_size_t, gguf_context_p, c_int64)
+_fn("enum ggml_type gguf_get_tensor_type(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_int, gguf_context_p, c_int64)
+_fn("size_t gguf_get_tensor_size(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_size_t, gguf_context_p, c_int64)
 
 _proc("ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint)", ggml_backend_reg_t, c_char_p)
 _proc("void ggml_backend_rpc_start_server(const char * endpoint, const char * cache_dir, size_t n_threads, "

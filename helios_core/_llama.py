@@ -335,6 +335,7 @@ _fn("llama_n_threads", c_int32, llama_context_p)
 _fn("llama_n_threads_batch", c_int32, llama_context_p)
 _fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
 _fn("llama_get_memory", llama_memory_t, llama_context_p)
+_fn("llama_set_adapter_cvec", c_int32, llama_context_p, POINTER(c_float), c_size_t, c_int32, c_int32, c_int32)
 _fn("llama_pooling_type", c_enum, llama_context_p)
 
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)

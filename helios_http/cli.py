@@ -52,6 +52,13 @@ def _shares(text: str) -> list[float]:
     return shares
 
 
+def _layer_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit() or not 1 <= int(first) <= int(last):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a layer range A-B with 1 <= A <= B")
+    return int(first), int(last)
+
+
 _positive_int = _number(int, 1)
 _positive_seconds = _number(float, 0, low_open=True)
 
@@ -84,6 +91,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="A,B,...",
         help="the share of offloaded layers each device takes, e.g. 3,1 (default: by free memory)",
+    )
+    parser.add_argument(
+        "--control-vector",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="steer with a llama.cpp control-vector GGUF, times SCALE (default 1); repeatable, the vectors add up",
+    )
+    parser.add_argument(
+        "--control-vector-layers",
+        type=_layer_range,
+        default=None,
+        metavar="A-B",
+        help="the layers the control vectors steer (default: all)",
     )
     templates = parser.add_mutually_exclusive_group()
     templates.add_argument(
@@ -297,6 +318,7 @@ def generate_command(args: argparse.Namespace) -> None:
         Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split) as model,
         Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator,
     ):
+        apply_control_vectors(args, model, generator.ctx)
         if args.chat:
             if template is None and model.chat_template() is None:
                 print(no_chat_template_warning(model), file=sys.stderr)
@@ -345,6 +367,24 @@ def add_rpc_workers(args: argparse.Namespace, before_exit=None) -> None:
     backend.exit_on_abort(before_exit)
     if args.rpc:
         rpc.add_workers(rpc.parse_endpoints(args.rpc))
+
+
+def apply_control_vectors(args: argparse.Namespace, model, ctx) -> None:
+    """--control-vector PATH[:SCALE] (summed) on --control-vector-layers, applied to `ctx`."""
+    from helios_core import control_vector
+
+    if not args.control_vector:
+        if args.control_vector_layers:
+            raise ValueError("--control-vector-layers needs a --control-vector")
+        return
+    specs = []
+    for spec in args.control_vector:
+        path, sep, scale = spec.rpartition(":")
+        try:
+            specs.append((path, float(scale)) if sep and path else (spec, 1.0))
+        except ValueError:
+            specs.append((spec, 1.0))  # a path with a colon in it
+    control_vector.apply(ctx, control_vector.load_all(specs, model), layers=args.control_vector_layers)
 
 
 def rpc_worker_command(args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
-from helios_http.cli import add_rpc_workers, chat_template_option, no_chat_template_warning
+from helios_http.cli import add_rpc_workers, apply_control_vectors, chat_template_option, no_chat_template_warning
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
@@ -60,6 +60,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         ctx = Context(
             model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
         )
+        apply_control_vectors(args, model, ctx)
     except BaseException:
         model.close()
         raise

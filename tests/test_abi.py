@@ -14,7 +14,6 @@ import pytest
 from helios_core import _llama
 from tests.conftest import LLAMA_CPP
 
-
 # Enum values helios passes to llama.cpp, by their names in llama.h.
 ENUMS = [name for name in dir(_llama) if name.startswith(("LLAMA_POOLING_TYPE_", "LLAMA_FLASH_ATTN_TYPE_"))]
 
@@ -78,7 +77,7 @@ def test_ggml_prototypes_are_the_headers_own(tmp_path):
     # Declaring a function again with other types is a compile error in C ("conflicting types").
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     assert cc, "the ABI check needs a C compiler (cc)"
-    lines = ['#include "ggml.h"', '#include "ggml-backend.h"', '#include "ggml-rpc.h"']
+    lines = ['#include "ggml.h"', '#include "ggml-backend.h"', '#include "ggml-rpc.h"', '#include "gguf.h"']
     lines += [f"{c};" for c, _, _ in _ggml_prototypes().values()]
     source = tmp_path / "prototypes.c"
     source.write_text("\n".join(lines) + "\n")
@@ -100,7 +99,9 @@ def test_ggml_ctypes_match_the_prototypes():
         "size_t *": ctypes.POINTER(ctypes.c_size_t), "uint32_t": ctypes.c_uint32,
         "enum ggml_backend_dev_type": ctypes.c_int, "ggml_backend_reg_t": ctypes.c_void_p,
         "ggml_backend_dev_t": ctypes.c_void_p, "ggml_backend_dev_t *": ctypes.POINTER(ctypes.c_void_p),
-        "ggml_abort_callback_t": _ggml.ggml_abort_callback_t,
+        "ggml_abort_callback_t": _ggml.ggml_abort_callback_t, "int64_t": ctypes.c_int64,
+        "enum ggml_type": ctypes.c_int, "struct gguf_context *": ctypes.c_void_p,
+        "const struct gguf_context *": ctypes.c_void_p, "struct gguf_init_params": _ggml.gguf_init_params,
     }
     for name, (c, restype, argtypes) in _ggml_prototypes().items():
         match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
@@ -114,3 +115,28 @@ def test_ggml_ctypes_match_the_prototypes():
 @pytest.mark.parametrize("name", ENUMS)
 def test_enum_value_matches_c(name, c_layout):
     assert getattr(_llama, name) == c_layout[("enum", name)]
+
+
+def test_ggml_structs_match_the_headers(tmp_path):
+    import ctypes
+
+    from helios_core import _ggml
+
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "gguf.h"', "int main(void) {"]
+    for struct in _ggml.STRUCTS:
+        name = struct.__name__
+        lines.append(f'  printf("{name} sizeof %zu\\n", sizeof(struct {name}));')
+        for field, _ in struct._fields_:
+            lines.append(f'  printf("{name} {field} %zu\\n", offsetof(struct {name}, {field}));')
+    lines += ["  return 0;", "}"]
+    source, binary = tmp_path / "layout.c", tmp_path / "layout"
+    source.write_text("\n".join(lines))
+    subprocess.run([cc, "-std=c11", "-I", str(LLAMA_CPP / "ggml" / "include"), str(source), "-o", str(binary)],
+                   check=True)
+    out = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
+    theirs = {(s, f): int(v) for s, f, v in (line.split() for line in out.splitlines())}
+    for struct in _ggml.STRUCTS:
+        assert ctypes.sizeof(struct) == theirs[(struct.__name__, "sizeof")]
+        for field, _ in struct._fields_:
+            assert getattr(struct, field).offset == theirs[(struct.__name__, field)], f"{struct.__name__}.{field}"
