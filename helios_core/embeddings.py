@@ -235,6 +235,7 @@ class EmbeddingJob:
         self.done = False
         self.cancelled = False
         self._left = len(token_lists)
+        self._next = 0  # the first input not yet handed to a decode
         self._on_done = on_done
 
     @property
@@ -258,7 +259,10 @@ class EmbeddingJob:
     def _finish(self) -> None:
         if not self.done and not self.cancelled:
             self.done = True
-            self._on_done(self)
+            try:
+                self._on_done(self)
+            except Exception:  # the worker's thread must outlive a callback that fails (a closed event loop)
+                logger.exception("an embedding job's on_done callback failed")
 
 
 class EmbeddingWorker:
@@ -266,10 +270,11 @@ class EmbeddingWorker:
 
     submit() may come from any thread. The thread starts, and the context is
     made, at the first job: a server that never embeds pays nothing. Each
-    decode takes inputs first come, first served, from every job waiting, so
-    concurrent jobs share decodes. A decode that fails fails the jobs in it,
-    not the worker. Closing the model closes the context; close() also ends
-    the thread.
+    decode takes inputs from every job waiting, one job's next input after
+    another's in turn, so concurrent jobs share decodes and a job of 2,000
+    inputs does not hold up one of a single input until it is done. A decode
+    that fails fails the jobs in it, not the worker. Closing the model closes
+    the context; close() also ends the thread.
 
     pooling, n_batch, n_seq_max, n_threads: as for Embedder.
     """
@@ -285,8 +290,6 @@ class EmbeddingWorker:
         self.n_seq_max = min(n_seq_max, n_batch, MAX_SEQUENCES)  # as the Embedder's context holds
         self._settings = {"pooling": pooling, "n_batch": n_batch, "n_seq_max": n_seq_max, "n_threads": n_threads}
         self.n_embd = embedding_size(model)
-        self.inputs_embedded = 0  # counters since start, for /metrics
-        self.tokens_embedded = 0
         self._jobs: queue.SimpleQueue[EmbeddingJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -329,7 +332,7 @@ class EmbeddingWorker:
     # --- the worker's thread -----------------------------------------------
 
     def _run(self) -> None:
-        waiting: deque[tuple[EmbeddingJob, int]] = deque()  # (job, input index), first come first served
+        waiting: deque[EmbeddingJob] = deque()  # jobs with inputs not yet decoded, in turn
         while True:
             block = not waiting
             try:
@@ -337,23 +340,32 @@ class EmbeddingWorker:
                     job = self._jobs.get(block=block)
                     block = False
                     if job is None:
-                        for job, _ in waiting:
+                        for job in waiting:
                             job._fail(HeliosError("the embedding worker was closed"))
                         return
-                    waiting.extend((job, i) for i in range(len(job.token_lists)))
+                    waiting.append(job)
             except queue.Empty:
                 pass
-            while waiting and (waiting[0][0].cancelled or waiting[0][0].done):
-                waiting.popleft()
-            if waiting:
-                self._decode(self._next_group(waiting))
+            group = self._next_group(waiting)
+            if group:
+                self._decode(group)
 
-    def _next_group(self, waiting: deque[tuple[EmbeddingJob, int]]) -> list[tuple[EmbeddingJob, int]]:
-        head = _take_live(waiting, self.n_seq_max)
-        first = next(groups([job.token_lists[i].size for job, i in head], self.n_batch, self.n_seq_max))
-        group = head[first]
-        for item in reversed(head[first.stop :]):
-            waiting.appendleft(item)
+    def _next_group(self, waiting: deque[EmbeddingJob]) -> list[tuple[EmbeddingJob, int]]:
+        """(job, input index) pairs for the next decode: the jobs' next inputs in turn, while they fit."""
+        group: list[tuple[EmbeddingJob, int]] = []
+        used = 0
+        while waiting and len(group) < self.n_seq_max:
+            job = waiting[0]
+            if job.cancelled or job.done or job._next == len(job.token_lists):
+                waiting.popleft()  # nothing more to hand out (a job in flight finishes in _decode)
+                continue
+            n = int(job.token_lists[job._next].size)
+            if used + n > self.n_batch:
+                break
+            group.append((job, job._next))
+            job._next += 1
+            used += n
+            waiting.rotate(-1)  # the next input comes from the next job
         return group
 
     def _decode(self, group: list[tuple[EmbeddingJob, int]]) -> None:
@@ -367,18 +379,7 @@ class EmbeddingWorker:
             for job in dict.fromkeys(job for job, _ in group):
                 job._fail(error)
             return
-        self.inputs_embedded += len(token_lists)
-        self.tokens_embedded += sum(int(t.size) for t in token_lists)
         for (job, i), vector in zip(group, vectors, strict=True):
             if not job.done:
                 job._put(i, vector)
 
-
-def _take_live(waiting: deque[tuple[EmbeddingJob, int]], n: int) -> list[tuple[EmbeddingJob, int]]:
-    """Pop up to n items of jobs still wanted from the left of `waiting`."""
-    taken = []
-    while waiting and len(taken) < n:
-        job, i = waiting.popleft()
-        if not (job.cancelled or job.done):
-            taken.append((job, i))
-    return taken

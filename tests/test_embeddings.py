@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import threading
 
 import httpx
 import numpy as np
@@ -21,7 +22,7 @@ import openai
 import pytest
 
 from helios_core import embed
-from helios_core.embeddings import Embedder, model_pooling
+from helios_core.embeddings import Embedder, EmbeddingJob, EmbeddingWorker, model_pooling
 from helios_core.resolve import default_model_path
 from tests.conftest import THREADS
 from tests.server_process import ServerProcess, free_port, wait_healthy
@@ -94,6 +95,26 @@ def test_bad_inputs_are_errors_naming_the_input(model):
             embedder.embed([[2, 3], [2, model.vocab.n_vocab]])
     with pytest.raises(ValueError, match="pooling must be one of"):
         Embedder(model, pooling="max")
+
+
+def test_the_worker_takes_jobs_in_turn_so_a_small_one_is_not_held_up_by_a_large_one(model):
+    worker = EmbeddingWorker(model, n_batch=32, n_threads=THREADS)
+    finished: list[EmbeddingJob] = []
+    both = threading.Event()
+
+    def on_done(job: EmbeddingJob) -> None:
+        finished.append(job)
+        if len(finished) == 2:
+            both.set()
+
+    try:
+        large = worker.submit([worker.tokens(text) for text in TEXTS * 2], on_done)  # 40 inputs: ~14 decodes
+        small = worker.submit([worker.tokens(TEXTS[0])], on_done)
+        assert both.wait(timeout=300)
+    finally:
+        worker.close()
+    assert finished == [small, large] and large.error is None and small.error is None
+    np.testing.assert_allclose(np.linalg.norm(large.vectors, axis=1), 1.0, atol=1e-5)
 
 
 # --- the server, and llama-server ------------------------------------------------------
