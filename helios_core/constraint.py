@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
 import threading
 import weakref
@@ -263,8 +264,13 @@ def compute_masks(items: Sequence[tuple[ConstraintProcessor, np.ndarray]],
     slot of a batch, before their logits are processed; a processor at most
     once. Each processor is advanced to its tokens, and its next call uses
     the mask computed here (if it is called at that same position).
-    executor: an llguidance.LLExecutor (default: one shared by the process,
-    on llguidance's default thread count).
+    executor: an llguidance.LLExecutor, whose threads compute the masks in
+    parallel. By default, one shared by the process where this machine has
+    the CPUs for a pool of two threads or more; otherwise, and for a single
+    processor, the masks are computed one after another on this thread (each
+    with the GIL released): a pool of one thread runs nothing in parallel,
+    and handing the work to it measured no faster on 2 CPUs, often slower
+    (bench_constrained).
     """
     if not items:
         return
@@ -275,9 +281,14 @@ def compute_masks(items: Sequence[tuple[ConstraintProcessor, np.ndarray]],
         raise ValueError("compute_masks needs processors of models with one vocabulary size")
     masks = np.zeros((len(items), n_words), dtype=np.uint32)
     handles = [p._model.handle() for p, _ in items]  # every model stays open until the masks are done
-    (executor or _executor()).unsafe_compute_mask_ptr(
-        [(p._matcher, i) for i, (p, _) in enumerate(items)], masks.ctypes.data, masks.shape[1] * 4, len(items)
-    )
+    executor = executor or _executor()
+    if executor is None or len(items) == 1:
+        for mask, (processor, _) in zip(masks, items, strict=True):
+            processor._matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
+    else:
+        executor.unsafe_compute_mask_ptr(
+            [(p._matcher, i) for i, (p, _) in enumerate(items)], masks.ctypes.data, masks.shape[1] * 4, len(items)
+        )
     del handles
     for i, (processor, _) in enumerate(items):
         processor._ready = masks[i]
@@ -412,15 +423,21 @@ def _guidance(model: Model) -> _ModelGuidance:
     return guidance
 
 
+# llguidance's own default: 80% of the CPUs, at most 32 (a single thread on 2 CPUs).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_POOL_THREADS = min(32, _CPUS * 4 // 5)
 _executor_instance: llguidance.LLExecutor | None = None
 
 
-def _executor() -> llguidance.LLExecutor:
+def _executor() -> llguidance.LLExecutor | None:
+    """The process's shared pool for compute_masks; None where it would have fewer than two threads."""
     global _executor_instance
+    if _POOL_THREADS < 2:
+        return None
     if _executor_instance is None:
         with _guidance_lock:
             if _executor_instance is None:
-                _executor_instance = llguidance.LLExecutor()
+                _executor_instance = llguidance.LLExecutor(_POOL_THREADS)
     return _executor_instance
 
 

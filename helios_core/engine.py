@@ -26,9 +26,10 @@ Rules:
   request's sink at once and buffered there (at most max_tokens of them).
 - Cancelling a request frees its slot before the next step.
 - The masks of every constrained slot that samples in a step are computed
-  together, in one llguidance call with the GIL released, before any slot's
-  processors run (constraint.compute_masks); each ConstraintProcessor then
-  finds its mask ready.
+  together before any slot's processors run, with the GIL released
+  (constraint.compute_masks: in parallel on llguidance's thread pool where
+  the machine has the CPUs for one); each ConstraintProcessor then finds
+  its mask ready.
 """
 
 from __future__ import annotations
@@ -392,7 +393,7 @@ class Scheduler:
         return True
 
     def _compute_masks(self, slots: list[Slot]) -> dict[int, Exception]:
-        """The next mask of every ConstraintProcessor of `slots`, in one llguidance call (GIL released).
+        """The next mask of every ConstraintProcessor of `slots`, in one compute_masks call (GIL released).
 
         Each processor is advanced to its slot's tokens first; one that refuses
         them (a sampler that ignored the mask, a processor reused from another

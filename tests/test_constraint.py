@@ -14,6 +14,7 @@ import threading
 from collections import deque
 
 import jsonschema
+import llguidance
 import numpy as np
 import pytest
 
@@ -252,13 +253,15 @@ def test_a_grammar_naming_a_token_the_vocabulary_lacks_fails_validate(model):
         spec.validate(model)
 
 
-def test_masks_computed_together_equal_masks_computed_alone(model):
+@pytest.mark.parametrize("pool", [None, 2], ids=["default", "pool-of-2"])
+def test_masks_computed_together_equal_masks_computed_alone(model, pool):
     specs = [json_schema(SCHEMAS["enums"]), constraint.regex("[0-9]{3}"), json_schema(SCHEMAS["refs"])]
     prefixes = ['{"color": "re', "4", '{"start": {"x": 1']
     histories = [np.array(model.vocab.tokenize(p, add_special=False), dtype=np.int32) for p in prefixes]
     logits = np.random.default_rng(0).standard_normal(model.vocab.n_vocab).astype(np.float32)
     together = [spec.processor(model) for spec in specs]
-    compute_masks(list(zip(together, histories, strict=True)))
+    # The default computes them on this thread where the machine has too few CPUs for a pool; a pool in parallel.
+    compute_masks(list(zip(together, histories, strict=True)), llguidance.LLExecutor(pool) if pool else None)
     for spec, processor, history in zip(specs, together, histories, strict=True):
         state = SamplingState(history, np.random.default_rng(0), step=len(history), n_prompt=0)
         alone = spec.processor(model)(logits, state)
