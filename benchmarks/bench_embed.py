@@ -1,17 +1,20 @@
 """Embedding throughput: helios-engine serve against llama-server --embeddings, same build, model, threads, texts.
 
-Both servers pool by mean and run on the same threads; each is started alone (the other is
-stopped), warmed with one request, then timed embedding the same 200 texts over HTTP in two ways:
+Both servers pool by mean and run on the same threads. Both are started once and warmed with one
+request of 64 texts; then, in turn (one idle while the other is timed), each embeds the same 200 texts over
+HTTP in two ways:
 
 - batch:      one request holding all 200 texts (an ingestion job);
 - concurrent: 200 one-text requests from CLIENTS concurrent clients (a search service).
 
 The number compared is embedded tokens per second of wall time (usage.prompt_tokens over the
-seconds the requests took). Rounds alternate the two servers. llama-server runs with its own
+seconds the requests took). Each round times every mode on both servers, the first server
+alternating between rounds, so load from elsewhere on the machine falls on both alike; the
+machine's load average is recorded before and after each round. llama-server runs with its own
 defaults for everything else (4 slots, n_batch = n_ubatch = 512 with --embeddings); helios
 with its defaults (--embedding-batch 512, up to 64 inputs a decode).
 
-Run:  make tools && .venv/bin/python benchmarks/bench_embed.py [--rounds 3] [--threads 2] [--clients 8]
+Run:  make tools && .venv/bin/python benchmarks/bench_embed.py [--rounds 5] [--threads 2] [--clients 8]
 Writes benchmarks/results/bench_embed-<timestamp>.json.
 """
 
@@ -99,18 +102,11 @@ async def run_mode(url: str, mode: str, items: list[str], clients: int) -> dict:
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-def measure(kind: str, args, model: Path, items: list[str]) -> dict[str, dict]:
-    server = start(kind, args.threads, model)
-    try:
-        asyncio.run(run_mode(server.url, "batch", items[:8], 1))  # warm-up: helios makes its context here
-        return {mode: asyncio.run(run_mode(server.url, mode, items, args.clients)) for mode in MODES}
-    finally:
-        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the concurrent mode")
     args = parser.parse_args()
@@ -119,19 +115,32 @@ def main() -> None:
     items = texts()
     runs: dict[str, dict[str, list[float]]] = {kind: {mode: [] for mode in MODES} for kind in KINDS}
     tokens = {}
-    load = [os.getloadavg()[0]]
-    for round_ in range(args.rounds):
-        for kind in KINDS:
-            result = measure(kind, args, model, items)
+    servers = {kind: start(kind, args.threads, model) for kind in KINDS}
+    try:
+        # Warm-up, with decodes as large as the timed ones: helios makes its embedding context here, and
+        # llama.cpp grows its output buffers (a logits row per token) to their size, in both servers.
+        for server in servers.values():
+            asyncio.run(run_mode(server.url, "batch", items[:64], 1))
+        load = [os.getloadavg()[0]]
+        for round_ in range(args.rounds):
+            order = KINDS if round_ % 2 == 0 else KINDS[::-1]
             for mode in MODES:
-                runs[kind][mode].append(result[mode]["tokens_per_s"])
-                tokens[kind] = result[mode]["tokens"]
-            print(f"round {round_ + 1}/{args.rounds} {kind:13} " + "  ".join(
-                f"{mode} {result[mode]['tokens_per_s']:6.1f} tok/s" for mode in MODES), flush=True)
-        load.append(os.getloadavg()[0])
+                for kind in order:
+                    result = asyncio.run(run_mode(servers[kind].url, mode, items, args.clients))
+                    runs[kind][mode].append(result["tokens_per_s"])
+                    tokens[kind] = result["tokens"]
+            load.append(os.getloadavg()[0])
+            print(f"round {round_ + 1}/{args.rounds} " + "  ".join(
+                f"{mode}: helios {runs['helios'][mode][-1]:6.1f}, llama-server {runs['llama-server'][mode][-1]:6.1f}"
+                for mode in MODES) + f" tok/s (load {load[-1]:.1f})", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
 
     mean = {kind: {mode: statistics.fmean(v) for mode, v in modes.items()} for kind, modes in runs.items()}
     ratios = {mode: mean["helios"][mode] / mean["llama-server"][mode] for mode in MODES}
+    round_ratios = {mode: [h / ls for h, ls in zip(runs["helios"][mode], runs["llama-server"][mode], strict=True)]
+                    for mode in MODES}
     result = {
         "benchmark": "bench_embed",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -145,7 +154,8 @@ def main() -> None:
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip(),
         "tokens_per_s": {kind: {mode: summary(v) for mode, v in modes.items()} for kind, modes in runs.items()},
-        "ratios": ratios,
+        "ratios": ratios,  # of the means
+        "ratio_per_round": {mode: {"median": statistics.median(r), "runs": r} for mode, r in round_ratios.items()},
         "target": 1.0,
     }
     out_dir = ROOT / "benchmarks" / "results"
@@ -155,10 +165,10 @@ def main() -> None:
 
     print(f"\n{model.name}, {args.threads} threads, {len(items)} texts ({tokens.get('helios')} tokens), "
           f"{args.rounds} rounds, load average {' '.join(f'{x:.1f}' for x in load)}")
-    print(f"{'':24}{'helios':>10}{'llama-server':>14}{'ratio':>8}")
+    print(f"{'':24}{'helios':>10}{'llama-server':>14}{'ratio':>8}{'median ratio of rounds':>24}")
     for mode in MODES:
         print(f"{mode + ' tok/s':24}{mean['helios'][mode]:>10.1f}{mean['llama-server'][mode]:>14.1f}"
-              f"{ratios[mode]:>8.3f}")
+              f"{ratios[mode]:>8.3f}{statistics.median(round_ratios[mode]):>24.3f}")
     print(f"wrote {out.relative_to(ROOT)}")
 
 

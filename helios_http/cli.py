@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         metavar="TOKENS",
         help="tokens per /v1/embeddings decode, and so the longest input (llama-server's -ub with --embeddings); "
-        "its context, about 1 MiB per token on a 262k vocabulary, is made at the first embeddings request",
+        "its context, about 2 MiB per token on a 262k vocabulary, is made at the first embeddings request",
     )
     serve.add_argument(
         "--api-key",

@@ -210,6 +210,7 @@ def test_the_openai_sdk_gets_floats_and_base64(server, model):
         ({"input": [[1, True]]}, "input", "input[0] must be"),
         ({"input": [[2, 3], []]}, "input", "input[1] is empty"),
         ({"input": [-1]}, "input", "token ids must lie in"),
+        ({"input": [2**64 - 1]}, "input", "token ids must lie in"),
         ({"input": ["a"] * 2049}, "input", "at most 2048"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format", "float, base64"),
     ],
