@@ -1,11 +1,12 @@
 """Embedding throughput: helios-engine serve against llama-server --embeddings, same build, model, threads, texts.
 
-Both servers pool by mean and run on the same threads. Both are started once and warmed with one
-request of 64 texts; then, in turn (one idle while the other is timed), each embeds the same 200 texts over
+Both servers pool by mean and run on the same threads. Both are started once, warmed with one
+request of 64 texts and left idle SETTLE_SECONDS (helios's start-up work in the background ends);
+then, in turn (one idle while the other is timed), each embeds the same 200 texts over
 HTTP in two ways:
 
 - batch:      one request holding all 200 texts (an ingestion job);
-- concurrent: 200 one-text requests from CLIENTS concurrent clients (a search service).
+- concurrent: 200 one-text requests from --clients (8) concurrent clients (a search service).
 
 The number compared is embedded tokens per second of wall time (usage.prompt_tokens over the
 seconds the requests took). Each round times every mode on both servers, the first server
@@ -47,6 +48,7 @@ from tests.server_process import free_port  # noqa: E402
 N_TEXTS = 200
 KINDS = ("llama-server", "helios")
 MODES = ("batch", "concurrent")
+SETTLE_SECONDS = 15
 
 
 def texts(n: int = N_TEXTS) -> list[str]:
@@ -121,6 +123,9 @@ def main() -> None:
         # llama.cpp grows its output buffers (a logits row per token) to their size, in both servers.
         for server in servers.values():
             asyncio.run(run_mode(server.url, "batch", items[:64], 1))
+        # helios builds llguidance's and DRY's vocabulary tables on a thread of its own at start-up
+        # (2-3 s of CPU, longer under load): let that finish before anything is timed.
+        time.sleep(SETTLE_SECONDS)
         load = [os.getloadavg()[0]]
         for round_ in range(args.rounds):
             order = KINDS if round_ % 2 == 0 else KINDS[::-1]
