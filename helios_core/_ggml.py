@@ -34,6 +34,9 @@ ggml_abort_callback_t = CFUNCTYPE(None, c_char_p)
 # enum ggml_type
 GGML_TYPE_F32 = 0
 
+# enum gguf_type (of a metadata value)
+GGUF_TYPE_STRING = 8
+
 gguf_context_p = c_void_p
 
 
@@ -80,6 +83,10 @@ _fn("ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)"
 _fn("struct gguf_context * gguf_init_from_file(const char * fname, struct gguf_init_params params)",
     gguf_context_p, c_char_p, gguf_init_params)
 _fn("void gguf_free(struct gguf_context * ctx)", None, gguf_context_p)
+_fn("int64_t gguf_find_key(const struct gguf_context * ctx, const char * key)", c_int64, gguf_context_p, c_char_p)
+_fn("enum gguf_type gguf_get_kv_type(const struct gguf_context * ctx, int64_t key_id)",
+    c_int, gguf_context_p, c_int64)
+_fn("const char * gguf_get_val_str(const struct gguf_context * ctx, int64_t key_id)", c_char_p, gguf_context_p, c_int64)
 _fn("size_t gguf_get_data_offset(const struct gguf_context * ctx)", c_size_t, gguf_context_p)
 _fn("int64_t gguf_get_n_tensors(const struct gguf_context * ctx)", c_int64, gguf_context_p)
 _fn("const char * gguf_get_tensor_name(const struct gguf_context * ctx, int64_t tensor_id)",

@@ -48,6 +48,7 @@ llama_context_p = c_void_p
 llama_vocab_p = c_void_p
 llama_memory_t = c_void_p
 llama_sampler_p = c_void_p
+llama_adapter_lora_p = c_void_p
 
 LLAMA_TOKEN_NULL = -1
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -238,6 +239,18 @@ def _fn(name: str, restype, *argtypes) -> None:
     _SIGNATURES[name] = (restype, list(argtypes))
 
 
+# name -> C prototype as llama.h spells it, for the declarations made with _c: tests/test_abi.py
+# compiles each against the header (a prototype that drifted fails to compile) and checks that
+# the ctypes types match the C ones.
+PROTOTYPES: dict[str, str] = {}
+
+
+def _c(prototype: str, restype, *argtypes) -> None:
+    name = prototype.split("(")[0].split()[-1].lstrip("*")
+    PROTOTYPES[name] = prototype
+    _fn(name, restype, *argtypes)
+
+
 def _bind() -> None:
     with _bind_lock:
         if "lib" in globals():
@@ -337,6 +350,24 @@ _fn("llama_set_n_threads", None, llama_context_p, c_int32, c_int32)
 _fn("llama_get_memory", llama_memory_t, llama_context_p)
 _fn("llama_set_adapter_cvec", c_int32, llama_context_p, POINTER(c_float), c_size_t, c_int32, c_int32, c_int32)
 _fn("llama_pooling_type", c_enum, llama_context_p)
+
+# LoRA adapters (lora.py). An adapter belongs to its model; llama.cpp frees the ones left when the model goes.
+_c("struct llama_adapter_lora * llama_adapter_lora_init(struct llama_model * model, const char * path_lora)",
+   llama_adapter_lora_p, llama_model_p, c_char_p)
+_c("void llama_adapter_lora_free(struct llama_adapter_lora * adapter)", None, llama_adapter_lora_p)
+_c("int32_t llama_adapter_meta_val_str(const struct llama_adapter_lora * adapter, const char * key, char * buf, "
+   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_char_p, c_char_p, c_size_t)
+_c("int32_t llama_adapter_meta_count(const struct llama_adapter_lora * adapter)", c_int32, llama_adapter_lora_p)
+_c("int32_t llama_adapter_meta_key_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
+   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_int32, c_char_p, c_size_t)
+_c("int32_t llama_adapter_meta_val_str_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
+   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_int32, c_char_p, c_size_t)
+_c("uint64_t llama_adapter_get_alora_n_invocation_tokens(const struct llama_adapter_lora * adapter)",
+   c_uint64, llama_adapter_lora_p)
+# Replaces the context's whole set; a no-op when the set (zero scales left out) is unchanged.
+_c("int32_t llama_set_adapters_lora(struct llama_context * ctx, struct llama_adapter_lora ** adapters, "
+   "size_t n_adapters, float * scales)", c_int32, llama_context_p, POINTER(llama_adapter_lora_p), c_size_t,
+   POINTER(c_float))
 
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)

@@ -105,6 +105,9 @@ class Context:
         # Tokens llama_decode accepted since creation: what KV reuse saves is counted here.
         self.tokens_decoded = 0
         self.n_outputs = 0  # logits rows the last decode produced
+        # The LoRA adapter set every decode applies, and its adapters' handles (held while set): lora.apply.
+        self.lora: tuple = ()
+        self.lora_handles: tuple = ()
 
     # --- lifetime ----------------------------------------------------------
 

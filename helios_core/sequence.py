@@ -16,6 +16,7 @@ import numpy as np
 
 from helios_core import sampling
 from helios_core.constraint import Constraint
+from helios_core.lora import Adapter, adapter_set
 from helios_core.model import Model
 from helios_core.sampling import (
     BatchSampler,
@@ -63,6 +64,8 @@ class GenerationParams:
     prompt_logprobs: None, or score the prompt: the logprob of every prompt token after
         the first and its N best alternatives arrive as one `Scored` event before the
         first Step. The prompt is then decoded whole (no cached prefix has its logits).
+    lora: (Adapter, scale) pairs (helios_core.lora) this request decodes under; () is the
+        base model. Kept in canonical form (lora.adapter_set); requests with equal sets batch together.
     """
 
     max_tokens: int | None = 256
@@ -100,8 +103,10 @@ class GenerationParams:
     batch_sampler: BatchSampler | None = None
     processors: Sequence[LogitsProcessor] = ()
     constraint: Constraint | None = None
+    lora: Sequence[tuple[Adapter, float]] = ()
 
     def __post_init__(self):
+        self.lora = adapter_set(self.lora)
         if self.max_tokens is not None and self.max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if not 0 <= self.top_logprobs <= 20:

@@ -100,7 +100,7 @@ def test_ggml_ctypes_match_the_prototypes():
         "enum ggml_backend_dev_type": ctypes.c_int, "ggml_backend_reg_t": ctypes.c_void_p,
         "ggml_backend_dev_t": ctypes.c_void_p, "ggml_backend_dev_t *": ctypes.POINTER(ctypes.c_void_p),
         "ggml_abort_callback_t": _ggml.ggml_abort_callback_t, "int64_t": ctypes.c_int64,
-        "enum ggml_type": ctypes.c_int, "struct gguf_context *": ctypes.c_void_p,
+        "enum ggml_type": ctypes.c_int, "enum gguf_type": ctypes.c_int, "struct gguf_context *": ctypes.c_void_p,
         "const struct gguf_context *": ctypes.c_void_p, "struct gguf_init_params": _ggml.gguf_init_params,
     }
     for name, (c, restype, argtypes) in _ggml_prototypes().items():
@@ -140,3 +140,44 @@ def test_ggml_structs_match_the_headers(tmp_path):
         assert ctypes.sizeof(struct) == theirs[(struct.__name__, "sizeof")]
         for field, _ in struct._fields_:
             assert getattr(struct, field).offset == theirs[(struct.__name__, field)], f"{struct.__name__}.{field}"
+
+
+# --- llama.h functions declared with their prototype (_llama.PROTOTYPES: the LoRA adapter API) ----------
+
+
+def test_llama_prototypes_are_the_headers_own(tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    assert cc, "the ABI check needs a C compiler (cc)"
+    lines = ['#include "llama.h"'] + [f"{c};" for c in _llama.PROTOTYPES.values()]
+    source = tmp_path / "llama_prototypes.c"
+    source.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [cc, "-std=c11", "-fsyntax-only", "-Werror", "-I", str(LLAMA_CPP / "include"),
+         "-I", str(LLAMA_CPP / "ggml" / "include"), str(source)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_llama_ctypes_match_the_prototypes():
+    import ctypes
+    import re
+
+    pointer = ctypes.c_void_p
+    c_types = {
+        "void": None, "const char *": ctypes.c_char_p, "char *": ctypes.c_char_p, "size_t": ctypes.c_size_t,
+        "int32_t": ctypes.c_int32, "uint64_t": ctypes.c_uint64, "float *": ctypes.POINTER(ctypes.c_float),
+        "struct llama_model *": pointer, "struct llama_context *": pointer,
+        "struct llama_adapter_lora *": pointer, "const struct llama_adapter_lora *": pointer,
+        "struct llama_adapter_lora **": ctypes.POINTER(pointer),
+    }
+    assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.PROTOTYPES)
+    for name, c in _llama.PROTOTYPES.items():
+        restype, argtypes = _llama._SIGNATURES[name]
+        match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
+        assert match, c
+        params = [] if match[2].strip() == "void" else [p.strip() for p in match[2].split(",")]
+        declared = [re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").replace("* *", "**").strip()
+                    for p in params]
+        assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
+        assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"
