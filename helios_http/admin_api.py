@@ -8,27 +8,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from helios_http.errors import APIError
+from helios_http.lora_api import model_ids
 from helios_http.responses import json_response
 from helios_http.state import ServerState, loading_error
 
 
 async def models(request: Request) -> Response:
     state: ServerState = request.app.state.helios
-    return json_response({"object": "list", "data": [_model_object(state)]})
+    # The model, then "BASE:ADAPTER" for each --lora adapter: a model name that picks the adapter.
+    return json_response({"object": "list", "data": [_model_object(state, i) for i in model_ids(state)]})
 
 
 async def model(request: Request) -> Response:
     """One model by id, as the openai SDK's models.retrieve() asks: the served one, or a 404."""
     state: ServerState = request.app.state.helios
     model_id = request.path_params["model_id"]
-    if model_id != state.model_id:
+    if model_id not in model_ids(state):
         raise APIError(404, f"the model {model_id!r} does not exist here; this server serves {state.model_id!r}",
                        param="model", code="model_not_found")
-    return json_response(_model_object(state))
+    return json_response(_model_object(state, model_id))
 
 
-def _model_object(state: ServerState) -> dict:
-    return {"id": state.model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
+def _model_object(state: ServerState, model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
 
 
 async def health(request: Request) -> Response:

@@ -34,6 +34,7 @@ from helios_http.errors import (
     unexpected_error_handler,
 )
 from helios_http.limits import BodyLimits
+from helios_http.lora_api import lora_adapters, set_lora_adapters
 from helios_http.state import ServerState
 from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
 
@@ -48,6 +49,8 @@ ROUTES = [
     Route("/detokenize", detokenize, methods=["POST"]),
     Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/lora-adapters", lora_adapters, methods=["GET"]),
+    Route("/lora-adapters", set_lora_adapters, methods=["POST"]),
 ]
 _KNOWN_PATHS = {route.path for route in ROUTES}
 

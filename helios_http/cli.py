@@ -106,6 +106,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="A-B",
         help="the layers the control vectors steer (default: all)",
     )
+    parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="load a LoRA adapter GGUF, applied at SCALE (default 1) unless a request says otherwise; repeatable. "
+        "The server names each by its file's stem: model \"BASE:STEM\" picks it",
+    )
     templates = parser.add_mutually_exclusive_group()
     templates.add_argument(
         "--chat-template",
@@ -304,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def generate_command(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from helios_core import chat
     from helios_core.generate import Generator
     from helios_core.model import Model
@@ -312,6 +322,7 @@ def generate_command(args: argparse.Namespace) -> None:
     params = generation_params(args)  # bad settings fail before the model loads
     template = chat_template_option(args)  # a broken template file fails before the model loads
     path = resolve_model(args.model)
+    check_lora_options(args, path)
     add_rpc_workers(args)
     # Closing the model closes the generator's context with it, on errors too.
     with (
@@ -319,6 +330,8 @@ def generate_command(args: argparse.Namespace) -> None:
         Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator,
     ):
         apply_control_vectors(args, model, generator.ctx)
+        if args.lora:
+            params = dataclasses.replace(params, lora=load_lora_adapters(args, model))
         if args.chat:
             if template is None and model.chat_template() is None:
                 print(no_chat_template_warning(model), file=sys.stderr)
@@ -385,6 +398,37 @@ def apply_control_vectors(args: argparse.Namespace, model, ctx) -> None:
         except ValueError:
             specs.append((spec, 1.0))  # a path with a colon in it
     control_vector.apply(ctx, control_vector.load_all(specs, model), layers=args.control_vector_layers)
+
+
+def _path_and_scale(spec: str) -> tuple[str, float]:
+    """PATH[:SCALE]; a path with a colon in it and no scale stays whole."""
+    path, sep, scale = spec.rpartition(":")
+    try:
+        return (path, float(scale)) if sep and path else (spec, 1.0)
+    except ValueError:
+        return spec, 1.0
+
+
+def check_lora_options(args: argparse.Namespace, model_path) -> None:
+    """Refuse a bad --lora (missing, not a LoRA GGUF, another architecture, truncated) before the model loads."""
+    from helios_core import lora
+
+    architecture = lora.gguf_architecture(model_path)
+    names: dict[str, str] = {}
+    for spec in args.lora:
+        path, _ = _path_and_scale(spec)
+        lora.check_file(path, architecture)
+        name = lora.adapter_name(path)
+        if name in names:
+            raise ValueError(f"--lora {path}: another adapter ({names[name]}) has the name {name!r}; rename one file")
+        names[name] = path
+
+
+def load_lora_adapters(args: argparse.Namespace, model) -> list:
+    """--lora's adapters for `model`, in order (their ids), each with its default scale."""
+    from helios_core import lora
+
+    return [(lora.Adapter(model, path), scale) for path, scale in map(_path_and_scale, args.lora)]
 
 
 def rpc_worker_command(args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from helios_core.scoring import Scored
 from helios_http import shapes, tools
 from helios_http.bridge import Job, run_jobs
 from helios_http.errors import CLIENT_CLOSED_REQUEST, APIError, engine_error, invalid, shutting_down
+from helios_http.lora_api import request_set
 from helios_http.responses import json_response
 from helios_http.schemas import ChatRequest, CompletionRequest, SamplingFields
 from helios_http.state import RETRY_AFTER_SECONDS, ServerState
@@ -68,6 +69,7 @@ async def generate(
     """Run every prompt n times; echoes[p] (completions' echo) starts the text of prompt p's choices."""
     model = state.model
     n = parsed.n
+    adapters = request_set(state, parsed.sampling)  # unknown ones: a 400 before anything queues
     # Plug-in factories run once per generation, here: arguments they refuse are a 400 before anything queues.
     plugins = [(None, [])] * (len(prompts) * n)
     if parsed.sampling.plugins is not None:
@@ -76,7 +78,8 @@ async def generate(
     for p, prompt in enumerate(prompts):
         for i in range(n):
             index = p * n + i
-            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i, plugins=plugins[index])
+            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i, plugins=plugins[index],
+                                            lora=adapters)
             jobs.append((index, prompt, params))
     if len(jobs) > engine.max_queue:
         raise invalid(

@@ -52,9 +52,13 @@ class SamplingFields:
     # llama-server's further sampler settings, by GenerationParams' names (only those given).
     sampler_options: dict[str, Any] = field(default_factory=dict)
     plugins: plugins.PluginRequest | None = None  # sampler / processors by name (plugins.py)
+    lora: dict[int, float] | None = None  # llama-server's per-request adapter scales by id (lora_api.py)
+    model: str | None = None  # the request's model name: "BASE:ADAPTER" picks an adapter (lora_api.py)
 
-    def params(self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ())) -> GenerationParams:
-        """One generation's settings; plugins: the (sampler, processors) made for it by plug-in factories."""
+    def params(self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ()),
+               lora: tuple = ()) -> GenerationParams:
+        """One generation's settings; plugins: the (sampler, processors) made for it by plug-in factories;
+        lora: the (adapter, scale) pairs it runs under (lora_api.request_set)."""
         for token in self.logit_bias:
             if not 0 <= token < n_vocab:
                 raise invalid(f"logit_bias names token {token}, outside the vocabulary [0, {n_vocab})", "logit_bias")
@@ -80,6 +84,7 @@ class SamplingFields:
             constraint=self.constraint,
             sampler=plugins[0],
             processors=plugins[1],
+            lora=lora,
             **self.sampler_options,
         )
 
@@ -293,7 +298,34 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         logit_bias=_logit_bias(body.get("logit_bias")),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
+        lora=None if body.get("lora") is None else lora_scales(body["lora"], "lora"),
+        model=body["model"] if isinstance(body.get("model"), str) else None,
     )
+
+
+def lora_scales(raw: Any, param: str | None) -> dict[int, float]:
+    """llama-server's adapter list, [{"id": 0, "scale": 0.5}, ...], as {id: scale} (ids checked by lora_api).
+
+    param: the field holding it, or None for a whole body (POST /lora-adapters)."""
+    where = param or "body"
+    shape = f'{param or "the request body"} must be a list of {{"id": integer, "scale": number}} objects'
+    if not isinstance(raw, list):
+        raise invalid(shape, param)
+    scales: dict[int, float] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise invalid(shape, param)
+        adapter_id = entry.get("id")
+        if not _is_token_id(adapter_id) or adapter_id < 0:  # an integer, not a bool
+            raise invalid(f"{where}[{i}].id must be an adapter's id, an integer (GET /lora-adapters lists them)",
+                          param)
+        scale = entry.get("scale")
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+            raise invalid(f"{where}[{i}].scale must be a number", param)
+        if adapter_id in scales:
+            raise invalid(f"{where}[{i}]: adapter {adapter_id} is listed twice", param)
+        scales[adapter_id] = float(scale)
+    return scales
 
 
 def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,14 @@ from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
-from helios_http.cli import add_rpc_workers, apply_control_vectors, chat_template_option, no_chat_template_warning
+from helios_http.cli import (
+    add_rpc_workers,
+    apply_control_vectors,
+    chat_template_option,
+    check_lora_options,
+    load_lora_adapters,
+    no_chat_template_warning,
+)
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
@@ -61,10 +68,12 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
         )
         apply_control_vectors(args, model, ctx)
+        adapters = load_lora_adapters(args, model)
     except BaseException:
         model.close()
         raise
     state.model = model
+    state.lora, state.lora_scales = [a for a, _ in adapters], [scale for _, scale in adapters]
     # Listed once, here, before the engine thread uses them: an RPC worker's connection is not
     # shared safely between threads, so /health and /metrics show this snapshot, not live values.
     state.devices = backend.devices()
@@ -112,6 +121,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server until it is told to stop; the process's exit code."""
     path = resolve_model(args.model)
     check_gguf_file(path)
+    check_lora_options(args, path)  # a bad --lora: one line, exit 2, before anything loads
     # A plug-in that does not import stops the server now, with one line, not on the first request.
     plugins = Plugins.load(args.sampler, args.processor)
     state = ServerState(

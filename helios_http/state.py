@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from helios_core.backend import Device
 from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
+from helios_core.lora import Adapter
 from helios_core.model import Model
 from helios_http.errors import APIError
 from helios_http.limits import MiB
@@ -38,6 +39,10 @@ class ServerState:
     plugins: Plugins = field(default_factory=Plugins)  # --sampler / --processor and entry points
     cors_origins: list[str] = field(default_factory=list)  # --cors-origin: browser origins allowed to call
     devices: list[Device] = field(default_factory=list)  # where the model's layers are, as listed at load
+    # --lora's adapters, loaded with the model; a request names one by its index (its id) or by name
+    # (model "BASE:NAME"). lora_scales: the scales a request that names none runs at (POST /lora-adapters).
+    lora: list[Adapter] = field(default_factory=list)
+    lora_scales: list[float] = field(default_factory=list)
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:
