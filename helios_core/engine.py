@@ -1,10 +1,18 @@
 """The scheduler: many sequences, one decode per step, prefix-matched slots.
 
-N slots are N llama sequences in one context. Each `Scheduler.step()`
-builds one batch with the next token of every generating slot plus prompt
-chunks of newly admitted requests, makes one `llama_decode`, and samples
-each slot from its own logits row with its own SequenceState. A single
-request (helios_core.generate.Generator) is the N = 1 case of this code.
+N slots are N llama sequences in one context. Each `Scheduler.step()` is
+a plan, one `llama_decode`, and a commit:
+
+- `plan()` says what each slot puts into the step's batch: a `Chunk` of its
+  last token (generating), of its last token plus drafted ones (verifying a
+  speculative draft, helios_core.speculative), or of its prompt (reading).
+- `commit(plan)` takes the logits rows back: each slot samples (or verifies
+  its draft) with its own SequenceState, and the slot's cache, positions and
+  KV memory follow what was kept.
+
+Nothing between the two touches the model but the decode, so the scheduler
+runs on scripted logits in tests. A single request
+(helios_core.generate.Generator) is the N = 1 case of this code.
 
 `Engine` runs a Scheduler on its own thread, the only thread that touches
 the llama context; other threads submit requests and receive events
@@ -25,6 +33,11 @@ Rules:
 - A slow consumer never stalls the others: events are handed to the
   request's sink at once and buffered there (at most max_tokens of them).
 - Cancelling a request frees its slot before the next step.
+- Speculative decoding (a `Speculation` given): a generating slot whose
+  request allows it and whose sampler exposes its distribution drafts up to
+  its DraftLength's k tokens (at most `draft_budget` over all slots in a
+  step); refused drafted positions are removed from the KV memory before the
+  next step, so the slot's cached tokens stay exactly what the memory holds.
 - The masks of every constrained slot that samples in a step are computed
   together before any slot's processors run, with the GIL released
   (constraint.compute_masks: in parallel on llguidance's thread pool where
@@ -52,6 +65,7 @@ from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
+from helios_core.speculative import EMPTY, Drafter, DraftLength, Speculation, can_verify, verify
 
 
 class QueueFullError(HeliosError):
@@ -103,6 +117,7 @@ class Request:
     submitted_at: float = field(default_factory=time.perf_counter)
     started_at: float = 0.0
     first_token_at: float = 0.0
+    speculates: bool = False  # drafts are verified for it (set when submitted)
 
     @property
     def usage(self):
@@ -168,14 +183,44 @@ class Slot:
     request: Request | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
     next_pos: int = 0
-    row: int = -1  # batch row of this slot's logits in the current step, -1 if none
-    scheduled: int = 0  # tokens this slot put into the current step's batch
-    # Prompt scoring in the current step: (first output row, rows, position of the first row's token).
-    scored_rows: tuple[int, int, int] | None = None
+    drafter: Drafter | None = None  # with speculation: this slot's drafter, and its draft length
+    draft_length: DraftLength | None = None
 
     @property
     def busy(self) -> bool:
         return self.request is not None
+
+
+@dataclass
+class Chunk:
+    """What one slot puts into a step's batch, and what its rows are for.
+
+    rows: its tokens' rows in the batch; pos: the position of the first.
+    prompt: prompt tokens in it (a prompt chunk), else 0.
+    samples: the last row's logits choose the slot's next token.
+    draft: a verify chunk's drafted tokens (the tokens after the slot's last one);
+        every row of such a chunk has logits, row i judging draft[i].
+    scored: prompt scoring, (first output row, rows, position of the first row's token).
+    """
+
+    slot: Slot
+    rows: slice
+    pos: int
+    prompt: int = 0
+    samples: bool = False
+    draft: np.ndarray = field(default_factory=lambda: EMPTY)
+    scored: tuple[int, int, int] | None = None
+
+    @property
+    def last_row(self) -> int:
+        return self.rows.stop - 1
+
+
+@dataclass
+class Plan:
+    """One step: the chunks of the batch, in batch order."""
+
+    chunks: list[Chunk] = field(default_factory=list)
 
 
 @dataclass
@@ -188,6 +233,8 @@ class SchedulerStats:
     generated_tokens: int = 0
     cache_hits: int = 0  # requests that found part of their prompt cached
     cached_tokens: int = 0
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many of them were kept
+    draft_accepted: int = 0
     mask_seconds: float = 0.0  # wall time computing constrained slots' masks ahead of their processors
 
 
@@ -195,12 +242,19 @@ class Scheduler:
     """Slots over one context. Not thread-safe: one thread calls submit/step."""
 
     def __init__(self, ctx: Context, *, prefill_per_step: int = 128, n_ctx_per_seq: int | None = None,
-                 on_dequeue: Callable[[Request], None] | None = None):
-        """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not."""
+                 on_dequeue: Callable[[Request], None] | None = None, speculation: Speculation | None = None):
+        """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
+
+        speculation: draft and verify tokens for the requests that allow it (None: never).
+        """
         self.ctx = ctx
         self.on_dequeue = on_dequeue
         self.model = ctx.model
+        self.speculation = speculation
         self.slots = [Slot(CachedSequence(i)) for i in range(ctx.n_seq_max)]
+        if speculation is not None:
+            for slot in self.slots:
+                slot.drafter = speculation.drafter_for(slot.cache.seq_id)
         self.waiting: deque[Request] = deque()
         self.n_ctx_per_seq = min(n_ctx_per_seq or ctx.n_ctx_seq, ctx.n_ctx_seq)
         self.prefill_per_step = max(1, prefill_per_step)
@@ -219,6 +273,9 @@ class Scheduler:
     def submit(self, request: Request) -> None:
         self.check_prompt(request.prompt)
         request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
+        params = request.params
+        request.speculates = (self.speculation is not None and params.speculative and params.constraint is None
+                              and params.batch_sampler is None and can_verify(request.seq.sampler))
         self.waiting.append(request)
 
     @property
@@ -232,10 +289,11 @@ class Scheduler:
     # --- one step --------------------------------------------------------------
 
     def step(self) -> None:
-        """Admit, build one batch, decode it once, sample every slot that has logits."""
+        """Admit, plan one batch, decode it once, commit what every slot got from it."""
         self._drop_cancelled()
         self._admit()
-        if not self._fill_batch():
+        plan = self.plan()
+        if not plan.chunks:
             return
         started = time.perf_counter()
         try:
@@ -243,11 +301,11 @@ class Scheduler:
         except HeliosError as error:
             self._fail_batch(error)
             return
-        self._sample()
+        self.commit(plan)
         stats = self.stats
         stats.steps += 1
         stats.batch_tokens += self.batch.n_tokens
-        stats.batch_sequences += sum(slot.scheduled > 0 for slot in self.slots)
+        stats.batch_sequences += len(plan.chunks)
         stats.busy_seconds += time.perf_counter() - started
 
     def _drop_cancelled(self) -> None:
@@ -294,21 +352,29 @@ class Scheduler:
             slot.request = request
             slot.pending = request.prompt[cached:]
             slot.next_pos = cached
+            if request.speculates:
+                slot.draft_length = self.speculation.draft_length()
 
-    def _fill_batch(self) -> bool:
-        """One token per generating slot, then prompt chunks in arrival order, within n_batch."""
+    # --- the plan -----------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Fill the batch: every generating slot's last token (and its draft), then prompt chunks in
+        arrival order, within n_batch."""
         batch = self.batch
         batch.clear()
-        for slot in self.slots:
-            slot.row, slot.scheduled, slot.scored_rows = -1, 0, None
-        room = batch.capacity
+        plan = Plan()
         generating = [s for s in self.slots if s.busy and not s.pending]
         # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
         generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
+        drafts = self._drafts(generating, batch.capacity - len(generating))
         for slot in generating:
-            rows = batch.add([slot.request.seq.tokens[-1]], slot.next_pos, slot.cache.seq_id, logits_last=True)
-            slot.row, slot.scheduled = rows.start, 1
-            room -= 1
+            draft = drafts.get(slot.cache.seq_id, EMPTY)
+            rows = batch.add(np.append(slot.request.seq.tokens[-1], draft), slot.next_pos, slot.cache.seq_id,
+                             logits_last=True)
+            if draft.size:
+                batch.logits[rows] = 1
+            plan.chunks.append(Chunk(slot, rows, slot.next_pos, samples=True, draft=draft))
+        room = batch.capacity - batch.n_tokens
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
         scoring_rows = ROWS_PER_DECODE
@@ -317,29 +383,56 @@ class Scheduler:
             limit = min(budget, scoring_rows) if seq.scores_prompt else budget
             if limit <= 0:
                 continue
-            chunk = slot.pending[:limit]
-            last = len(chunk) == len(slot.pending)
+            tokens = slot.pending[:limit]
+            last = len(tokens) == len(slot.pending)
             samples = last and seq.max_new > 0  # max_tokens=0: the prompt is all there is to do
-            rows = batch.add(chunk, slot.next_pos, slot.cache.seq_id, logits_last=samples)
+            rows = batch.add(tokens, slot.next_pos, slot.cache.seq_id, logits_last=samples)
+            chunk = Chunk(slot, rows, slot.next_pos, prompt=len(tokens), samples=samples)
             if seq.scores_prompt:
                 # Row p predicts prompt token p + 1: every row but the prompt's last.
-                n_scored = len(chunk) - 1 if last else len(chunk)
+                n_scored = len(tokens) - 1 if last else len(tokens)
                 if n_scored:
                     first_output = int(np.count_nonzero(batch.logits[: rows.start]))
                     batch.logits[rows.start : rows.start + n_scored] = 1
-                    slot.scored_rows = (first_output, n_scored, slot.next_pos)
+                    chunk.scored = (first_output, n_scored, slot.next_pos)
                     scoring_rows -= n_scored
-            slot.row = rows.stop - 1 if samples else -1
-            slot.scheduled = len(chunk)
-            budget -= len(chunk)
-        return batch.n_tokens > 0
+            plan.chunks.append(chunk)
+            budget -= len(tokens)
+        return plan
 
-    def _sample(self) -> None:
+    def _drafts(self, generating: list[Slot], room: int) -> dict[int, np.ndarray]:
+        """Drafted tokens by seq_id for the generating slots that speculate, within the step's draft budget."""
+        if self.speculation is None:
+            return {}
+        drafts: dict[int, np.ndarray] = {}
+        budget = min(self.speculation.draft_budget, room)
+        for slot in generating:
+            if budget <= 0:
+                break
+            seq = slot.request.seq
+            if not slot.request.speculates:
+                continue
+            # Never past max_tokens (the token after a whole draft is one more) or the context.
+            k = min(slot.draft_length.next(), budget, seq.max_new - seq.usage.completion_tokens - 1,
+                    self.n_ctx_per_seq - 2 - slot.next_pos)
+            if k <= 0:
+                continue
+            draft = slot.drafter.propose(seq.tokens, k)[:k]
+            if draft.size:
+                drafts[slot.cache.seq_id] = draft
+                budget -= draft.size
+        return drafts
+
+    # --- the commit -----------------------------------------------------------------
+
+    def commit(self, plan: Plan) -> None:
+        """Take in what the decode of `plan`'s batch gave each slot: prompt read, tokens chosen or verified."""
         now = time.perf_counter()
-        sampling = [slot for slot in self.slots if slot.busy and self._account(slot, now)]
-        failed = self._compute_masks(sampling)
-        batched: dict[int, list[Slot]] = {}  # slots by the BatchSampler they share
-        for slot in sampling:
+        sampling = [chunk for chunk in plan.chunks if chunk.slot.busy and self._account(chunk, now)]
+        failed = self._compute_masks([chunk.slot for chunk in sampling])
+        batched: dict[int, list[Chunk]] = {}  # chunks by the BatchSampler their requests share
+        for chunk in sampling:
+            slot = chunk.slot
             request = slot.request
             seq = request.seq
             error = failed.get(slot.cache.seq_id)
@@ -348,10 +441,13 @@ class Scheduler:
                 self._finish(slot, None, error)
                 continue
             if seq.params.batch_sampler is not None:
-                batched.setdefault(id(seq.params.batch_sampler), []).append(slot)
+                batched.setdefault(id(seq.params.batch_sampler), []).append(chunk)
+                continue
+            if chunk.draft.size:
+                self._verify(chunk)
                 continue
             try:
-                step = seq.step(self.ctx.logits(slot.row))
+                step = seq.step(self.ctx.logits(chunk.last_row))
             except Exception as error:  # a custom sampler or processor failed: end this request only
                 logger.warning("request %d failed in its sampler: %r", request.id, error)
                 self._finish(slot, None, error)
@@ -360,22 +456,26 @@ class Scheduler:
         for group in batched.values():
             self._sample_together(group)
 
-    def _account(self, slot: Slot, now: float) -> bool:
-        """Take in what this step decoded for a busy slot; True when the slot samples a token from it now."""
+    def _account(self, chunk: Chunk, now: float) -> bool:
+        """Take in a chunk's tokens as cached; True when its slot samples a token from its rows now.
+
+        A verify chunk's tokens are taken in by _verify, which knows how many were kept.
+        """
+        slot = chunk.slot
         request = slot.request
-        n = slot.scheduled
-        prompt_read = False
-        if slot.pending:
-            slot.cache.tokens.extend(slot.pending[:n])
-            slot.pending = slot.pending[n:]
-            prompt_read = n > 0 and not slot.pending
-            self.stats.prompt_tokens_decoded += n
-        elif n:
-            slot.cache.tokens.append(int(request.seq.tokens[-1]))
-        slot.next_pos += n
         seq = request.seq
-        if slot.scored_rows is not None:
-            first_output, n_rows, pos = slot.scored_rows
+        prompt_read = False
+        if chunk.prompt:
+            slot.cache.tokens.extend(slot.pending[: chunk.prompt])
+            slot.pending = slot.pending[chunk.prompt :]
+            slot.next_pos += chunk.prompt
+            prompt_read = not slot.pending
+            self.stats.prompt_tokens_decoded += chunk.prompt
+        elif not chunk.draft.size:
+            slot.cache.tokens.append(int(seq.tokens[-1]))
+            slot.next_pos += 1
+        if chunk.scored is not None:
+            first_output, n_rows, pos = chunk.scored
             seq.prompt_scores.fill(pos, self.ctx.output_logits()[first_output : first_output + n_rows])
         if prompt_read:
             if seq.scores_prompt:
@@ -385,12 +485,44 @@ class Scheduler:
                 seq.finish_reason = "length"
                 self._finish(slot, "length")
                 return False
-        if slot.row < 0:
+        if not chunk.samples:
             return False
         if not request.first_token_at:
             request.first_token_at = now
             request.timings.prompt_ms = 1000.0 * (now - request.started_at)
         return True
+
+    def _verify(self, chunk: Chunk) -> None:
+        """Keep the drafted tokens the target agrees with, and one of its own; forget the rest from memory."""
+        slot = chunk.slot
+        request = slot.request
+        seq = request.seq
+        last = int(seq.tokens[-1])
+        draft = chunk.draft
+        first = chunk.rows.start
+        try:
+            steps = verify(seq, lambda i: self.ctx.logits(first + i), draft)
+        except Exception as error:  # a custom sampler or processor failed: end this request only
+            logger.warning("request %d failed in its sampler: %r", request.id, error)
+            self._forget(slot)
+            self._finish(slot, None, error)
+            return
+        n = len(steps)
+        accepted = n - 1 + int(n <= draft.size and steps[-1].token == draft[n - 1])
+        # The memory holds the last token and every draft token before the newest step's token;
+        # that token is decoded next step, as in plain decoding.
+        slot.cache.tokens.append(last)
+        slot.cache.tokens.extend(draft[: n - 1].tolist())
+        slot.next_pos = chunk.pos + n
+        if n < chunk.rows.stop - first:
+            self.ctx.seq_rm(slot.cache.seq_id, slot.next_pos, -1)
+        slot.draft_length.update(draft.size, accepted)
+        self.stats.draft_tokens += draft.size
+        self.stats.draft_accepted += accepted
+        request.timings.draft_tokens += draft.size
+        request.timings.draft_accepted += accepted
+        for step in steps:
+            self._commit(slot, step)
 
     def _compute_masks(self, slots: list[Slot]) -> dict[int, Exception]:
         """The next mask of every ConstraintProcessor of `slots`, in one compute_masks call (GIL released).
@@ -425,20 +557,21 @@ class Scheduler:
             self.stats.mask_seconds += time.perf_counter() - started
         return failed
 
-    def _sample_together(self, slots: list[Slot]) -> None:
+    def _sample_together(self, chunks: list[Chunk]) -> None:
         """One call of a BatchSampler for every slot that uses it: rows in, one token per row out.
 
         The rows are a view of llama.cpp's output when they lie side by side and no
-        processor changed them (_fill_batch puts a sampler's generating slots together),
+        processor changed them (plan() puts a sampler's generating slots together),
         a read-only stack of the (processed) rows otherwise.
         """
+        slots = [chunk.slot for chunk in chunks]
         sampler = slots[0].request.seq.params.batch_sampler
-        raw = [self.ctx.logits(slot.row) for slot in slots]
+        raw = [self.ctx.logits(chunk.last_row) for chunk in chunks]
         try:
             processed = [slot.request.seq.process(row) for slot, row in zip(slots, raw, strict=True)]
             outputs = np.cumsum(self.batch.logits[: self.batch.n_tokens]) - 1  # batch row -> output row
-            first = int(outputs[slots[0].row])
-            together = [int(outputs[slot.row]) for slot in slots] == list(range(first, first + len(slots)))
+            first = int(outputs[chunks[0].last_row])
+            together = [int(outputs[chunk.last_row]) for chunk in chunks] == list(range(first, first + len(slots)))
             if together and all(p is r for p, r in zip(processed, raw, strict=True)):
                 rows = self.ctx.output_logits()[first : first + len(slots)]
             else:
@@ -469,7 +602,7 @@ class Scheduler:
         request = slot.request
         slot.request = None
         slot.pending = []
-        slot.row, slot.scheduled = -1, 0
+        slot.draft_length = None
         _deliver(request, Done(reason, error, request.seq.usage, request.timings))
 
     def fail_all(self, error: Exception) -> None:
@@ -530,9 +663,9 @@ class Engine:
     """
 
     def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = 128,
-                 n_ctx_per_seq: int | None = None):
+                 n_ctx_per_seq: int | None = None, speculation: Speculation | None = None):
         self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq,
-                                   on_dequeue=self._dequeued)
+                                   on_dequeue=self._dequeued, speculation=speculation)
         self.max_queue = max_queue
         self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
         self._lock = threading.Lock()

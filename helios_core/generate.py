@@ -16,6 +16,7 @@ from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
 from helios_core.model import Model
 from helios_core.sequence import GenerationParams, Step, Timings, Usage
+from helios_core.speculative import Speculation
 
 __all__ = ["Generation", "GenerationParams", "Generator", "Step", "Timings", "Usage"]
 
@@ -28,14 +29,15 @@ class Generator:
 
     Without `ctx` the generator makes its own context and close() (or the
     end of a `with` block) frees it; a context passed in stays the caller's.
+    speculation: speculative decoding (helios_core.speculative.Speculation), off by default.
     """
 
     def __init__(self, model: Model, ctx: Context | None = None, *, n_ctx: int = 4096,
-                 n_threads: int | None = None, n_batch: int = 512):
+                 n_threads: int | None = None, n_batch: int = 512, speculation: Speculation | None = None):
         self.model = model
         self._owns_ctx = ctx is None
         self.ctx = ctx or Context(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
-        self.scheduler = Scheduler(self.ctx)
+        self.scheduler = Scheduler(self.ctx, speculation=speculation)
         self._closed = False
 
     def close(self) -> None:

@@ -66,6 +66,9 @@ class GenerationParams:
         first Step. The prompt is then decoded whole (no cached prefix has its logits).
     lora: (Adapter, scale) pairs (helios_core.lora) this request decodes under; () is the
         base model. Kept in canonical form (lora.adapter_set); requests with equal sets batch together.
+    speculative: False opts this request out of speculative decoding where the engine
+        runs it (helios_core.speculative); requests with a constraint, a batch sampler
+        or a sampler without a `distribution` are never speculated.
     """
 
     max_tokens: int | None = 256
@@ -104,6 +107,7 @@ class GenerationParams:
     processors: Sequence[LogitsProcessor] = ()
     constraint: Constraint | None = None
     lora: Sequence[tuple[Adapter, float]] = ()
+    speculative: bool = True
 
     def __post_init__(self):
         self.lora = adapter_set(self.lora)
@@ -189,6 +193,8 @@ class Usage:
 class Timings:
     prompt_ms: float = 0.0
     generation_ms: float = 0.0
+    draft_tokens: int = 0  # speculative decoding: tokens drafted for this request, and how many were kept
+    draft_accepted: int = 0
 
     def tokens_per_second(self, tokens: int) -> float:
         return 1000.0 * tokens / self.generation_ms if self.generation_ms > 0 else 0.0

@@ -165,6 +165,68 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
 
 
+def _add_speculation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speculative decoding (output distributed as without it)")
+    group.add_argument(
+        "--spec",
+        choices=SPEC_KINDS,
+        default=None,
+        help="draft tokens by prompt lookup (copying from the text so far), with --draft-model, or not at all "
+        "(default: draft with --draft-model, else prompt-lookup)",
+    )
+    group.add_argument(
+        "--draft-model",
+        default=None,
+        metavar="SPEC",
+        help="a smaller GGUF sharing the model's vocabulary to draft with (a path or owner/repo:file.gguf)",
+    )
+    group.add_argument(
+        "--draft-max", type=_number(int, 1, 256), default=16, help="most tokens a sequence drafts in one step"
+    )
+
+
+SPEC_KINDS = ("prompt-lookup", "draft", "off")
+
+
+def check_speculation_options(args: argparse.Namespace, model_path) -> None:
+    """--spec and --draft-model agree, and the draft model shares the model's vocabulary: else one line, exit 2.
+
+    Sets args.spec to the kind in use and args.draft_model to the resolved path.
+    """
+    kind = args.spec or ("draft" if args.draft_model else "prompt-lookup")
+    if kind == "draft" and not args.draft_model:
+        raise SystemExit("helios-engine: --spec draft needs --draft-model")
+    if kind != "draft" and args.draft_model:
+        raise SystemExit(f"helios-engine: --draft-model is only used with --spec draft, not --spec {kind}")
+    args.spec = kind
+    if not args.draft_model:
+        return
+    from helios_core.model import Model, check_gguf_file
+    from helios_core.resolve import resolve_model
+    from helios_core.speculative import check_same_vocabulary
+
+    args.draft_model = resolve_model(args.draft_model)
+    check_gguf_file(args.draft_model)
+    with Model(args.draft_model, vocab_only=True) as draft, Model(model_path, vocab_only=True) as target:
+        try:
+            check_same_vocabulary(draft, target)
+        except ValueError as error:
+            raise SystemExit(f"helios-engine: --draft-model {args.draft_model.name}: {error}") from None
+
+
+def speculation(args: argparse.Namespace, model, n_seq: int, n_ctx_per_seq: int):
+    """The Speculation the (checked) options ask for, None for --spec off; a draft model is loaded here."""
+    from helios_core.model import Model
+    from helios_core.speculative import DraftModel, PromptLookup, Speculation
+
+    if args.spec == "off":
+        return None
+    if args.spec == "prompt-lookup":
+        return Speculation(PromptLookup(), draft_max=args.draft_max)
+    drafter = DraftModel(Model(args.draft_model), n_seq, n_ctx_per_seq=n_ctx_per_seq, n_threads=args.threads)
+    return Speculation(drafter, draft_max=args.draft_max)
+
+
 def generation_params(args: argparse.Namespace):
     """The parsed flags as GenerationParams, checked as the server checks a request's fields."""
     from helios_http.errors import APIError
@@ -206,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="stream a completion to stdout", formatter_class=_HelpFormatter)
     _add_model_options(generate)
     _add_sampling_options(generate)
+    _add_speculation_options(generate)
     generate.add_argument(
         "--prompt", "-p", required=True, help="the text to continue (or, with --chat, the user's message)"
     )
@@ -217,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="port to listen on")
     serve.add_argument("--parallel", "-np", type=_positive_int, default=4, help="sequences decoded together")
+    _add_speculation_options(serve)
     serve.add_argument(
         "--pooling",
         choices=("mean", "cls", "last"),
@@ -323,11 +387,13 @@ def generate_command(args: argparse.Namespace) -> None:
     template = chat_template_option(args)  # a broken template file fails before the model loads
     path = resolve_model(args.model)
     check_lora_options(args, path)
+    check_speculation_options(args, path)
     add_rpc_workers(args)
     # Closing the model closes the generator's context with it, on errors too.
     with (
         Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split) as model,
-        Generator(model, n_ctx=args.ctx_size, n_threads=args.threads) as generator,
+        Generator(model, n_ctx=args.ctx_size, n_threads=args.threads,
+                  speculation=speculation(args, model, 1, args.ctx_size)) as generator,
     ):
         apply_control_vectors(args, model, generator.ctx)
         if args.lora:

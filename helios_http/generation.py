@@ -141,7 +141,7 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
                 if event.error is not None:
                     raise engine_error(event.error)
                 choice.finish_reason = event.finish_reason
-                tally.add(index, event.usage)
+                tally.add(index, event.usage, event.timings)
                 continue
             choice.text.append(event.text)
             choice.steps.append(event)
@@ -151,7 +151,9 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
         for choice in ordered:
             tools.settle(choice, parsed.tool_plan)  # the text becomes content and tool_calls
     if kind == "chat":
-        body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
+        body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs,
+                                    tally.timings_body())
     else:
-        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs)
+        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs,
+                                          tally.timings_body())
     return json_response(body)

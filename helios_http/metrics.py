@@ -98,6 +98,19 @@ class Metrics:
             metric(
                 "batch_sequences_total", "counter", "Sequences over all decode steps.", [("", stats.batch_sequences)]
             )
+            metric("draft_tokens_total", "counter", "Speculative decoding: tokens drafted.", [("", stats.draft_tokens)])
+            metric(
+                "draft_tokens_accepted_total",
+                "counter",
+                "Speculative decoding: drafted tokens the model agreed with, kept without a step of their own.",
+                [("", stats.draft_accepted)],
+            )
+            metric(
+                "draft_acceptance_rate",
+                "gauge",
+                "Speculative decoding: accepted / drafted tokens so far (0 before any draft).",
+                [("", stats.draft_accepted / stats.draft_tokens if stats.draft_tokens else 0.0)],
+            )
         if devices:
             labels = [f'{{device="{d.name}",description="{d.description}",kind="{d.kind}"}}' for d in devices]
             metric("device_memory_free_bytes", "gauge", "Free memory of each device the model may use, at load.",

@@ -363,6 +363,8 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
         options["min_tokens"] = _integer(body, "min_tokens", 0, low=0)
     if body.get("ignore_eos") is not None:
         options["ignore_eos"] = boolean_field(body, "ignore_eos", False)
+    if body.get("speculative") is not None:  # false: no speculative decoding for this request
+        options["speculative"] = boolean_field(body, "speculative", True)
     stop_ids = body.get("stop_token_ids")
     if stop_ids is not None:
         if not isinstance(stop_ids, list) or not all(_is_token_id(t) for t in stop_ids) or len(stop_ids) > 64:

@@ -35,8 +35,10 @@ from helios_http.cli import (
     apply_control_vectors,
     chat_template_option,
     check_lora_options,
+    check_speculation_options,
     load_lora_adapters,
     no_chat_template_warning,
+    speculation,
 )
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
@@ -85,7 +87,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         )
         logger.info("helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
                     state.embeddings.pooling, args.embedding_batch)
-    state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue)
+    state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue,
+                          speculation=speculation(args, model, args.parallel, args.ctx_size))
     # llguidance's view of the vocabulary (1.6 s for Gemma's) and DRY's default sequence
     # breakers (1 s) are built beside the first requests rather than in front of the first
     # request that needs them, which would stall the engine thread.
@@ -122,6 +125,7 @@ def serve(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     check_gguf_file(path)
     check_lora_options(args, path)  # a bad --lora: one line, exit 2, before anything loads
+    check_speculation_options(args, path)  # likewise a --spec without its --draft-model, or a mismatched one
     # A plug-in that does not import stops the server now, with one line, not on the first request.
     plugins = Plugins.load(args.sampler, args.processor)
     state = ServerState(

@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from helios_core.generate import Step, Usage
+from helios_core.generate import Step, Timings, Usage
 from helios_core.scoring import Scored
 from helios_core.vocab import Vocab
 
@@ -55,19 +55,46 @@ class UsageTally:
         self.n = n
         self.prompt_usage: dict[int, Usage] = {}
         self.completion_tokens = 0
+        self.timings: list[dict] = []
 
-    def add(self, index: int, usage: Usage | None) -> None:
+    def add(self, index: int, usage: Usage | None, timings: Timings | None = None) -> None:
         if usage is None:
             return
         self.completion_tokens += usage.completion_tokens
         if index % self.n == 0:
             self.prompt_usage[index] = usage
+        if timings is not None:
+            self.timings.append(timings_body(usage, timings, prompt=index % self.n == 0))
+
+    def timings_body(self) -> dict:
+        """The request's `timings`: tokens and drafts summed over its choices, milliseconds of the longest."""
+        total = {key: sum(t[key] for t in self.timings) for key in _TIMINGS_COUNTS}
+        total["prompt_ms"] = max((t["prompt_ms"] for t in self.timings), default=0.0)
+        total["predicted_ms"] = max((t["predicted_ms"] for t in self.timings), default=0.0)
+        return total
 
     def body(self) -> dict:
         usages = self.prompt_usage.values()
         return usage_body(
             sum(u.prompt_tokens for u in usages), self.completion_tokens, sum(u.cached_tokens for u in usages)
         )
+
+
+_TIMINGS_COUNTS = ("prompt_n", "predicted_n", "draft_n", "draft_n_accepted")
+
+
+def timings_body(usage: Usage, timings: Timings, prompt: bool = True) -> dict:
+    """llama-server's `timings` of one generation: prompt tokens read (not cached) and generated, in how many
+    milliseconds, and speculative decoding's drafted and accepted tokens. prompt False: a further choice of
+    the same prompt, whose prompt is counted with the first."""
+    return {
+        "prompt_n": usage.prompt_tokens - usage.cached_tokens if prompt else 0,
+        "prompt_ms": round(timings.prompt_ms, 3),
+        "predicted_n": usage.completion_tokens,
+        "predicted_ms": round(timings.generation_ms, 3),
+        "draft_n": timings.draft_tokens,
+        "draft_n_accepted": timings.draft_accepted,
+    }
 
 
 # --- logprobs ------------------------------------------------------------------------
@@ -139,7 +166,8 @@ def envelope(id_: str, obj: str, created: int, model: str, choices: list[dict], 
     }
 
 
-def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
+def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
+                  timings: dict | None = None) -> dict:
     return envelope(
         id_,
         "chat.completion",
@@ -155,6 +183,7 @@ def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, voca
             for c in choices
         ],
         usage=usage,
+        **({"timings": timings} if timings is not None else {}),
     )
 
 
@@ -166,7 +195,8 @@ def chat_message(choice: Choice) -> dict:
     return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": choice.tool_calls}
 
 
-def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool) -> dict:
+def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
+                        timings: dict | None = None) -> dict:
     return envelope(
         id_,
         "text_completion",
@@ -182,6 +212,7 @@ def completion_response(id_: str, model: str, choices: list[Choice], usage: dict
             for c in choices
         ],
         usage=usage,
+        **({"timings": timings} if timings is not None else {}),
     )
 
 

@@ -55,7 +55,7 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
                 yield _DONE
                 return
             if isinstance(event, Done):
-                tally.add(index, event.usage)
+                tally.add(index, event.usage, event.timings)
             if tool_deltas is not None:
                 for choice in tool_deltas.choices(index, event):
                     yield chunk(choice)
@@ -66,8 +66,11 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
                 logprobs = shapes.completion_logprobs(vocab, [], prompt=event)
                 yield chunk(shapes.chunk_choice(False, index, text, logprobs=logprobs))
                 continue
-            if isinstance(event, Done):
-                yield chunk(shapes.chunk_choice(chat, index, "", event.finish_reason))
+            if isinstance(event, Done):  # the choice's last chunk carries its timings, as llama-server's does
+                closing = shapes.chunk_choice(chat, index, "", event.finish_reason)
+                timings = {} if event.usage is None or event.timings is None else {
+                    "timings": shapes.timings_body(event.usage, event.timings, prompt=index % parsed.n == 0)}
+                yield _sse(shapes.envelope(id_, obj, created, model_id, [closing], **usage_field, **timings))
                 continue
             logprobs = None
             if logprobs_wanted and chat:

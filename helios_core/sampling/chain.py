@@ -21,6 +21,7 @@ tokens from the same seeds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,9 +45,43 @@ from helios_core.sampling.mirostat import make_mirostat_v2
 _SLACK = 0.01
 
 
-def greedy(logits: np.ndarray, state: SamplingState) -> int:
+class ChainSampler:
+    """A sampler that can say what it draws from.
+
+    `distribution(logits, state)` is the candidate set its call draws from (after every
+    filter; `.probs()` normalises the weights), and `sampler(logits, state)` is one
+    draw from it. Speculative decoding needs the first to accept drafted tokens without
+    changing what the output is distributed as. A custom sampler gets the same treatment
+    by having a `distribution` method of this shape.
+    """
+
+    def __init__(self, distribution: Callable[[np.ndarray, SamplingState], Candidates], name: str):
+        self.distribution = distribution
+        self.name = name
+
+    def __call__(self, logits: np.ndarray, state: SamplingState) -> int:
+        c = self.distribution(logits, state)
+        return int(c.ids[_draw(c.weights, state.rng)])
+
+    def __repr__(self) -> str:
+        return f"<sampler {self.name}>"
+
+
+class _Greedy(ChainSampler):
     """The most likely token (ties: the lowest id, as llama.cpp's greedy sampler)."""
-    return best_token(logits)
+
+    def __init__(self):
+        super().__init__(_point_mass, "greedy")
+
+    def __call__(self, logits: np.ndarray, state: SamplingState) -> int:
+        return best_token(logits)
+
+
+def _point_mass(logits: np.ndarray, state: SamplingState) -> Candidates:
+    return Candidates(np.array([best_token(logits)]), np.ones(1, dtype=np.float32), logits)
+
+
+greedy = _Greedy()
 
 
 # One default everywhere (make_sampler, GenerationParams, the server, the CLI): OpenAI's API
@@ -101,10 +136,13 @@ def _filter_chain(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p:
                   xtc_threshold: float = 0.1, xtc_probability: float = 0.0) -> Sampler:
     """The chain on one candidate set. Top-n-sigma, top-k and (where nothing that weighs the
     whole set comes first) min-p keep the best tokens down to a bound, so they also tighten
-    the cut; the filters then decide exactly."""
+    the cut; the filters then decide exactly.
+
+    With XTC on, the set itself is random (XTC throws a coin per step), so such a sampler
+    has no `distribution`: a plain function."""
     floor = _floor(top_p, min_p, typical_p)
 
-    def sample(logits: np.ndarray, state: SamplingState) -> int:
+    def cut(logits: np.ndarray, state: SamplingState) -> Candidates:
         cut = floor
         if top_n_sigma > 0.0:
             sigma = _finite_std(logits)
@@ -115,27 +153,31 @@ def _filter_chain(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p:
             c = c.keep(_top_n_sigma_mask(logits[ids], top_n_sigma, sigma))
         c = apply_typical(c, typical_p)
         c = apply_top_p(c, top_p)
-        c = apply_min_p(c, min_p)
-        c = apply_xtc(c, xtc_threshold, xtc_probability, state.rng)
-        return draw(c, state.rng)
+        return apply_min_p(c, min_p)
 
-    return sample
+    if xtc_probability > 0.0 and xtc_threshold <= 0.5:
+        def sample(logits: np.ndarray, state: SamplingState) -> int:
+            return draw(apply_xtc(cut(logits, state), xtc_threshold, xtc_probability, state.rng), state.rng)
+
+        return sample
+    return ChainSampler(cut, f"chain(temperature={temperature}, top_k={top_k}, top_p={top_p}, min_p={min_p}, "
+                             f"typical_p={typical_p}, top_n_sigma={top_n_sigma})")
 
 
 def _fused(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Sampler:
     """temperature -> top-k -> top-p -> min-p -> draw, on bare arrays."""
     floor = _floor(top_p, min_p)
 
-    def sample(logits: np.ndarray, state: SamplingState) -> int:
+    def cut(logits: np.ndarray, state: SamplingState) -> Candidates:
         ids, weights = _candidates(logits, temperature, floor, top_k)
         if top_p < 1.0 and ids.size > 1:
             ids, weights = _nucleus(ids, weights, top_p)
         if min_p > 0.0 and ids.size > 1:
             kept = _min_p_mask(weights, min_p)
             ids, weights = ids[kept], weights[kept]
-        return int(ids[_draw(weights, state.rng)])
+        return Candidates(ids, weights, logits)
 
-    return sample
+    return ChainSampler(cut, f"chain(temperature={temperature}, top_k={top_k}, top_p={top_p}, min_p={min_p})")
 
 
 def _floor(top_p: float, min_p: float, typical_p: float = 1.0) -> float:
