@@ -33,6 +33,11 @@ Rules:
 - A slow consumer never stalls the others: events are handed to the
   request's sink at once and buffered there (at most max_tokens of them).
 - Cancelling a request frees its slot before the next step.
+- LoRA adapters (GenerationParams.lora) are set per context in llama.cpp, so a
+  step plans and decodes the slots of each adapter set in use apart: one
+  decode per set, the context's current set first (one switch fewer per
+  step); requests sharing a set still batch together. A slot's cached tokens
+  are keyed by the set they were read under, and never reused under another.
 - Speculative decoding (a `Speculation` given): a generating slot whose
   request allows it and whose sampler exposes its distribution drafts up to
   its DraftLength's k tokens (at most `draft_budget` over all slots in a
@@ -58,6 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from helios_core import lora
 from helios_core.batch import Batch
 from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
@@ -221,6 +227,7 @@ class Plan:
     """One step: the chunks of the batch, in batch order."""
 
     chunks: list[Chunk] = field(default_factory=list)
+    lora: tuple = ()  # the adapter set (lora.AdapterSet) of every chunk's request: the batch is decoded under it
 
 
 @dataclass
@@ -289,12 +296,21 @@ class Scheduler:
     # --- one step --------------------------------------------------------------
 
     def step(self) -> None:
-        """Admit, plan one batch, decode it once, commit what every slot got from it."""
+        """Admit; then for each adapter set in use: plan one batch, decode it once, commit what every slot got."""
         self._drop_cancelled()
         self._admit()
-        plan = self.plan()
+        for adapters in self._adapter_sets():
+            self._step(self.plan(adapters))
+
+    def _adapter_sets(self) -> list[lora.AdapterSet]:
+        """The adapter sets of the busy slots, the context's current one first."""
+        in_use = {slot.request.params.lora: None for slot in self.slots if slot.busy}  # ordered, each once
+        return sorted(in_use, key=lambda adapters: adapters != self.ctx.lora)
+
+    def _step(self, plan: Plan) -> None:
         if not plan.chunks:
             return
+        lora.apply(self.ctx, plan.lora)
         started = time.perf_counter()
         try:
             self.ctx.decode(self.batch)
@@ -340,10 +356,11 @@ class Scheduler:
                 # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
                 slot = min(free, key=lambda s: len(s.cache.tokens))
                 slot.cache.forget(self.ctx)
+                slot.cache.lora = request.params.lora
                 cached = 0
             else:
-                slot = max(free, key=lambda s: _slot_score(s, request.prompt))
-                cached = slot.cache.reuse(self.ctx, request.prompt)
+                slot = max(free, key=lambda s: _slot_score(s, request.prompt, request.params.lora))
+                cached = slot.cache.reuse(self.ctx, request.prompt, request.params.lora)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
             if cached:
@@ -357,13 +374,14 @@ class Scheduler:
 
     # --- the plan -----------------------------------------------------------------
 
-    def plan(self) -> Plan:
-        """Fill the batch: every generating slot's last token (and its draft), then prompt chunks in
-        arrival order, within n_batch."""
+    def plan(self, adapters: lora.AdapterSet = ()) -> Plan:
+        """Fill the batch from the slots whose requests run under `adapters`: every generating slot's last
+        token (and its draft), then prompt chunks in arrival order, within n_batch."""
         batch = self.batch
         batch.clear()
-        plan = Plan()
-        generating = [s for s in self.slots if s.busy and not s.pending]
+        plan = Plan(lora=adapters)
+        busy = [s for s in self.slots if s.busy and s.request.params.lora == adapters]
+        generating = [s for s in busy if not s.pending]
         # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
         generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
         drafts = self._drafts(generating, batch.capacity - len(generating))
@@ -378,7 +396,7 @@ class Scheduler:
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
         scoring_rows = ROWS_PER_DECODE
-        for slot in sorted((s for s in self.slots if s.busy and s.pending), key=lambda s: s.request.submitted_at):
+        for slot in sorted((s for s in busy if s.pending), key=lambda s: s.request.submitted_at):
             seq = slot.request.seq
             limit = min(budget, scoring_rows) if seq.scores_prompt else budget
             if limit <= 0:
@@ -632,13 +650,13 @@ class Scheduler:
 MIN_SHARED_FRACTION = 0.1
 
 
-def _slot_score(slot: Slot, prompt: list[int]) -> tuple[int, int]:
+def _slot_score(slot: Slot, prompt: list[int], adapters: tuple = ()) -> tuple[int, int]:
     """The longest common prefix wins; ties (and no real match) go to the slot holding the fewest tokens.
 
     So a prompt that shares only BOS with a long cache takes an emptier slot
     instead of wiping that cache.
     """
-    shared = slot.cache.common_prefix(prompt)
+    shared = slot.cache.common_prefix(prompt, adapters)  # nothing under another adapter set
     if shared < MIN_SHARED_FRACTION * max(len(prompt), len(slot.cache.tokens)):
         shared = 0
     return shared, -len(slot.cache.tokens)
