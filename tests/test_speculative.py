@@ -7,9 +7,12 @@ agree up to near-ties, which the last tests check against the documented toleran
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import deque
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -30,6 +33,7 @@ from helios_core.speculative import (
 )
 from tests.conftest import LOGIT_TOLERANCE, THREADS, teacher_forced
 from tests.scripted import ScriptedContext, peaked
+from tests.server_process import ServerProcess
 
 GREEDY = dict(temperature=0.0)
 
@@ -369,3 +373,65 @@ def test_the_model_drafting_for_itself_is_mostly_accepted(model):
         assert generation.timings.draft_accepted >= generation.timings.draft_tokens // 2
     finally:
         drafter.close()
+
+
+# --- over HTTP ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess("--ctx-size", "512", "--parallel", "4")  # prompt lookup is the default
+    yield proc
+    proc.stop()
+
+
+def completion(server, **body) -> dict:
+    response = httpx.post(f"{server.url}/v1/completions", json={"max_tokens": 24, "temperature": 0, **body},
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_responses_carry_timings_with_drafts_and_a_request_can_opt_out(server):
+    prompt = COPY_PROMPTS[14]
+    drafted = completion(server, prompt=prompt)
+    timings = drafted["timings"]
+    assert timings["predicted_n"] == drafted["usage"]["completion_tokens"] == 24
+    assert 0 < timings["draft_n_accepted"] <= timings["draft_n"]
+    plain = completion(server, prompt=prompt, speculative=False)
+    assert plain["timings"]["draft_n"] == plain["timings"]["draft_n_accepted"] == 0
+    refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "speculative": "no"}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "speculative"
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    values = {name: float(value) for name, value in
+              (line.split(" ") for line in text.splitlines() if line.startswith("helios_draft"))}
+    assert values["helios_draft_tokens_total"] >= timings["draft_n"]
+    assert 0 < values["helios_draft_acceptance_rate"] <= 1
+
+
+def test_four_concurrent_streams_lose_and_repeat_nothing(server, model):
+    async def stream(client, prompt: str) -> tuple[str, list[str], dict]:
+        body = {"prompt": prompt, "max_tokens": 40, "temperature": 0.9, "seed": 3, "stream": True, "logprobs": 0,
+                "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in model.vocab.eog_tokens}}
+        text, pieces, usage, timings = [], [], None, None
+        async with client.stream("POST", f"{server.url}/v1/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                usage = data.get("usage") or usage
+                timings = data.get("timings") or timings
+                for choice in data["choices"]:
+                    text.append(choice["text"])
+                    if choice["logprobs"]:
+                        pieces.extend(choice["logprobs"]["tokens"])
+        return "".join(text), pieces, {"usage": usage, "timings": timings}
+
+    async def together():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(stream(client, p) for p in COPY_PROMPTS[:4]))
+
+    for text, pieces, tail in asyncio.run(together()):
+        assert len(pieces) == tail["usage"]["completion_tokens"] == 40  # one logprobs entry per token
+        assert "".join(pieces) == text  # every token's text arrived once, in order
+        assert tail["timings"]["predicted_n"] == 40
