@@ -77,8 +77,12 @@ def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str,
     """`extra`: options both servers spell alike (e.g. --rpc HOST:PORT -ngl 99)."""
     port = free_port()
     if kind == "helios":
+        # Like for like with llama-server, which drafts nothing unless told: helios's speculative
+        # decoding (on by default) is measured against llama-server's own by bench_speculative.
+        spec = () if "--spec" in extra else ("--spec", "off")
         argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
-                "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *extra]
+                "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *spec,
+                *extra]
     else:
         binary = vendor_build.build_dir() / "bin" / "llama-server"
         if not binary.exists():

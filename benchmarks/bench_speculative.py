@@ -131,7 +131,7 @@ WORKLOADS = {"copy": COPY_PROMPTS, "free": FREE_PROMPTS}
 
 def engines() -> dict[str, tuple[str, tuple[str, ...]]]:
     """name -> (server kind, its extra options)."""
-    table = {"helios-plain": ("helios", ("--spec", "off")), "helios-spec": ("helios", ()),
+    table = {"helios-plain": ("helios", ("--spec", "off")), "helios-spec": ("helios", ("--spec", "prompt-lookup")),
              "llama-plain": ("llama-server", ())}
     for kind in SPEC_TYPES:
         table[f"llama-{kind}"] = ("llama-server", ("--spec-type", kind))
