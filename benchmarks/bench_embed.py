@@ -1,7 +1,7 @@
 """Embedding throughput: helios-engine serve against llama-server --embeddings, same build, model, threads, texts.
 
 Both servers pool by mean and run on the same threads. Both are started once, warmed with one
-request of 64 texts and left idle SETTLE_SECONDS (helios's start-up work in the background ends);
+request of 64 texts (helios answers /health only once its start-up work is done);
 then, in turn (one idle while the other is timed), each embeds the same 200 texts over
 HTTP in two ways:
 
@@ -48,7 +48,6 @@ from tests.server_process import free_port  # noqa: E402
 N_TEXTS = 200
 KINDS = ("llama-server", "helios")
 MODES = ("batch", "concurrent")
-SETTLE_SECONDS = 15
 
 
 def texts(n: int = N_TEXTS) -> list[str]:
@@ -123,9 +122,6 @@ def main() -> None:
         # llama.cpp grows its output buffers (a logits row per token) to their size, in both servers.
         for server in servers.values():
             asyncio.run(run_mode(server.url, "batch", items[:64], 1))
-        # helios builds llguidance's and DRY's vocabulary tables on a thread of its own at start-up
-        # (2-3 s of CPU, longer under load): let that finish before anything is timed.
-        time.sleep(SETTLE_SECONDS)
         load = [os.getloadavg()[0]]
         for round_ in range(args.rounds):
             order = KINDS if round_ % 2 == 0 else KINDS[::-1]

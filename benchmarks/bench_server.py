@@ -48,22 +48,18 @@ CTX_PER_SLOT = 2048
 SYSTEM_WORDS = "You are a meticulous assistant for a library. Follow the catalogue rules exactly. "
 
 
-# After /health turns 200, helios builds llguidance's and DRY's views of the vocabulary on a
-# thread (about 3 s of CPU and GIL on a quiet 2-core machine, longer on a busy one), which
-# halves generation speed meanwhile. Both servers get the same pause before they are
-# measured, so the numbers are steady-state speeds.
-SETTLE_SECONDS = 10.0
-
-
 class Server:
-    """One server process on a free loopback port; waits until /health answers 200, then SETTLE_SECONDS."""
+    """One server process on a free loopback port; waits until /health answers 200.
+
+    helios answers 200 only once its start-up work (llguidance's and DRY's views of the
+    vocabulary) is done, so nothing of it runs beside the measurements.
+    """
 
     def __init__(self, name: str, argv: list[str], port: int):
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_healthy(self.url, self.process, timeout=180)
-        time.sleep(SETTLE_SECONDS)
 
     def stop(self) -> None:
         self.process.terminate()

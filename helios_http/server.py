@@ -58,13 +58,17 @@ END_IN_FLIGHT_SECONDS = 3
 def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     """Load model, context and engine into `state` (runs on a background thread). Raises on failure."""
     model = Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split)
+    # llguidance's view of the vocabulary and DRY's default sequence breakers (1.3 s of CPU for
+    # Gemma's, 1.1 s of it llguidance's own build, which holds the GIL) are built beside the
+    # context, and /health answers 200 only once they are: a server that reports ready must not
+    # then run a second of Python beside its first requests (benchmarks saw it at half speed).
+    warm = threading.Thread(target=_warm_vocabulary_caches, args=(model,), name="helios-warm", daemon=True)
+    warm.start()
     try:
         # A template that cannot be applied should stop the server now, not fail every chat request.
         chat.load(model, state.chat_template).render([{"role": "user", "content": "hi"}])
         if state.chat_template is None and model.chat_template() is None:
             logger.warning(no_chat_template_warning(model))
-        # Scanned once here (a pass over the vocabulary), not on the first request.
-        model.vocab.max_token_bytes  # noqa: B018
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
         ctx = Context(
             model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
@@ -87,12 +91,9 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         )
         logger.info("helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
                     state.embeddings.pooling, args.embedding_batch)
+    warm.join()  # before state.engine: /health says 200 from then on
     state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue,
                           speculation=speculation(args, model, args.parallel, args.ctx_size))
-    # llguidance's view of the vocabulary (1.6 s for Gemma's) and DRY's default sequence
-    # breakers (1 s) are built beside the first requests rather than in front of the first
-    # request that needs them, which would stall the engine thread.
-    threading.Thread(target=_warm_vocabulary_caches, args=(model,), name="helios-warm", daemon=True).start()
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
         "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
@@ -108,6 +109,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
 
 def _warm_vocabulary_caches(model: Model) -> None:
     try:
+        model.vocab.max_token_bytes  # noqa: B018 (read from every token's piece, as the two below)
         constraint.tokenizer_for(model)
         sampling.dry_sequence_breakers(model.vocab)
     except HeliosError:  # the model closed first (shutdown): nothing to warm
