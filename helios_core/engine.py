@@ -424,7 +424,9 @@ class Scheduler:
             return {}
         drafts: dict[int, np.ndarray] = {}
         budget = min(self.speculation.draft_budget, room)
-        for slot in generating:
+        # The slot that asks first takes turns, so a short budget is shared over the steps.
+        first = self.stats.steps % len(generating) if generating else 0
+        for slot in generating[first:] + generating[:first]:
             if budget <= 0:
                 break
             seq = slot.request.seq

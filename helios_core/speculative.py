@@ -180,7 +180,7 @@ class DraftLength:
     and changes nothing.
     """
 
-    k_max: int = 16
+    k_max: int = 32
     k: int = 4
     misses: int = 0
     pause: int = 0  # steps left without drafting
@@ -223,11 +223,12 @@ class Speculation:
     draft_max: the most tokens one slot drafts in a step (DraftLength's k_max).
     draft_budget: the most drafted tokens in one step over all slots: when many slots
         generate, the batch is wide already and each verify chunk costs more, so the
-        slots that ask first (in slot order) get their k and the rest less or none.
+        slots that ask first get their k and the rest less or none (the first asker
+        takes turns from step to step).
     """
 
     drafter: PromptLookup | DraftModel = field(default_factory=PromptLookup)
-    draft_max: int = 16
+    draft_max: int = 32
     draft_budget: int = 64
 
     def __post_init__(self):

@@ -181,7 +181,7 @@ def _add_speculation_options(parser: argparse.ArgumentParser) -> None:
         help="a smaller GGUF sharing the model's vocabulary to draft with (a path or owner/repo:file.gguf)",
     )
     group.add_argument(
-        "--draft-max", type=_number(int, 1, 256), default=16, help="most tokens a sequence drafts in one step"
+        "--draft-max", type=_number(int, 1, 256), default=32, help="most tokens a sequence drafts in one step"
     )
 
 

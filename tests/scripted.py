@@ -36,6 +36,7 @@ class ScriptedContext:
         self.n_batch = n_batch
         self.n_vocab = model.vocab.n_vocab
         self.memory: list[list[int]] = [[] for _ in range(n_seq_max)]
+        self.lora: tuple = ()  # no LoRA adapters: lora.apply(ctx, ()) leaves it be
         self.decodes: list[int] = []  # batch sizes, one per decode
         self._rows: dict[int, np.ndarray] = {}
 
