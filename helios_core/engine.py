@@ -387,7 +387,8 @@ class Scheduler:
         drafts = self._drafts(generating, batch.capacity - len(generating))
         for slot in generating:
             draft = drafts.get(slot.cache.seq_id, EMPTY)
-            rows = batch.add(np.append(slot.request.seq.tokens[-1], draft), slot.next_pos, slot.cache.seq_id,
+            last = slot.request.seq.tokens[-1:]
+            rows = batch.add(np.concatenate((last, draft)) if draft.size else last, slot.next_pos, slot.cache.seq_id,
                              logits_last=True)
             if draft.size:
                 batch.logits[rows] = 1
@@ -534,7 +535,7 @@ class Scheduler:
         slot.cache.tokens.append(last)
         slot.cache.tokens.extend(draft[: n - 1].tolist())
         slot.next_pos = chunk.pos + n
-        if n < chunk.rows.stop - first:
+        if n <= draft.size:  # positions past the newest step's token were refused
             self.ctx.seq_rm(slot.cache.seq_id, slot.next_pos, -1)
         slot.draft_length.update(draft.size, accepted)
         self.stats.draft_tokens += draft.size

@@ -57,14 +57,17 @@ class UsageTally:
         self.completion_tokens = 0
         self.timings: list[dict] = []
 
-    def add(self, index: int, usage: Usage | None, timings: Timings | None = None) -> None:
+    def add(self, index: int, usage: Usage | None, timings: Timings | None = None) -> dict | None:
+        """Count a finished choice; returns its `timings` body (None without usage or timings)."""
         if usage is None:
-            return
+            return None
         self.completion_tokens += usage.completion_tokens
         if index % self.n == 0:
             self.prompt_usage[index] = usage
-        if timings is not None:
-            self.timings.append(timings_body(usage, timings, prompt=index % self.n == 0))
+        if timings is None:
+            return None
+        self.timings.append(timings_body(usage, timings, prompt=index % self.n == 0))
+        return self.timings[-1]
 
     def timings_body(self) -> dict:
         """The request's `timings`: tokens and drafts summed over its choices, milliseconds of the longest."""

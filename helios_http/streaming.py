@@ -54,8 +54,7 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
                 yield _sse(engine_error(event.error).body())
                 yield _DONE
                 return
-            if isinstance(event, Done):
-                tally.add(index, event.usage, event.timings)
+            timings = tally.add(index, event.usage, event.timings) if isinstance(event, Done) else None
             if tool_deltas is not None:
                 for choice in tool_deltas.choices(index, event):
                     yield chunk(choice)
@@ -68,9 +67,8 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
                 continue
             if isinstance(event, Done):  # the choice's last chunk carries its timings, as llama-server's does
                 closing = shapes.chunk_choice(chat, index, "", event.finish_reason)
-                timings = {} if event.usage is None or event.timings is None else {
-                    "timings": shapes.timings_body(event.usage, event.timings, prompt=index % parsed.n == 0)}
-                yield _sse(shapes.envelope(id_, obj, created, model_id, [closing], **usage_field, **timings))
+                extra = {} if timings is None else {"timings": timings}
+                yield _sse(shapes.envelope(id_, obj, created, model_id, [closing], **usage_field, **extra))
                 continue
             logprobs = None
             if logprobs_wanted and chat:
