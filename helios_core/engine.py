@@ -39,10 +39,12 @@ Rules:
   step); requests sharing a set still batch together. A slot's cached tokens
   are keyed by the set they were read under, and never reused under another.
 - Speculative decoding (a `Speculation` given): a generating slot whose
-  request allows it and whose sampler exposes its distribution drafts up to
-  its DraftLength's k tokens (at most `draft_budget` over all slots in a
-  step); refused drafted positions are removed from the KV memory before the
-  next step, so the slot's cached tokens stay exactly what the memory holds.
+  request allows it and whose sampler exposes its distribution offers its
+  drafter's guess; the step verifies the drafted tokens that give the most
+  expected tokens per cost of the step (speculative.allocate; at most
+  `draft_budget` over all slots), none where drafts do not pay; refused
+  drafted positions are removed from the KV memory before the next step,
+  so the slot's cached tokens stay exactly what the memory holds.
 - The masks of every constrained slot that samples in a step are computed
   together before any slot's processors run, with the GIL released
   (constraint.compute_masks: in parallel on llguidance's thread pool where
@@ -69,9 +71,10 @@ from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.sampling import greedy
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
-from helios_core.speculative import EMPTY, Drafter, DraftLength, Speculation, can_verify, verify
+from helios_core.speculative import EMPTY, Drafter, Offer, SlotAcceptance, Speculation, allocate, can_verify, verify
 
 
 class QueueFullError(HeliosError):
@@ -189,8 +192,8 @@ class Slot:
     request: Request | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
     next_pos: int = 0
-    drafter: Drafter | None = None  # with speculation: this slot's drafter, and its draft length
-    draft_length: DraftLength | None = None
+    drafter: Drafter | None = None  # with speculation: this slot's drafter, and its request's record of drafts
+    acceptance: SlotAcceptance | None = None
 
     @property
     def busy(self) -> bool:
@@ -215,6 +218,7 @@ class Chunk:
     prompt: int = 0
     samples: bool = False
     draft: np.ndarray = field(default_factory=lambda: EMPTY)
+    draft_key: tuple = ()  # the acceptance bucket the draft's verdict is recorded under
     scored: tuple[int, int, int] | None = None
 
     @property
@@ -370,7 +374,7 @@ class Scheduler:
             slot.pending = request.prompt[cached:]
             slot.next_pos = cached
             if request.speculates:
-                slot.draft_length = self.speculation.draft_length()
+                slot.acceptance = SlotAcceptance()
 
     # --- the plan -----------------------------------------------------------------
 
@@ -384,15 +388,17 @@ class Scheduler:
         generating = [s for s in busy if not s.pending]
         # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
         generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
-        drafts = self._drafts(generating, batch.capacity - len(generating))
+        offers = self._drafts(generating, batch.capacity - len(generating))
         for slot in generating:
-            draft = drafts.get(slot.cache.seq_id, EMPTY)
+            offer = offers.get(slot.cache.seq_id)
+            draft = offer.draft if offer is not None else EMPTY
             last = slot.request.seq.tokens[-1:]
             rows = batch.add(np.concatenate((last, draft)) if draft.size else last, slot.next_pos, slot.cache.seq_id,
                              logits_last=True)
             if draft.size:
                 batch.logits[rows] = 1
-            plan.chunks.append(Chunk(slot, rows, slot.next_pos, samples=True, draft=draft))
+            plan.chunks.append(Chunk(slot, rows, slot.next_pos, samples=True, draft=draft,
+                                     draft_key=offer.key if offer is not None else ()))
         room = batch.capacity - batch.n_tokens
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
@@ -419,30 +425,40 @@ class Scheduler:
             budget -= len(tokens)
         return plan
 
-    def _drafts(self, generating: list[Slot], room: int) -> dict[int, np.ndarray]:
-        """Drafted tokens by seq_id for the generating slots that speculate, within the step's draft budget."""
-        if self.speculation is None:
+    def _drafts(self, generating: list[Slot], room: int) -> dict[int, Offer]:
+        """The drafts to verify this step, by seq_id: what pays best over all generating slots.
+
+        Each speculating slot offers what its drafter guesses (never past
+        max_tokens, the token after a whole draft being one more, or the
+        context), with its chance of keeping each token; `allocate` then cuts
+        the offers to the lengths that give the most expected tokens per cost
+        of the step, within the draft budget and the batch.
+        """
+        spec = self.speculation
+        if spec is None:
             return {}
-        drafts: dict[int, np.ndarray] = {}
-        budget = min(self.speculation.draft_budget, room)
-        # The slot that asks first takes turns, so a short budget is shared over the steps.
-        first = self.stats.steps % len(generating) if generating else 0
-        for slot in generating[first:] + generating[:first]:
-            if budget <= 0:
-                break
+        offers: dict[int, Offer] = {}
+        for slot in generating:
             seq = slot.request.seq
             if not slot.request.speculates:
                 continue
-            # Never past max_tokens (the token after a whole draft is one more) or the context.
-            k = min(slot.draft_length.next(), budget, seq.max_new - seq.usage.completion_tokens - 1,
-                    self.n_ctx_per_seq - 2 - slot.next_pos)
+            k = min(spec.draft_max, seq.max_new - seq.usage.completion_tokens - 1,
+                    self.n_ctx_per_seq - 2 - slot.next_pos, room)
             if k <= 0:
                 continue
-            draft = slot.drafter.propose(seq.tokens, k)[:k]
-            if draft.size:
-                drafts[slot.cache.seq_id] = draft
-                budget -= draft.size
-        return drafts
+            offer = spec.offer(slot.drafter, slot.acceptance, seq.tokens, k, seq.sampler is greedy)
+            if offer is not None:
+                offers[slot.cache.seq_id] = offer
+        if not offers:
+            return {}
+        lengths = allocate([(o.draft.size, o.acceptance) for o in offers.values()], len(generating),
+                           min(spec.draft_budget, room), spec.cost)
+        for (seq_id, offer), k in zip(list(offers.items()), lengths, strict=True):
+            if k:
+                offer.draft = offer.draft[:k]
+            else:
+                del offers[seq_id]
+        return offers
 
     # --- the commit -----------------------------------------------------------------
 
@@ -537,7 +553,7 @@ class Scheduler:
         slot.next_pos = chunk.pos + n
         if n <= draft.size:  # positions past the newest step's token were refused
             self.ctx.seq_rm(slot.cache.seq_id, slot.next_pos, -1)
-        slot.draft_length.update(draft.size, accepted)
+        self.speculation.judged(slot.acceptance, chunk.draft_key, draft.size, accepted)
         self.stats.draft_tokens += draft.size
         self.stats.draft_accepted += accepted
         request.timings.draft_tokens += draft.size
@@ -623,7 +639,7 @@ class Scheduler:
         request = slot.request
         slot.request = None
         slot.pending = []
-        slot.draft_length = None
+        slot.acceptance = None
         _deliver(request, Done(reason, error, request.seq.usage, request.timings))
 
     def fail_all(self, error: Exception) -> None:

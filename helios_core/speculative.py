@@ -21,9 +21,14 @@ agrees with, plus one token of the model's own: 1 to k + 1 tokens per step.
   with the argmax is kept). Only a sampler that exposes its distribution
   (`sampler.distribution(logits, state)`, as the built-in chain does) can be
   verified this way; the scheduler decodes every other request normally.
-- `DraftLength` picks k per slot: it grows while drafts are taken whole and
-  falls to 0 for a while after drafts are refused, so text with nothing to
-  copy costs about what plain decoding costs.
+- How many drafted tokens a step verifies is a bet on cost: each row of a
+  verify chunk computes the whole output head, which on Gemma's 262k-token
+  vocabulary is most of a step (`StepCost`). Each slot's chance of keeping a
+  drafted token is estimated from its drafter's evidence (how long the
+  copied match is) and from what its own drafts did (`AcceptanceRates`,
+  `SlotAcceptance`), and `allocate` drafts the tokens that give the most
+  expected tokens per cost, none when nothing pays: text with nothing to
+  copy costs what plain decoding costs.
 
 The scheduler (engine.py) plans verify chunks, rolls the KV memory back over
 refused positions and keeps the slot's cached tokens exact.
@@ -57,15 +62,18 @@ class Drafter(Protocol):
 
 @dataclass(frozen=True)
 class PromptLookup:
-    """Drafts by copying: what followed the latest earlier occurrence of the last n tokens.
+    """Drafts by copying: what followed the earlier occurrence that matches the most of the text's end.
 
-    n runs from ngram_max down to ngram_min, so the longest match wins; among
-    matches of one length the latest (the most recent context) is taken. The
-    search is one vectorised comparison over the sequence's tokens per step
-    (microseconds for thousands of tokens); nothing is kept between calls.
+    The match is the longest suffix of the text (ngram_min to ngram_max
+    tokens) seen earlier; among matches of one length the latest (the most
+    recent context) is taken. Its length is the evidence `lookup` returns:
+    a text that has matched 30 tokens in a row is being copied and will likely
+    go on, one that matched 2 is a guess. The search is a few vectorised
+    comparisons over the sequence's tokens per step (microseconds for
+    thousands of tokens); nothing is kept between calls.
     """
 
-    ngram_max: int = 4
+    ngram_max: int = 64
     ngram_min: int = 2
 
     def __post_init__(self):
@@ -73,23 +81,35 @@ class PromptLookup:
             raise ValueError(f"need 1 <= ngram_min <= ngram_max, got {self.ngram_min}, {self.ngram_max}")
 
     def propose(self, tokens: np.ndarray, k: int) -> np.ndarray:
+        return self.lookup(tokens, k)[0]
+
+    def lookup(self, tokens: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+        """Up to k drafted tokens, and how many tokens of the text's end matched (0: no draft)."""
         n_tokens = tokens.size
-        if k <= 0:
-            return EMPTY
-        for n in range(min(self.ngram_max, n_tokens - 1), self.ngram_min - 1, -1):
-            tail = tokens[n_tokens - n :]
-            # Starts of earlier occurrences: a match must end before the tail starts repeating it.
-            starts = np.flatnonzero(tokens[: n_tokens - n] == tail[0])
-            for j in range(1, n):
-                if not starts.size:
-                    break
-                starts = starts[tokens[starts + j] == tail[j]]
-            if starts.size:
-                # What followed, and past the end of the text the same again: a text that
-                # repeats itself with period n_tokens - follow goes on repeating.
-                follow = int(starts[-1]) + n
-                return np.resize(tokens[follow : follow + k], k).astype(np.int32, copy=False)
-        return EMPTY
+        if k <= 0 or n_tokens < 2:
+            return EMPTY, 0
+        # Ends of earlier occurrences of the text's last `length` tokens (an end before the text's
+        # last token, so something follows it), narrowed one token further back at a time.
+        ends = np.flatnonzero(tokens[: n_tokens - 1] == tokens[n_tokens - 1])
+        length = 1
+        while ends.size > 1 and length < self.ngram_max:
+            earlier = ends - length
+            ends_longer = ends[earlier >= 0]
+            ends_longer = ends_longer[tokens[ends_longer - length] == tokens[n_tokens - 1 - length]]
+            if not ends_longer.size:
+                break
+            ends, length = ends_longer, length + 1
+        if ends.size == 1:  # one candidate left: measure the rest of its match in one comparison
+            end = int(ends[0])
+            span = min(self.ngram_max, end + 1)
+            differ = np.flatnonzero(tokens[end + 1 - span : end + 1][::-1] != tokens[n_tokens - span :][::-1])
+            length = int(differ[0]) if differ.size else span
+        if not ends.size or length < self.ngram_min:
+            return EMPTY, 0
+        # What followed, and past the end of the text the same again: a text that
+        # repeats itself with period n_tokens - follow goes on repeating.
+        follow = int(ends[-1]) + 1
+        return np.resize(tokens[follow : follow + k], k).astype(np.int32, copy=False), length
 
     def for_sequence(self, seq_id: int) -> PromptLookup:
         return self  # nothing per sequence
@@ -169,67 +189,171 @@ def check_same_vocabulary(draft, target) -> None:
                          "target's vocabulary")
 
 
-@dataclass
-class DraftLength:
-    """How many tokens a slot drafts next (adaptive k).
+@dataclass(frozen=True)
+class StepCost:
+    """What one decode costs, in plain one-token steps, by how many logits rows it computes.
 
-    Doubles (up to k_max) when a draft is taken whole, keeps its length when part
-    of one is taken, halves when none is, and after MISSES refused drafts in a row
-    drafts nothing for a pause that doubles each time (up to MAX_PAUSE steps) and
-    ends at the next accepted token. A drafter that finds no guess costs nothing
-    and changes nothing.
+    On Gemma's 262,144-token vocabulary the output head is most of the work of
+    a step, and llama.cpp's CPU kernels (the repacked Q8_0/Q4 GEMMs of ggml)
+    multiply it four rows at a time: the rows of whole groups of `quantum`
+    share each pass over the head's weights, and the rows left over take a
+    slower path, the first of them about a whole pass. benchmarks/
+    bench_verify_rows.py measured on the default model, 2 threads (AVX-512):
+    1 row 1.0, 2 rows 2.0, 3 rows 2.4, 4 rows 2.47, 5 rows 3.83, 6 rows 4.12,
+    7 rows 4.63, 8 rows 3.72, 9 rows 4.91, 12 rows 4.75, 13 rows 6.03,
+    16 rows 6.26, 17 rows 7.36, 33 rows 10.6; the defaults fit these. So
+    draft lengths that fill whole groups are nearly free beside those that
+    leave a row over, and short drafts on their own do not pay.
     """
 
-    k_max: int = 32
-    k: int = 4
-    misses: int = 0
-    pause: int = 0  # steps left without drafting
-    pauses: int = 0  # pauses in a row: each one twice as long
+    quantum: int = 4
+    first_group: float = 1.3  # a step with whole groups: this, plus per_group for each
+    per_group: float = 1.15
+    first_spare: float = 1.25  # the first row beside whole groups, then each further one
+    next_spare: float = 0.45
+    lone_row: float = 1.0  # each row of a step too small for a whole group
 
-    MISSES = 3
-    MAX_PAUSE = 64
+    def __call__(self, rows: int) -> float:
+        groups, rest = divmod(rows, self.quantum)
+        if not groups:
+            return self.lone_row * rest
+        spares = self.first_spare + self.next_spare * (rest - 1) if rest else 0.0
+        return self.first_group + self.per_group * groups + spares
 
-    def __post_init__(self):
-        self.k = max(1, min(self.k, self.k_max))
+    def best_length(self, acceptance: float, k_max: int) -> int:
+        """The draft length that gives one sequence decoding alone the most tokens per cost."""
+        return allocate([(k_max, acceptance)], 1, k_max, self)[0]
 
-    def next(self) -> int:
-        if self.pause:
-            self.pause -= 1
-            return 0
-        return self.k
 
-    def update(self, drafted: int, accepted: int) -> None:
-        if not drafted:
-            return
-        if accepted:
-            self.misses = 0
-            self.pauses = 0
-            if accepted == drafted:
-                self.k = min(2 * self.k, self.k_max)
-            return
-        self.misses += 1
-        self.k = max(1, self.k // 2)
-        if self.misses >= self.MISSES:
-            self.misses = 0
-            self.pauses += 1
-            self.pause = min(2**self.pauses, self.MAX_PAUSE)
+def allocate(offers: list[tuple[int, float]], rows: int, budget: int, cost: StepCost) -> list[int]:
+    """How many drafted tokens each offer puts into a step: the most expected tokens per cost.
+
+    offers: per sequence that can draft, (tokens it can draft, acceptance), where
+    acceptance is the chance that each drafted token is kept given the one before
+    was. rows: logits rows the step has without drafts (one per generating
+    sequence). A sequence's j-th drafted token yields acceptance**j tokens in
+    expectation, less with each, so drafted tokens are taken greedily, the most
+    likely next, and the allocation kept is the best seen on the way: with
+    nothing worth its rows, no drafts at all.
+    """
+    lengths = [0] * len(offers)
+    expected = float(rows)
+    best_value, best = expected / cost(rows), list(lengths)
+    for _ in range(budget):
+        gains = [a ** (k + 1) if k < most else -1.0 for (most, a), k in zip(offers, lengths, strict=True)]
+        if not gains or max(gains) <= 0.0:
+            break
+        i = gains.index(max(gains))
+        lengths[i] += 1
+        expected += gains[i]
+        rows += 1
+        value = expected / cost(rows)
+        if value > best_value:
+            best_value, best = value, list(lengths)
+    return best
+
+
+# Acceptance is estimated per bucket of a drafter's evidence (prompt lookup: how many tokens
+# matched; 2-3, 4-7, 8-15, 16-31, 32 and more; 0 for a draft model), greedy and sampled requests
+# apart. Before drafts are judged, a bucket believes these rates, worth PRIOR_WEIGHT judged tokens.
+# The greedy ones are what prompt lookup's drafts would have kept of plain greedy decoding on the
+# default model (the benchmark's copy prompts and the tests' 30 prompts: 0.77-0.94 for 2-3 matched
+# tokens, 0.91-0.94 for 4-7, 0.96-0.99 for 8-15, 0.99 and more past that); the sampled ones are
+# guesses, and a draft model starts hopeful so that it is tried.
+PRIOR_RATE = {
+    True: {0: 0.8, 1: 0.8, 2: 0.9, 3: 0.96, 4: 0.98, 5: 0.99},
+    False: {0: 0.75, 1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6, 5: 0.7},
+}
+PRIOR_WEIGHT = 4.0
+
+
+def evidence_bucket(evidence: int) -> int:
+    """0 for a drafter with no evidence (a draft model), else 1 + floor(log2(evidence / 2)), at most 5."""
+    return 0 if evidence <= 0 else min(5, max(1, evidence.bit_length() - 1))
+
+
+@dataclass
+class AcceptanceRates:
+    """What fraction of drafted tokens the target keeps, by kind of request and strength of evidence.
+
+    The rate is the estimate of a geometric run: kept tokens / (kept tokens +
+    refusals), a refusal being a draft cut short. A bucket's counts fade by
+    FADE each time it is asked, so the table follows the last few hundred
+    steps, and a bucket whose drafts stopped paying drifts back to its prior
+    and is tried again. One table serves every slot of a scheduler.
+    """
+
+    counts: dict = field(default_factory=dict)  # (greedy, bucket) -> [kept, refused]
+
+    FADE = 0.995
+
+    def rate(self, key: tuple[bool, int]) -> float:
+        counts = self.counts.setdefault(key, [0.0, 0.0])
+        counts[0] *= self.FADE
+        counts[1] *= self.FADE
+        greedy, bucket = key
+        return (counts[0] + PRIOR_WEIGHT * PRIOR_RATE[greedy][bucket]) / (counts[0] + counts[1] + PRIOR_WEIGHT)
+
+    def record(self, key: tuple[bool, int], drafted: int, kept: int) -> None:
+        counts = self.counts.setdefault(key, [0.0, 0.0])
+        counts[0] += kept
+        counts[1] += kept < drafted
+
+
+@dataclass
+class SlotAcceptance:
+    """One request's own record of kept and refused drafts: adaptive k, per sequence.
+
+    Its estimate leans on the shared table's rate for the evidence at hand
+    (worth SHARED_WEIGHT tokens) and moves with what this request's drafts
+    did: kept drafts raise it, so drafts grow; refused ones lower it below what
+    pays, so the sequence stops drafting. The record fades by FADE every step
+    it is asked, drafting or not, so a sequence that stopped drafting tries
+    again some steps later.
+    """
+
+    kept: float = 0.0
+    refused: float = 0.0
+
+    SHARED_WEIGHT = 2.0
+    FADE = 0.9
+
+    def rate(self, shared: float) -> float:
+        self.kept *= self.FADE
+        self.refused *= self.FADE
+        return (self.kept + self.SHARED_WEIGHT * shared) / (self.kept + self.refused + self.SHARED_WEIGHT)
+
+    def record(self, drafted: int, kept: int) -> None:
+        self.kept += kept
+        self.refused += kept < drafted
+
+
+@dataclass
+class Offer:
+    """A sequence's drafted tokens for one step, before the step decides how many to verify."""
+
+    draft: np.ndarray
+    acceptance: float
+    key: tuple[bool, int]  # the AcceptanceRates bucket the verdict is recorded under
 
 
 @dataclass
 class Speculation:
-    """The scheduler's settings for speculative decoding.
+    """The scheduler's settings for speculative decoding, and what it has learnt of its drafts.
 
     drafter: PromptLookup() (the default) or a DraftModel.
-    draft_max: the most tokens one slot drafts in a step (DraftLength's k_max).
-    draft_budget: the most drafted tokens in one step over all slots: when many slots
-        generate, the batch is wide already and each verify chunk costs more, so the
-        slots that ask first get their k and the rest less or none (the first asker
-        takes turns from step to step).
+    draft_max: the most tokens one slot drafts in a step.
+    draft_budget: the most drafted tokens in one step over all slots.
+    cost: what a step costs by its logits rows; with the acceptance estimates it decides
+        how many tokens each slot verifies (`allocate`): none where drafts do not pay,
+        fewer per slot when many slots generate and the batch is wide already.
     """
 
     drafter: PromptLookup | DraftModel = field(default_factory=PromptLookup)
     draft_max: int = 32
     draft_budget: int = 64
+    cost: StepCost = field(default_factory=StepCost)
+    rates: AcceptanceRates = field(default_factory=AcceptanceRates)
 
     def __post_init__(self):
         if self.draft_max < 1:
@@ -240,8 +364,31 @@ class Speculation:
     def drafter_for(self, seq_id: int) -> Drafter:
         return self.drafter.for_sequence(seq_id)
 
-    def draft_length(self) -> DraftLength:
-        return DraftLength(k_max=self.draft_max)
+    def offer(self, drafter: Drafter, record: SlotAcceptance, tokens: np.ndarray, k_max: int,
+              greedy: bool) -> Offer | None:
+        """What one sequence could verify this step (at most k_max tokens), None for nothing.
+
+        A drafter with `lookup` (prompt lookup) costs nothing to ask, so it is
+        asked for k_max tokens and judged by its evidence; any other (a draft
+        model pays a decode per token) is asked only for the tokens that pay
+        for this sequence alone.
+        """
+        lookup = getattr(drafter, "lookup", None)
+        if lookup is not None:
+            draft, evidence = lookup(tokens, k_max)
+            key = (greedy, evidence_bucket(evidence))
+            acceptance = record.rate(self.rates.rate(key))
+        else:
+            key = (greedy, 0)
+            acceptance = record.rate(self.rates.rate(key))
+            k = self.cost.best_length(acceptance, k_max)
+            draft = drafter.propose(tokens, k)[:k] if k else EMPTY
+        return Offer(draft, acceptance, key) if draft.size else None
+
+    def judged(self, record: SlotAcceptance, offer_key: tuple[bool, int], drafted: int, kept: int) -> None:
+        """Take in how many of a verified draft's tokens were kept."""
+        record.record(drafted, kept)
+        self.rates.record(offer_key, drafted, kept)
 
 
 def can_verify(sampler) -> bool:

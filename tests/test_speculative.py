@@ -23,13 +23,17 @@ from helios_core.resolve import default_model_path
 from helios_core.sampling import Candidates, make_sampler
 from helios_core.sequence import Step
 from helios_core.speculative import (
-    DraftLength,
+    AcceptanceRates,
     DraftModel,
     PromptLookup,
+    SlotAcceptance,
     Speculation,
+    StepCost,
     accept_drafted,
+    allocate,
     can_verify,
     check_same_vocabulary,
+    evidence_bucket,
 )
 from tests.conftest import LOGIT_TOLERANCE, THREADS, teacher_forced
 from tests.scripted import ScriptedContext, peaked
@@ -69,36 +73,77 @@ def test_prompt_lookup_continues_a_repeating_text_past_its_end():
     assert PromptLookup(ngram_max=2).propose(text, 7).tolist() == [3, 1, 2, 3, 1, 2, 3]
 
 
-# --- adaptive draft length -------------------------------------------------------------------------
+def test_prompt_lookup_reports_how_much_of_the_text_matched():
+    copied = list(range(10, 40))
+    text = tokens(1, *copied, 2, *copied[:12])
+    draft, matched = PromptLookup().lookup(text, 5)
+    assert draft.tolist() == copied[12:17]
+    assert matched == 12  # the 2 before the copy stops the match
+    assert PromptLookup(ngram_max=8).lookup(text, 5)[1] == 8
 
 
-def test_draft_length_grows_on_whole_drafts_and_keeps_it_on_partial_ones():
-    length = DraftLength(k_max=16, k=4)
-    length.update(4, 4)
-    assert length.next() == 8
-    length.update(8, 8)
-    length.update(16, 16)
-    assert length.next() == 16  # capped at k_max
-    length.update(16, 5)
-    assert length.next() == 16
+# --- how much to draft -----------------------------------------------------------------------------
 
 
-def test_draft_length_pauses_after_refused_drafts_and_longer_each_time():
-    length = DraftLength(k_max=16, k=8)
-    for _ in range(DraftLength.MISSES):
-        length.update(length.next(), 0)
-    assert [length.next() for _ in range(3)] == [0, 0, 1]  # a pause of 2 steps, then k has halved thrice
-    for _ in range(DraftLength.MISSES):
-        length.update(max(length.next(), 1), 0)
-    assert [length.next() for _ in range(5)] == [0, 0, 0, 0, 1]  # then 4
-    length.update(1, 1)  # an accepted token ends the run of pauses
-    assert length.pauses == 0 and length.next() == 2
+def test_step_cost_charges_whole_groups_of_rows_less_than_the_rows_left_over():
+    cost = StepCost()
+    assert cost(1) == 1.0 and cost(2) == 2.0
+    assert cost(8) < cost(5) < cost(9)  # a row beside whole groups costs about a pass of its own
+    assert cost(16) / 16 < cost(4) / 4 < cost(1)  # rows in groups share the passes over the head
 
 
-def test_a_drafter_that_finds_nothing_leaves_the_length_alone():
-    length = DraftLength(k=4)
-    length.update(0, 0)
-    assert (length.k, length.misses) == (4, 0)
+def test_a_sequence_alone_drafts_nothing_when_drafts_do_not_pay():
+    cost = StepCost()
+    assert cost.best_length(0.3, 32) == 0
+    assert allocate([(32, 0.3)], 1, 64, cost) == [0]
+
+
+def test_a_sequence_alone_drafts_longer_the_likelier_its_drafts_are_kept_and_fills_whole_groups():
+    cost = StepCost()
+    lengths = [cost.best_length(a, 32) for a in (0.8, 0.95, 0.99)]
+    assert 0 < lengths[0] < lengths[1] < lengths[2]
+    assert all((1 + k) % cost.quantum == 0 for k in lengths)  # a chunk of whole groups of rows
+
+
+def test_allocate_gives_drafted_tokens_to_the_likelier_sequence_and_respects_each_offer_and_the_budget():
+    cost = StepCost()
+    assert allocate([(8, 0.2), (8, 0.97)], 2, 64, cost) == [0, 6]  # 8 rows in all
+    assert allocate([(2, 0.97), (8, 0.97)], 2, 64, cost)[0] <= 2
+    assert sum(allocate([(32, 0.99), (32, 0.99)], 2, 10, cost)) <= 10
+
+
+def test_two_generating_sequences_draft_cheap_rows_that_a_lone_sequence_would_not():
+    # Two rows cost two plain steps; two drafted rows more make a whole group for little more.
+    cost = StepCost()
+    assert allocate([(8, 0.5)], 1, 64, cost) == [0]
+    assert sum(allocate([(8, 0.5), (8, 0.5)], 2, 64, cost)) == 2
+
+
+def test_a_slots_refused_drafts_stop_its_drafting_and_it_tries_again_later():
+    record = SlotAcceptance()
+    shared = 0.9
+    assert StepCost().best_length(record.rate(shared), 32) > 0
+    for _ in range(3):
+        record.record(8, 0)
+    assert StepCost().best_length(record.rate(shared), 32) == 0
+    steps = 0
+    while StepCost().best_length(record.rate(shared), 32) == 0:
+        steps += 1
+    assert 3 < steps < 40
+
+
+def test_acceptance_rates_learn_per_bucket_of_evidence_and_kind_of_request():
+    rates = AcceptanceRates()
+    long_greedy = (True, evidence_bucket(40))
+    short_greedy = (True, evidence_bucket(2))
+    before = rates.rate(long_greedy), rates.rate(short_greedy)
+    sampled_before = rates.rate((False, evidence_bucket(40)))
+    for _ in range(50):
+        rates.record(long_greedy, 16, 16)
+        rates.record(short_greedy, 4, 0)
+    assert rates.rate(long_greedy) > max(before[0], 0.99)
+    assert rates.rate(short_greedy) < min(before[1], 0.1)
+    assert rates.rate((False, evidence_bucket(40))) == sampled_before  # sampled requests keep their own
 
 
 # --- the acceptance rule ---------------------------------------------------------------------------
