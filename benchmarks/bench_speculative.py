@@ -1,10 +1,11 @@
-"""Speculative decoding: helios-engine serve with and without it, against llama-server with and without its n-gram speculation.
+"""Speculative decoding: helios-engine serve with and without it, against llama-server with and without n-gram drafts.
 
 Same build, model, threads and prompts, one run. Two workloads:
 
 - copy:  copy-heavy, greedy: code rewritten with one change (the base model mostly copies it)
          and questions answered by quoting a given passage. Output repeats the prompt.
-- free:  short prompts, sampled at temperature 0.9 with a seed per prompt: little to copy.
+- free:  short prompts, sampled at temperature 0.9 (top-k 40, top-p 0.95, min-p 0.05: llama-server's
+         defaults, sent to both) with a seed per prompt: little to copy.
 
 Each engine serves each workload to 1 client and to 4 concurrent clients (`--parallel` = clients),
 non-streamed completions, every prompt of the workload per client. Engines:
@@ -46,6 +47,7 @@ from helios_core import default_model_path  # noqa: E402
 
 SPEC_TYPES = ("ngram-simple", "ngram-mod")
 MAX_TOKENS = {"copy": 200, "free": 128}
+SAMPLED = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
 
 INVENTORY = '''class Inventory:
     """Items in a warehouse, counted by name."""
@@ -140,7 +142,9 @@ def engines() -> dict[str, tuple[str, tuple[str, ...]]]:
 
 async def complete(client, url: str, prompt: str, workload: str, seed: int) -> dict:
     body = {"prompt": prompt, "max_tokens": MAX_TOKENS[workload], "seed": seed}
-    body["temperature"] = 0.0 if workload == "copy" else 0.9
+    # Sampled: the same chain on both servers, spelt out (llama-server's defaults: helios's own
+    # defaults are OpenAI's, with no top-k or min-p, which would sample a wider set than llama-server's).
+    body.update({"temperature": 0.0} if workload == "copy" else SAMPLED)
     response = await client.post(f"{url}/v1/completions", json=body)
     response.raise_for_status()
     data = response.json()
@@ -238,6 +242,7 @@ def main() -> None:
         "threads": args.threads,
         "clients": args.clients,
         "max_tokens": MAX_TOKENS,
+        "sampled": SAMPLED,
         "engines": {name: [kind, *extra] for name, (kind, extra) in table.items()},
         "runs": runs,
         "ratios": ratios,

@@ -23,7 +23,7 @@ Rules:
   share the longest prefix with the prompt (at least 10% of both the prompt
   and the cache; otherwise the emptiest free slot); only the rest is decoded.
 - A slot keeps its tokens when its request ends, for the next prefix match.
-- Prompt reading is bounded per step (`prefill_per_step` tokens while any
+- Prompt reading is bounded per step (`prefill_per_step` tokens, PREFILL_PER_STEP, while any
   slot is generating), so running streams keep flowing during a long prompt.
 - A request that scores its prompt (prompt_logprobs) reads it whole in the
   emptiest free slot, with logits for every row (at most ROWS_PER_DECODE per
@@ -110,6 +110,13 @@ Sink = Callable[[Event], None]
 
 _ids = itertools.count()
 logger = logging.getLogger("helios.engine")
+
+# Prompt tokens read per step while other slots generate. Larger chunks stall the running
+# streams longer (a 512-token chunk is about 0.7 s on 2 cores), smaller ones leave a slot out of
+# the generating batch for more steps, and on a CPU a batch of 3 rows costs about what one of 4
+# does (StepCost). 128 gave 88-94 tok/s against 112 for 512 on bench_speculative's copy workload
+# with 4 clients (300-token prompts, --spec off); llama-server reads a whole prompt in one step.
+PREFILL_PER_STEP = 512
 
 
 @dataclass
@@ -252,7 +259,7 @@ class SchedulerStats:
 class Scheduler:
     """Slots over one context. Not thread-safe: one thread calls submit/step."""
 
-    def __init__(self, ctx: Context, *, prefill_per_step: int = 128, n_ctx_per_seq: int | None = None,
+    def __init__(self, ctx: Context, *, prefill_per_step: int = PREFILL_PER_STEP, n_ctx_per_seq: int | None = None,
                  on_dequeue: Callable[[Request], None] | None = None, speculation: Speculation | None = None):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
@@ -699,7 +706,7 @@ class Engine:
     context: its owner does, after close().
     """
 
-    def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = 128,
+    def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = PREFILL_PER_STEP,
                  n_ctx_per_seq: int | None = None, speculation: Speculation | None = None):
         self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq,
                                    on_dequeue=self._dequeued, speculation=speculation)
