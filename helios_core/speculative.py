@@ -1,14 +1,14 @@
 """Speculative decoding: draft a few tokens cheaply, verify them in one pass over the weights.
 
-On a CPU one decode step reads every weight for one token per sequence, while
-a chunk of several tokens costs little more than one. So a slot that can guess
+One decode step reads every weight for one token per sequence, while a
+chunk of several tokens shares that read. So a slot that can guess
 its next tokens puts its last token plus k drafted ones into the step's batch
 (a *verify chunk*, with logits for every row) and keeps as many as the model
 agrees with, plus one token of the model's own: 1 to k + 1 tokens per step.
 
 - Drafters propose the guesses (`Drafter.propose(tokens, k)`): `PromptLookup`
-  copies what followed the latest earlier occurrence of the text's last few
-  tokens (no second model: extraction, editing, code and summaries repeat
+  copies what followed the earlier occurrence that matches the most of the
+  text's end (no second model: extraction, editing, code and summaries repeat
   their input), `DraftModel` runs a second, smaller GGUF that shares the
   vocabulary, greedily, in a context of its own.
 - `verify` takes drafted tokens in order with the acceptance rule of
@@ -55,6 +55,11 @@ class Drafter(Protocol):
     and everything generated so far, a read-only view); fewer, or none, when it has
     no good guess. It must be deterministic given its inputs: the acceptance rule
     assumes the draft is not itself a sample.
+
+    A drafter that costs nothing to ask may also have lookup(tokens, k) -> (draft,
+    evidence), evidence being how strongly it believes the draft (PromptLookup: the
+    tokens matched); it is then asked for the most tokens a step could verify, and
+    judged by its evidence (Speculation.offer).
     """
 
     def propose(self, tokens: np.ndarray, k: int) -> np.ndarray: ...
