@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helios_core import Batch, Context, Model, default_model_path
+from helios_core import Batch, Context, Model, backend, default_model_path
 
 HISTORY = 300
 ACCEPTANCE = (0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -87,7 +87,8 @@ def main() -> None:
         "one_token_ms": one,
         "chunks": rows,
         "speedup_ceiling": ceilings,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_name(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "devices": [d.description for d in backend.devices()], "ggml": backend.system_info(),
                     "load_average_1min": os.getloadavg()[0]},
     }
     out = Path(__file__).resolve().parent / "results"
@@ -95,16 +96,6 @@ def main() -> None:
     path = out / f"bench_verify_rows-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ Rules:
   share the longest prefix with the prompt (at least 10% of both the prompt
   and the cache; otherwise the emptiest free slot); only the rest is decoded.
 - A slot keeps its tokens when its request ends, for the next prefix match.
-- Prompt reading is bounded per step (`prefill_per_step` tokens, PREFILL_PER_STEP, while any
-  slot is generating), so running streams keep flowing during a long prompt.
+- Prompt reading is bounded per step (`prefill_per_step` tokens while any
+  slot is generating; PREFILL_PER_STEP by default), so running streams keep
+  flowing during a long prompt.
 - A request that scores its prompt (prompt_logprobs) reads it whole in the
   emptiest free slot, with logits for every row (at most ROWS_PER_DECODE per
   step across such slots, to bound llama.cpp's output buffer); the rows are
@@ -456,16 +457,12 @@ class Scheduler:
             offer = spec.offer(slot.drafter, slot.acceptance, seq.tokens, k, seq.sampler is greedy)
             if offer is not None:
                 offers[slot.cache.seq_id] = offer
-        if not offers:
+        if not offers:  # no slot drafts (and maybe none generates: a step of prompts alone)
             return {}
         lengths = allocate([(o.draft.size, o.acceptance) for o in offers.values()], len(generating),
                            min(spec.draft_budget, room), spec.cost)
-        for (seq_id, offer), k in zip(list(offers.items()), lengths, strict=True):
-            if k:
-                offer.draft = offer.draft[:k]
-            else:
-                del offers[seq_id]
-        return offers
+        return {seq_id: Offer(offer.draft[:k], offer.acceptance, offer.key)
+                for (seq_id, offer), k in zip(offers.items(), lengths, strict=True) if k}
 
     # --- the commit -----------------------------------------------------------------
 

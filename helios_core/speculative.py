@@ -242,15 +242,18 @@ def allocate(offers: list[tuple[int, float]], rows: int, budget: int, cost: Step
     nothing worth its rows, no drafts at all.
     """
     lengths = [0] * len(offers)
+    gains = [a if most > 0 else 0.0 for most, a in offers]  # what each offer's next drafted token yields
     expected = float(rows)
     best_value, best = expected / cost(rows), list(lengths)
     for _ in range(budget):
-        gains = [a ** (k + 1) if k < most else -1.0 for (most, a), k in zip(offers, lengths, strict=True)]
-        if not gains or max(gains) <= 0.0:
+        gain = max(gains, default=0.0)
+        if gain <= 0.0:
             break
-        i = gains.index(max(gains))
+        i = gains.index(gain)
         lengths[i] += 1
-        expected += gains[i]
+        most, a = offers[i]
+        gains[i] = gain * a if lengths[i] < most else 0.0
+        expected += gain
         rows += 1
         value = expected / cost(rows)
         if value > best_value:
@@ -278,35 +281,48 @@ def evidence_bucket(evidence: int) -> int:
 
 
 @dataclass
+class _Verdicts:
+    """Kept drafted tokens and refusals (drafts cut short), fading: the estimate of a geometric run."""
+
+    kept: float = 0.0
+    refused: float = 0.0
+
+    def add(self, drafted: int, kept: int) -> None:
+        self.kept += kept
+        self.refused += kept < drafted
+
+    def faded_rate(self, fade: float, prior: float, prior_weight: float) -> float:
+        """Fade the counts once, then kept / (kept + refused), with `prior` worth prior_weight tokens."""
+        self.kept *= fade
+        self.refused *= fade
+        return (self.kept + prior_weight * prior) / (self.kept + self.refused + prior_weight)
+
+
+@dataclass
 class AcceptanceRates:
     """What fraction of drafted tokens the target keeps, by kind of request and strength of evidence.
 
-    The rate is the estimate of a geometric run: kept tokens / (kept tokens +
-    refusals), a refusal being a draft cut short. A bucket's counts fade by
-    FADE each time it is asked, so the table follows the last few hundred
-    steps, and a bucket whose drafts stopped paying drifts back to its prior
-    and is tried again. One table serves every slot of a scheduler.
+    A bucket's counts fade by FADE each time it is asked, so the table follows
+    the last few hundred steps, and a bucket whose drafts stopped paying drifts
+    back to its prior and is tried again. One table serves every slot of a
+    scheduler.
     """
 
-    counts: dict = field(default_factory=dict)  # (greedy, bucket) -> [kept, refused]
+    counts: dict[tuple[bool, int], _Verdicts] = field(default_factory=dict)
 
     FADE = 0.995
 
     def rate(self, key: tuple[bool, int]) -> float:
-        counts = self.counts.setdefault(key, [0.0, 0.0])
-        counts[0] *= self.FADE
-        counts[1] *= self.FADE
         greedy, bucket = key
-        return (counts[0] + PRIOR_WEIGHT * PRIOR_RATE[greedy][bucket]) / (counts[0] + counts[1] + PRIOR_WEIGHT)
+        return self.counts.setdefault(key, _Verdicts()).faded_rate(self.FADE, PRIOR_RATE[greedy][bucket],
+                                                                   PRIOR_WEIGHT)
 
     def record(self, key: tuple[bool, int], drafted: int, kept: int) -> None:
-        counts = self.counts.setdefault(key, [0.0, 0.0])
-        counts[0] += kept
-        counts[1] += kept < drafted
+        self.counts.setdefault(key, _Verdicts()).add(drafted, kept)
 
 
 @dataclass
-class SlotAcceptance:
+class SlotAcceptance(_Verdicts):
     """One request's own record of kept and refused drafts: adaptive k, per sequence.
 
     Its estimate leans on the shared table's rate for the evidence at hand
@@ -317,20 +333,14 @@ class SlotAcceptance:
     again some steps later.
     """
 
-    kept: float = 0.0
-    refused: float = 0.0
-
     SHARED_WEIGHT = 2.0
     FADE = 0.9
 
     def rate(self, shared: float) -> float:
-        self.kept *= self.FADE
-        self.refused *= self.FADE
-        return (self.kept + self.SHARED_WEIGHT * shared) / (self.kept + self.refused + self.SHARED_WEIGHT)
+        return self.faded_rate(self.FADE, shared, self.SHARED_WEIGHT)
 
     def record(self, drafted: int, kept: int) -> None:
-        self.kept += kept
-        self.refused += kept < drafted
+        self.add(drafted, kept)
 
 
 @dataclass
@@ -379,13 +389,10 @@ class Speculation:
         for this sequence alone.
         """
         lookup = getattr(drafter, "lookup", None)
-        if lookup is not None:
-            draft, evidence = lookup(tokens, k_max)
-            key = (greedy, evidence_bucket(evidence))
-            acceptance = record.rate(self.rates.rate(key))
-        else:
-            key = (greedy, 0)
-            acceptance = record.rate(self.rates.rate(key))
+        draft, evidence = lookup(tokens, k_max) if lookup is not None else (None, 0)
+        key = (greedy, evidence_bucket(evidence))
+        acceptance = record.rate(self.rates.rate(key))
+        if draft is None:
             k = self.cost.best_length(acceptance, k_max)
             draft = drafter.propose(tokens, k)[:k] if k else EMPTY
         return Offer(draft, acceptance, key) if draft.size else None
