@@ -26,13 +26,22 @@ async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     body = parse_json(await request.body())
     parsed = parse_chat(body)
-    model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(_render_chat, model, engine, state.chat_template, parsed)
-    await check_constraint(model, parsed.sampling)
+    engine, prompt = await chat_prompt(state, parsed)
     return await generate(request, state, engine, parsed, [prompt], "chat")
 
 
-def _render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest) -> list[int]:
+async def chat_prompt(state: ServerState, parsed: ChatRequest) -> tuple[Engine, list[int]]:
+    """The engine, and the prompt's tokens with the request's tool plan and constraint checked.
+
+    Shared by every family that speaks in messages: each translates its body into a ChatRequest first.
+    """
+    model, engine = state.ready_engine()
+    prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed)
+    await check_constraint(model, parsed.sampling)
+    return engine, prompt
+
+
+def render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest) -> list[int]:
     """The prompt's tokens; sets the request's tool plan (and so its constraint) for its template."""
     offered = parsed.tools.definitions if parsed.tools else None
     try:

@@ -1,7 +1,8 @@
-"""What chat and completions share: checks before a request queues, submission, and the whole (non-streamed) answer.
+"""What the API families share: checks before a request queues, submission, and chat's and completions' answer.
 
-`generate` submits a request's jobs to the engine thread (bridge.py), maps submission errors to
-OpenAI's statuses, then answers with one JSON body or hands the events to `stream` (streaming.py).
+`submit` queues a request's jobs on the engine thread (bridge.py) and maps submission errors to
+statuses; every family answers from its events. `generate` is chat's and completions' answer:
+one JSON body, or the events handed to `stream` (streaming.py).
 """
 
 from __future__ import annotations
@@ -66,7 +67,37 @@ async def generate(
     kind: str,
     echoes: list[str] | None = None,
 ) -> Response:
-    """Run every prompt n times; echoes[p] (completions' echo) starts the text of prompt p's choices."""
+    """Run every prompt n times and answer in chat's or completions' shape; echoes[p] (completions' echo)
+    starts the text of prompt p's choices."""
+    events = await submit(request, state, engine, parsed, prompts, "messages" if kind == "chat" else "prompt")
+    if events is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
+    n = parsed.n
+    echo_of = (lambda index: echoes[index // n]) if echoes else None
+    if parsed.stream:
+        return StreamingResponse(
+            stream(state, parsed, events, kind, echo_of),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    return await _collect(state, parsed, events, len(prompts) * n, kind, echo_of)
+
+
+async def submit(
+    request: Request,
+    state: ServerState,
+    engine: Engine,
+    parsed: ChatRequest | CompletionRequest,
+    prompts: list[list[int]],
+    prompt_param: str,
+) -> AsyncIterator | None:
+    """Queue every prompt parsed.n times; the (index, event) pairs of all generations, index p * n + i.
+
+    What every API family shares. Refusals (unknown adapters, plug-in arguments, a prompt too long,
+    a full queue, shutdown) raise APIError before anything is sent, naming prompt_param where the
+    prompt is at fault. None when the client left before anything was produced. Closing the
+    returned iterator cancels whatever is still generating.
+    """
     model = state.model
     n = parsed.n
     adapters = request_set(state, parsed.sampling)  # unknown ones: a 400 before anything queues
@@ -93,7 +124,7 @@ async def generate(
     try:
         first = await anext(events)  # submission errors surface here, before any byte is sent
     except PromptTooLongError as e:
-        raise invalid(str(e), "messages" if kind == "chat" else "prompt", code="context_length_exceeded") from None
+        raise invalid(str(e), prompt_param, code="context_length_exceeded") from None
     except QueueFullError as e:
         raise APIError(
             429,
@@ -105,19 +136,12 @@ async def generate(
     except EngineShutdownError as e:
         raise shutting_down(str(e)) from None
     except StopAsyncIteration:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
+        return None
     if isinstance(first[1], Done) and first[1].error is not None:
         # Ended before producing anything (e.g. refused while queued, at shutdown): a status, not a stream.
         await events.aclose()
         raise engine_error(first[1].error)
-    echo_of = (lambda index: echoes[index // n]) if echoes else None
-    if parsed.stream:
-        return StreamingResponse(
-            stream(state, parsed, _prepend(first, events), kind, echo_of),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
-    return await _collect(state, parsed, _prepend(first, events), len(jobs), kind, echo_of)
+    return _prepend(first, events)
 
 
 async def _prepend(first, rest) -> AsyncIterator:
