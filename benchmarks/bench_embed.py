@@ -70,7 +70,7 @@ def start(kind: str, threads: int, model: Path) -> Server:
         argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
                 "--threads", str(threads), "--pooling", "mean"]
     else:
-        binary = vendor_build.build_dir() / "bin" / "llama-server"
+        binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
         argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--embeddings",

@@ -39,7 +39,7 @@ GEN_PROMPT = "The three primary colors are"
 
 def llama_bench(model: Path, threads: int) -> dict[str, float]:
     """One llama-bench run of pp512 and tg128: tokens/s of each."""
-    binary = vendor_build.build_dir() / "bin" / "llama-bench"
+    binary = vendor_build.tools_dir() / "llama-bench"
     if not binary.exists():
         sys.exit(f"{binary} is missing: run `make tools` first")
     out = subprocess.run(

@@ -61,7 +61,7 @@ def start(kind: str, threads: int, model: Path, adapters: list[Path]) -> Server:
                 "--parallel", str(CLIENTS), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *lora,
                 "--spec", "off"]
     else:
-        binary = vendor_build.build_dir() / "bin" / "llama-server"
+        binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
         lora = [arg for path in adapters for arg in ("--lora", str(path))]

@@ -80,7 +80,7 @@ def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str,
                 "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *spec,
                 *extra]
     else:
-        binary = vendor_build.build_dir() / "bin" / "llama-server"
+        binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
         argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),

@@ -69,6 +69,7 @@ _fn("const char * ggml_backend_reg_name(ggml_backend_reg_t reg)", c_char_p, ggml
 _fn("void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)",
     c_void_p, ggml_backend_reg_t, c_char_p)
 _fn("void ggml_backend_register(ggml_backend_reg_t reg)", None, ggml_backend_reg_t)
+_fn("ggml_backend_reg_t ggml_backend_load(const char * path)", ggml_backend_reg_t, c_char_p)
 _fn("size_t ggml_backend_dev_count(void)", c_size_t)
 _fn("ggml_backend_dev_t ggml_backend_dev_get(size_t index)", ggml_backend_dev_t, c_size_t)
 _fn("ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type)", ggml_backend_dev_t, c_int)

@@ -16,8 +16,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from helios_core import _ggml, _llama
+from helios_core import _ggml, _llama, cpu_variant
+from helios_core.errors import LibraryNotFoundError
 
 logger = logging.getLogger("helios.llama")
 logger.addHandler(logging.NullHandler())
@@ -62,17 +64,48 @@ _line_logger = _LineLogger()
 _callback = _llama.ggml_log_callback(_line_logger)
 _init_lock = threading.Lock()
 _initialized = False
+_cpu_verdict: cpu_variant.Verdict | None = None
 
 
 def ensure_initialized() -> None:
-    """Install the log bridge and initialise llama.cpp's backends, once per process."""
-    global _initialized
+    """Install the log bridge and initialise llama.cpp's backends, once per process.
+
+    A build with loadable backends (GGML_BACKEND_DL) registers none by itself: each backend
+    library beside libllama is loaded here, and of the CPU variants only the one this machine
+    is proved to run (cpu_variant.py).
+    """
+    global _initialized, _cpu_verdict
     with _init_lock:
         if _initialized:
             return
         _llama.llama_log_set(_callback, None)
         _llama.llama_backend_init()
+        if _ggml.ggml_backend_dev_count() == 0:
+            _cpu_verdict = _load_backends(_llama.lib_dir())
         _initialized = True
+
+
+def cpu_verdict() -> cpu_variant.Verdict | None:
+    """Which CPU variant was loaded and why; None for a build whose CPU backend is linked in."""
+    ensure_initialized()
+    return _cpu_verdict
+
+
+def _load_backends(folder: Path) -> cpu_variant.Verdict | None:
+    verdict = cpu_variant.choose(folder) if cpu_variant.variants(folder) else None
+    cpu_libs = {path.name for path in cpu_variant.variants(folder)}
+    for path in sorted(folder.glob("libggml-*.so")):
+        if path.name in cpu_libs or path.name.startswith("libggml-base"):
+            continue
+        _load_backend(path)  # RPC, CUDA, ...; a lone libggml-cpu.so when built without variants
+    if verdict is not None:
+        _load_backend(Path(verdict.path))
+    return verdict
+
+
+def _load_backend(path: Path) -> None:
+    if not _ggml.ggml_backend_load(str(path).encode()):
+        raise LibraryNotFoundError(f"ggml could not load the backend {path} (see the helios.llama log)")
 
 
 @contextlib.contextmanager

@@ -37,7 +37,8 @@ async def health(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     if state.engine is None:
         return loading_error(state).response()
-    return json_response({"status": "ok", "devices": [dataclasses.asdict(device) for device in state.devices]})
+    devices = [dataclasses.asdict(device) for device in state.devices]
+    return json_response({"status": "ok", "devices": devices, "cpu_build": state.cpu_build})
 
 
 async def metrics(request: Request) -> Response:

@@ -354,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
 
+    doctor = commands.add_parser(
+        "doctor", help="say which llama.cpp build and CPU path this machine runs, and why",
+        formatter_class=_HelpFormatter,
+    )
+    doctor.add_argument("--reprobe", action="store_true",
+                        help="prove the CPU variants again instead of reading the cached verdict")
+
     worker = commands.add_parser(
         "rpc-worker",
         help="serve this machine's CPU (or GPUs) to `--rpc` clients: llama.cpp's RPC server",
@@ -378,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 def generate_command(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from helios_core import chat
+    from helios_core import backend, chat
     from helios_core.generate import Generator
     from helios_core.model import Model
     from helios_core.resolve import resolve_model
@@ -396,6 +403,9 @@ def generate_command(args: argparse.Namespace) -> None:
                   speculation=speculation(args, model, 1, args.ctx_size)) as generator,
     ):
         apply_control_vectors(args, model, generator.ctx)
+        verdict = backend.cpu_verdict()
+        if verdict is not None and verdict.skipped:
+            print(f"helios-engine: {verdict.summary()}", file=sys.stderr)
         if args.lora:
             params = dataclasses.replace(params, lora=load_lora_adapters(args, model))
         if args.chat:
@@ -523,6 +533,27 @@ def rpc_worker_command(args: argparse.Namespace) -> None:
     raise SystemExit(1)
 
 
+def doctor_command(args: argparse.Namespace) -> None:
+    from helios_core import _llama, backend, cpu_variant
+
+    folder = _llama.lib_dir()
+    print(f"helios-engine {_version()}")
+    print(f"libraries: {folder}")
+    flags = folder / "cmake-args"
+    print(f"built with CMAKE_ARGS: {flags.read_text().strip() if flags.is_file() else '(unknown)'}")
+    if args.reprobe and cpu_variant.variants(folder):
+        cpu_variant.choose(folder, reprobe=True)
+    verdict = backend.cpu_verdict()
+    if verdict is None:
+        print("CPU backend: linked into the build (no variants to choose from)")
+    else:
+        print(f"{verdict.summary()} [{verdict.how}; probe {verdict.seconds:.1f} s]")
+        for name, why in verdict.skipped:
+            print(f"  skipped {name}: {why}")
+    for device in backend.devices():
+        print(f"device {device.name}: {device.description} ({device.kind})")
+
+
 def serve_command(args: argparse.Namespace) -> None:
     from helios_http.server import serve
 
@@ -536,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
             generate_command(args)
         elif args.command == "rpc-worker":
             rpc_worker_command(args)
+        elif args.command == "doctor":
+            doctor_command(args)
         else:
             serve_command(args)
     except (HeliosError, ValueError) as e:

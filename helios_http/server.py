@@ -83,6 +83,11 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     # Listed once, here, before the engine thread uses them: an RPC worker's connection is not
     # shared safely between threads, so /health and /metrics show this snapshot, not live values.
     state.devices = backend.devices()
+    verdict = backend.cpu_verdict()
+    if verdict is not None:
+        state.cpu_build = verdict.to_json()
+        # A variant that faulted here is news an operator should see; the usual case is not.
+        (logger.warning if verdict.skipped else logger.info)("helios-engine: %s", verdict.summary())
     if not args.rpc:
         # A context of its own on the engine's model, made at the first embeddings request. Not with
         # --rpc: it would decode beside the engine thread, and an RPC connection is not shared safely.

@@ -39,6 +39,7 @@ class ServerState:
     plugins: Plugins = field(default_factory=Plugins)  # --sampler / --processor and entry points
     cors_origins: list[str] = field(default_factory=list)  # --cors-origin: browser origins allowed to call
     devices: list[Device] = field(default_factory=list)  # where the model's layers are, as listed at load
+    cpu_build: dict | None = None  # the CPU variant in use and what faulted (cpu_variant.Verdict), at load
     # --lora's adapters, loaded with the model; a request names one by its index (its id) or by name
     # (model "BASE:NAME"). lora_scales: the scales a request that names none runs at (POST /lora-adapters).
     lora: list[Adapter] = field(default_factory=list)

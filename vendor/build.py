@@ -8,23 +8,30 @@ and wherever earlier clones sat, shares one build, and a fresh clone
 compiles nothing. The libraries are copied into helios_core/lib, where
 helios_core looks first (HELIOS_LIB_DIR overrides).
 
-CMake flags: CMAKE_ARGS from the environment when it is set, even empty;
-else the flags the libraries in helios_core/lib were built with (kept there
-in cmake-args); else none. So after `make build CMAKE_ARGS=-DGGML_CUDA=ON`
-a plain `make serve` keeps the CUDA libraries, and `make build CMAKE_ARGS=`
-goes back to the CPU ones.
+CMake flags: BASE_CMAKE_ARGS, then CMAKE_ARGS from the environment when it
+is set, even empty; else the flags the libraries in helios_core/lib were
+built with (kept there in cmake-args); else none. So after `make build
+CMAKE_ARGS=-DGGML_CUDA=ON` a plain `make serve` keeps the CUDA libraries,
+and `make build CMAKE_ARGS=` goes back to the CPU ones.
+
+After a build, the CPU variant this machine really runs is proved by running
+it (helios_core/cpu_variant.py), and the tools (--tools) are linked into a
+folder of their own, tools_dir(), without the variants that faulted here, so
+llama-bench and llama-server load what helios loads.
 
 Usage:
   python vendor/build.py                  libllama + ggml
   python vendor/build.py --tools          also llama-bench and llama-server
   CMAKE_ARGS="-DGGML_CUDA=ON" python vendor/build.py
   python vendor/build.py --print-bin-dir  where the tools are
+  python vendor/build.py --into DIR       the libraries into DIR instead (setup.py's wheel build)
 """
 
 from __future__ import annotations
 
 import filecmp
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -43,6 +50,17 @@ LIBRARY_TARGETS = ["llama"]
 # What helios_core loads: libllama and the ggml libraries it links (not the tools' own).
 LIBRARY_GLOBS = ["libllama.so*", "libggml*.so*", "libllama*.dylib", "libggml*.dylib"]
 TOOL_TARGETS = ["llama-bench", "llama-server", "llama-perplexity"]
+# Every build starts from these; CMAKE_ARGS comes after them, and a later -D wins. ggml's CPU
+# backend becomes one loadable library per instruction-set level, as llama.cpp's release builds
+# ship it, and helios_core loads the best one this machine is proved to run. -march=native
+# (GGML_NATIVE) would compile in whatever cpuid advertises, AMX included, where a hypervisor may
+# advertise AMX and fault on it: no build step could then fall back. One build also serves every
+# machine of the architecture, which `pip wheel .` needs.
+BASE_CMAKE_ARGS = (
+    ["-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DGGML_NATIVE=OFF"]
+    if sys.platform == "linux" and os.uname().machine in ("x86_64", "aarch64")
+    else []
+)
 
 
 def resolve_cmake_args(environ: Mapping[str, str] = os.environ, remembered: Path = FLAGS_FILE) -> str:
@@ -56,7 +74,7 @@ def resolve_cmake_args(environ: Mapping[str, str] = os.environ, remembered: Path
 
 
 def cmake_args() -> list[str]:
-    return shlex.split(resolve_cmake_args())
+    return BASE_CMAKE_ARGS + shlex.split(resolve_cmake_args())
 
 
 def build_dir(args: list[str] | None = None) -> Path:
@@ -64,6 +82,11 @@ def build_dir(args: list[str] | None = None) -> Path:
     args = cmake_args() if args is None else args
     key = hashlib.sha256("\0".join([str(fetch.source_dir()), os.uname().machine, *args]).encode()).hexdigest()[:16]
     return fetch.cache_root() / "build" / key
+
+
+def tools_dir(args: list[str] | None = None) -> Path:
+    """Where llama-bench, llama-server and llama-perplexity run from, with the libraries this machine runs."""
+    return build_dir(args) / "tools"
 
 
 def cmake_cache(out: Path) -> dict[str, str]:
@@ -128,19 +151,21 @@ def build(targets: list[str], args: list[str]) -> Path:
     return out / "bin"
 
 
-def install_libraries(bin_dir: Path, flags: str) -> None:
+def install_libraries(bin_dir: Path, flags: str, dest_dir: Path | None = None) -> None:
     """Copy libllama and ggml (symlinks kept) into helios_core/lib and record the flags they were built with.
 
     Each file is swapped in with a rename, never rewritten in place, so a process
     that has the old libraries loaded keeps running and one starting now never
     finds a library missing; unchanged files are left alone.
     """
-    LIB_DEST.mkdir(parents=True, exist_ok=True)
+    dest_dir = LIB_DEST if dest_dir is None else dest_dir
+    flags_file = dest_dir / FLAGS_FILE.name
+    dest_dir.mkdir(parents=True, exist_ok=True)
     built = {path for pattern in LIBRARY_GLOBS for path in bin_dir.glob(pattern)}
     # Real files first, so a link never points at a file that is not there yet.
     for lib in sorted(built, key=lambda path: (path.is_symlink(), path.name)):
-        dest = LIB_DEST / lib.name
-        staging = LIB_DEST / f".{lib.name}.{os.getpid()}"
+        dest = dest_dir / lib.name
+        staging = dest_dir / f".{lib.name}.{os.getpid()}"
         if lib.is_symlink():
             if dest.is_symlink() and os.readlink(dest) == os.readlink(lib):
                 continue
@@ -152,13 +177,65 @@ def install_libraries(bin_dir: Path, flags: str) -> None:
             shutil.copy2(lib, staging)
         staging.replace(dest)
     names = {lib.name for lib in built}
-    for old in LIB_DEST.glob("lib*"):
+    for old in dest_dir.glob("lib*"):
         if old.name not in names:
             old.unlink()
-    if not FLAGS_FILE.is_file() or FLAGS_FILE.read_text() != flags + "\n":
-        staging = FLAGS_FILE.with_name(f".{FLAGS_FILE.name}.{os.getpid()}")
+    if not flags_file.is_file() or flags_file.read_text() != flags + "\n":
+        staging = flags_file.with_name(f".{flags_file.name}.{os.getpid()}")
         staging.write_text(flags + "\n")
-        staging.replace(FLAGS_FILE)
+        staging.replace(flags_file)
+
+
+def probe_cpu(lib_dir: Path) -> list[str]:
+    """Prove which CPU variant in lib_dir runs here (a cached verdict answers at once); the faulted ones.
+
+    Runs helios_core's probe in a child of this Python. Where helios_core cannot be imported (a pip
+    build environment has none of its dependencies) the probe is left to helios_core's first run.
+    """
+    if not any(lib_dir.glob("libggml-cpu-*.so")):
+        return []
+    code = "import sys; from helios_core.cpu_variant import main; main(sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "choose", str(lib_dir)], cwd=ROOT, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        if "ModuleNotFoundError" in result.stderr:
+            print("build: helios_core's dependencies are not installed here; the CPU probe runs on its first use")
+            return []
+        sys.exit(f"build: no CPU build of ggml runs on this machine:\n{result.stderr.strip()}")
+    summary, faulted = result.stdout.strip().splitlines()[-2:]
+    print(f"build: {summary}")
+    return json.loads(faulted)
+
+
+def link_tools(bin_dir: Path, dest: Path, faulted: list[str]) -> None:
+    """Hard-link the tools and their libraries into dest, leaving out the CPU variants that faulted here.
+
+    ggml's tools load the best-scoring variant found beside their executable; one that cpuid
+    advertises and the machine faults on must not be there to be found.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    skip = {f"libggml-cpu-{name}.so" for name in faulted}
+    wanted = {path.name: path for path in bin_dir.iterdir() if path.name not in skip and not path.is_dir()}
+    for old in dest.iterdir():
+        if old.name not in wanted:
+            old.unlink()
+    for name, path in wanted.items():
+        target = dest / name
+        if path.is_symlink():
+            if not (target.is_symlink() and os.readlink(target) == os.readlink(path)):
+                target.unlink(missing_ok=True)
+                target.symlink_to(os.readlink(path))
+            continue
+        if target.exists() and os.path.samefile(target, path):
+            continue
+        staging = dest / f".{name}.{os.getpid()}"
+        staging.unlink(missing_ok=True)
+        try:
+            os.link(path, staging)
+        except OSError:
+            shutil.copy2(path, staging)
+        staging.replace(target)
 
 
 def _configure(source: Path, out: Path, args: list[str], fresh: bool) -> None:
@@ -174,15 +251,22 @@ def main() -> None:
     flags = resolve_cmake_args()
     args = shlex.split(flags)
     if "--print-bin-dir" in sys.argv:
-        print(build_dir(args) / "bin")
+        print(tools_dir(BASE_CMAKE_ARGS + args))
         return
     if "CMAKE_ARGS" not in os.environ and flags:
         print(f"build: CMAKE_ARGS={flags!r} as remembered in {FLAGS_FILE} (CMAKE_ARGS= builds for the CPU)")
     targets = LIBRARY_TARGETS + (TOOL_TARGETS if "--tools" in sys.argv else [])
+    args = BASE_CMAKE_ARGS + args
     with fetch.cache_lock():
         fetch.fill()
         sync_cmakelists()
-        install_libraries(build(targets, args), flags)
+        bin_dir = build(targets, args)
+        dest = Path(sys.argv[sys.argv.index("--into") + 1]).absolute() if "--into" in sys.argv else LIB_DEST
+        install_libraries(bin_dir, flags, dest)
+        # A wheel may be installed on any machine: there the probe runs on first use.
+        faulted = [] if "--into" in sys.argv else probe_cpu(dest)
+        if "--tools" in sys.argv:
+            link_tools(bin_dir, tools_dir(args), faulted)
 
 
 if __name__ == "__main__":
