@@ -261,15 +261,16 @@ def _echo(body: dict[str, Any], chat: ChatRequest, include: list[str]) -> dict[s
     """The request's parameters as OpenAI's response object repeats them."""
     sampling = chat.sampling
     text = body.get("text") if isinstance(body.get("text"), dict) else {}
+    given = body.get("tools") or []
     tools = [
         {
             "type": "function",
             "name": t["function"]["name"],
             "description": t["function"].get("description"),
             "parameters": t["function"].get("parameters"),
-            "strict": True,
+            "strict": given[i].get("strict", True),  # as OpenAI's default; arguments are constrained either way
         }
-        for t in (chat.tools.definitions if chat.tools else [])
+        for i, t in enumerate(chat.tools.definitions if chat.tools else [])
     ]
     return {
         "instructions": body.get("instructions"),
