@@ -8,6 +8,7 @@ allow it nothing else. Generations are short; one server serves the whole module
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 import httpx
@@ -16,6 +17,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.conftest import ROOT
 from tests.http_support import no_eog
 from tests.server_process import ServerProcess
 
@@ -236,3 +238,11 @@ def test_props_reports_slots_context_and_template(server):
     assert props["total_slots"] == 2
     assert props["default_generation_settings"]["n_ctx"] == 1024
     assert props["chat_template"] and props["build_info"].startswith("helios-engine")
+
+
+def test_the_docs_example_runs_as_written(server, capsys):
+    docs = (ROOT / "docs" / "responses.md").read_text()
+    code = re.search(r"<!-- responses-example -->\s*```python\n(.*?)```", docs, re.S).group(1)
+    exec(compile(code.replace("127.0.0.1:8000", server.url.removeprefix("http://")), "responses.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "get_weather" in printed and "came from the cache" in printed
