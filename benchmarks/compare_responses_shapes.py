@@ -62,7 +62,11 @@ BODIES: dict[str, dict[str, Any]] = {
         "input": "Weather as JSON:",
         "text": {"format": {"type": "json_schema", "name": "w", "schema": SCHEMA, "strict": True}},
     },
-    "function tool, tool_choice required": {"input": "Weather in Paris?", "tools": [WEATHER], "tool_choice": "required"},
+    "function tool, tool_choice required": {
+        "input": "Weather in Paris?",
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    },
     "function tool, tool_choice required, streamed": {
         "input": "Weather in Paris?",
         "tools": [WEATHER],
@@ -83,7 +87,8 @@ BODIES: dict[str, dict[str, Any]] = {
 
 
 def shape(value: Any, path: str = "") -> dict[str, str]:
-    """{field path: JSON type} of every field; list elements share one path ending in []."""
+    """{field path: JSON type} of every field; list elements share one path ending in [KIND] (their
+    `type`, or nothing)."""
     if isinstance(value, dict):
         out = {path or ".": "object"}
         for key, inner in value.items():
@@ -92,7 +97,9 @@ def shape(value: Any, path: str = "") -> dict[str, str]:
     if isinstance(value, list):
         out = {path or ".": "array"}
         for inner in value:
-            out.update(shape(inner, f"{path}[]"))
+            # Items of different kinds (a message, a function_call) are compared with their own kind only.
+            kind = inner.get("type") if isinstance(inner, dict) and isinstance(inner.get("type"), str) else ""
+            out.update(shape(inner, f"{path}[{kind}]"))
         return out
     kind = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}[type(value)]
     return {path or ".": kind}
@@ -117,8 +124,12 @@ def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(helios: dict[str, str], peer: dict[str, str]) -> list[str]:
+    """Each path one side lacks (its descendants folded into it), or has with another type."""
     out = []
     for path in sorted(set(helios) | set(peer)):
+        parent = path.rsplit(".", 1)[0] if "." in path[1:] else ""
+        if parent and (parent in helios) != (parent in peer):
+            continue  # the parent is already listed as one side's only
         if path not in peer:
             out.append(f"  only helios: {path} ({helios[path]})")
         elif path not in helios:
@@ -135,10 +146,14 @@ def compare(name: str, helios: dict, peer: dict) -> list[str]:
     if "sequence" not in helios or "sequence" not in peer:
         return lines + ["  one side streamed, the other did not"]
     if helios["sequence"] != peer["sequence"]:
-        lines += [f"  events helios:       {' '.join(helios['sequence'])}",
-                  f"  events llama-server: {' '.join(peer['sequence'])}"]
-    lines.append(f"  event: lines match data.type: helios {helios['event_lines_match_type']}, "
-                 f"llama-server {peer['event_lines_match_type']}")
+        lines += [
+            f"  events helios:       {' '.join(helios['sequence'])}",
+            f"  events llama-server: {' '.join(peer['sequence'])}",
+        ]
+    lines.append(
+        f"  event: lines match data.type: helios {helios['event_lines_match_type']}, "
+        f"llama-server {peer['event_lines_match_type']}"
+    )
     for kind in sorted(set(helios["events"]) & set(peer["events"])):
         found = differences(helios["events"][kind], peer["events"][kind])
         lines += [f"  {kind}:", *found] if found else []

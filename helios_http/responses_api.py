@@ -51,12 +51,10 @@ async def create_response(request: Request) -> Response:
         if parsed.store and final["status"] != "failed":
             state.responses.put(final, parsed.items, parsed.previous_response_id)
 
-    answer = answer_events(state, parsed, events, response_id, keep)
+    answer = answer_events(state, parsed, events, response_id, keep, streamed=parsed.chat.stream)
     if parsed.chat.stream:
         return StreamingResponse(sse(answer), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     async for event in answer:
-        if event["type"] == "error":
-            raise APIError(500, event["message"], type="server_error", code=event["code"])
         if event["type"] in FINAL:
             return json_response(event["response"])
     raise AssertionError("answer_events ends with a final event")

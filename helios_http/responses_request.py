@@ -163,6 +163,8 @@ def _refuse_what_we_cannot_honour(body: dict[str, Any]) -> None:
             "a request too long for it is a 400",
             "truncation",
         )
+    if body.get("reasoning") is not None and not isinstance(body["reasoning"], dict):
+        raise invalid('reasoning must be an object such as {"effort": "low"}', "reasoning")
     metadata = body.get("metadata")
     if metadata is not None and (
         not isinstance(metadata, dict)

@@ -36,8 +36,14 @@ async def answer_events(
     events: AsyncIterator,
     response_id: str,
     on_final: Callable[[dict[str, Any]], None],
+    *,
+    streamed: bool = True,
 ) -> AsyncIterator[Event]:
-    """The events of one response; on_final(response) is called once with the finished response object."""
+    """The events of one response; on_final(response) is called once with the finished response object.
+
+    streamed False (a whole response): an engine error raises its APIError (500, or 503 at shutdown)
+    instead of ending the events with a failed response.
+    """
     created = shapes.now()
 
     def body(status: str, **fields: Any) -> dict[str, Any]:
@@ -59,6 +65,8 @@ async def answer_events(
                 continue
             if event.error is not None:
                 error = engine_error(event.error)
+                if not streamed:
+                    raise error
                 yield {"type": "error", "code": error.code or error.type, "message": error.message, "param": None}
                 final = body("failed", output=builder.output, error=responses_shapes.failure(error.message))
             else:

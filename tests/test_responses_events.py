@@ -10,9 +10,11 @@ import asyncio
 import types
 
 import orjson
+import pytest
 
 from helios_core.engine import Done
 from helios_core.sequence import Step, Usage
+from helios_http.errors import APIError
 from helios_http.responses_request import parse_responses
 from helios_http.responses_stream import answer_events, sse
 
@@ -114,3 +116,23 @@ def test_the_response_echoes_the_request_parameters():
         "u",
     )
     assert response["text"] == {"format": {"type": "text"}, "verbosity": "medium"} and response["store"] is True
+
+
+def test_an_error_in_a_whole_response_raises_its_status_instead():
+    request = parse_responses({"input": "Hi"}, [])
+
+    async def events():
+        yield 0, Done(None, error=RuntimeError("decode failed"))
+
+    async def drain():
+        return [e async for e in answer_events(STATE, request, events(), "resp_1", lambda _: None, streamed=False)]
+
+    with pytest.raises(APIError) as raised:
+        asyncio.run(drain())
+    assert raised.value.status == 500 and "decode failed" in raised.value.message
+
+
+def test_a_reasoning_field_that_is_no_object_is_a_400_naming_it():
+    with pytest.raises(APIError) as raised:
+        parse_responses({"input": "Hi", "reasoning": "high"}, [])
+    assert raised.value.param == "reasoning"
