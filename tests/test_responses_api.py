@@ -243,6 +243,14 @@ def test_props_reports_slots_context_and_template(server):
 def test_the_docs_example_runs_as_written(server, capsys):
     docs = (ROOT / "docs" / "responses.md").read_text()
     code = re.search(r"<!-- responses-example -->\s*```python\n(.*?)```", docs, re.S).group(1)
-    exec(compile(code.replace("127.0.0.1:8000", server.url.removeprefix("http://")), "responses.md", "exec"), {})
+    exec(
+        compile(
+            code.replace("127.0.0.1:8000", server.url.removeprefix("http://")),
+            "responses.md",
+            "exec",
+            dont_inherit=True,
+        ),
+        {},
+    )
     printed = capsys.readouterr().out
     assert "get_weather" in printed and "came from the cache" in printed
