@@ -49,6 +49,36 @@ SCHEMA = {
     "additionalProperties": False,
 }
 CALL = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+# Fields of OpenAI's response object that repeat the request (and the envelope fields llama-server leaves out).
+ECHO = {
+    "background",
+    "error",
+    "incomplete_details",
+    "instructions",
+    "max_output_tokens",
+    "max_tool_calls",
+    "metadata",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "prompt_cache_key",
+    "reasoning",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "truncation",
+    "user",
+    "completed_at",
+    "created_at",
+    "model",
+    "output",
+    "usage",
+}
 BASE = {"model": "m", "temperature": 0, "max_output_tokens": 24}
 BODIES: dict[str, dict[str, Any]] = {
     "plain": {"input": "The capital of France is"},
@@ -124,12 +154,19 @@ def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(helios: dict[str, str], peer: dict[str, str]) -> list[str]:
-    """Each path one side lacks (its descendants folded into it), or has with another type."""
+    """Each path one side lacks (its descendants folded into it), or has with another type.
+
+    The request parameters OpenAI's response object repeats (ECHO), which llama-server leaves out,
+    are one line.
+    """
     out = []
+    echoed = [p for p in sorted(helios) if p not in peer and _echo_field(p, helios)]
+    if echoed:
+        out.append(f"  only helios: the request echo ({len(echoed)} fields: {', '.join(echoed)})")
     for path in sorted(set(helios) | set(peer)):
-        parent = path.rsplit(".", 1)[0] if "." in path[1:] else ""
-        if parent and (parent in helios) != (parent in peer):
-            continue  # the parent is already listed as one side's only
+        parent = path[: max(path.rfind("."), path.rfind("["))]
+        if path in echoed or (parent and (parent in helios) != (parent in peer)):
+            continue  # listed already, or under a parent listed as one side's only
         if path not in peer:
             out.append(f"  only helios: {path} ({helios[path]})")
         elif path not in helios:
@@ -137,6 +174,13 @@ def differences(helios: dict[str, str], peer: dict[str, str]) -> list[str]:
         elif helios[path] != peer[path] and "null" not in (helios[path], peer[path]):
             out.append(f"  type: {path} helios {helios[path]}, llama-server {peer[path]}")
     return out
+
+
+def _echo_field(path: str, fields: dict[str, str]) -> bool:
+    """A top-level field of a response object (the body, or an event's `response`) named in ECHO."""
+    prefix = ".response" if path.startswith(".response.") else ""
+    rest = path.removeprefix(prefix)
+    return rest.count(".") == 1 and "[" not in rest and rest[1:] in ECHO and f"{prefix}.object" in fields
 
 
 def compare(name: str, helios: dict, peer: dict) -> list[str]:
