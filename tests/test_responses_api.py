@@ -132,6 +132,23 @@ def test_parse_with_a_pydantic_model_gets_an_instance(client):
     assert response.text.format.type == "json_schema"
 
 
+def test_the_sdk_stream_helper_accumulates_a_parsed_final_response(client):
+    with client.responses.stream(
+        model="m", input="The weather in Rome as JSON:", text_format=Weather, max_output_tokens=60, temperature=0
+    ) as stream:
+        texts = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text == "".join(texts)
+    assert isinstance(final.output_parsed, Weather)
+
+
+def test_logprobs_are_included_on_output_text_when_asked_for(client):
+    response = create(client, include=["message.output_text.logprobs"], top_logprobs=2, max_output_tokens=2)
+    logprobs = response.output[0].content[0].logprobs
+    assert len(logprobs) == response.usage.output_tokens
+    assert all(entry.logprob <= 0 and len(entry.top_logprobs) == 2 for entry in logprobs)
+
+
 def test_a_forced_function_call_is_a_function_call_item_valid_for_its_schema(called):
     (call,) = called.output
     assert call.type == "function_call" and call.name == "get_weather"
@@ -178,6 +195,14 @@ def test_input_items_of_a_continued_response_list_the_conversation_newest_first(
     answer = answer_call(client, called)
     kinds = [item.type for item in client.responses.input_items.list(answer.id).data]
     assert kinds == ["function_call_output", "function_call", "message"]
+
+
+def test_input_items_come_a_page_at_a_time(client, called):
+    answer = answer_call(client, called)
+    first = client.responses.input_items.list(answer.id, limit=1, order="asc")
+    assert first.has_more and first.data[0].type == "message"
+    rest = client.responses.input_items.list(answer.id, after=first.data[0].id, order="asc")
+    assert [item.type for item in rest.data] == ["function_call", "function_call_output"] and not rest.has_more
 
 
 def test_an_unknown_previous_response_id_is_a_404_naming_the_field(client):
