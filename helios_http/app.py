@@ -35,19 +35,34 @@ from helios_http.errors import (
 )
 from helios_http.limits import BodyLimits
 from helios_http.lora_api import lora_adapters, set_lora_adapters
+from helios_http.responses_api import (
+    count_input_tokens,
+    create_response,
+    delete_response,
+    list_input_items,
+    retrieve_response,
+)
 from helios_http.state import ServerState
+from helios_http.template_api import apply_template, props
 from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
 
 ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/responses", create_response, methods=["POST"]),
+    Route("/v1/responses/input_tokens", count_input_tokens, methods=["POST"]),
+    Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", model, methods=["GET"]),  # ids may hold "/" (owner/repo:file)
     Route("/health", health, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
     Route("/tokenizer_info", tokenizer_info, methods=["GET"]),
+    Route("/apply-template", apply_template, methods=["POST"]),
+    Route("/props", props, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/lora-adapters", lora_adapters, methods=["GET"]),
     Route("/lora-adapters", set_lora_adapters, methods=["POST"]),
@@ -68,7 +83,7 @@ def build_app(state: ServerState, lifespan=None) -> Starlette:
         middleware.append(Middleware(
             CORSMiddleware,
             allow_origins=state.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],
             expose_headers=["Retry-After"],
             max_age=600,

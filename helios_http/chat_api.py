@@ -43,12 +43,17 @@ async def chat_prompt(state: ServerState, parsed: ChatRequest) -> tuple[Engine, 
 
 def render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest) -> list[int]:
     """The prompt's tokens; sets the request's tool plan (and so its constraint) for its template."""
-    offered = parsed.tools.definitions if parsed.tools else None
-    try:
-        loaded = chat.load(model, template)
-        text = loaded.render(parsed.messages, offered)
-    except HeliosError as e:
-        raise invalid(str(e), "messages") from None
+    loaded, text = render_text(model, template, parsed)
     parsed.tool_plan = tools.plan(parsed.tools, loaded, model.vocab, parsed.sampling)
     refuse_text_longer_than_a_slot(model, engine, text, "messages")
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
+
+
+def render_text(model: Model, template: str | None, parsed: ChatRequest) -> tuple[chat.ChatTemplate, str]:
+    """The chat template, and the prompt text it renders for the request's messages and tools."""
+    offered = parsed.tools.definitions if parsed.tools else None
+    try:
+        loaded = chat.load(model, template)
+        return loaded, loaded.render(parsed.messages, offered)
+    except HeliosError as e:
+        raise invalid(str(e), "messages") from None

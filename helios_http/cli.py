@@ -253,7 +253,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return importlib.metadata.version("helios-engine")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
@@ -262,7 +262,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="helios-engine", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version", version=f"helios-engine {_version()}")
+    parser.add_argument("--version", action="version", version=f"helios-engine {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="stream a completion to stdout", formatter_class=_HelpFormatter)
@@ -330,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(float, 0),
         default=10.0,
         help="seconds running requests get to finish after SIGTERM (default 10)",
+    )
+    serve.add_argument(
+        "--responses-store-max",
+        type=_number(int, 0),
+        default=1000,
+        metavar="COUNT",
+        help="responses kept in memory for previous_response_id and GET /v1/responses/{id}, least recently used "
+        "out first; 0 keeps none (default 1000)",
+    )
+    serve.add_argument(
+        "--responses-store-mb",
+        type=_number(float, 0, low_open=True),
+        default=256.0,
+        help="MiB of JSON those stored responses may hold, beside their count (default 256)",
     )
     serve.add_argument(
         "--cors-origin",

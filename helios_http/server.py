@@ -44,6 +44,7 @@ from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
 from helios_http.plugins import Plugins
+from helios_http.responses_store import ResponseStore
 from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
@@ -144,6 +145,7 @@ def serve(args: argparse.Namespace) -> int:
         chat_template=chat_template_option(args),  # a template file that does not parse: exit 2, before loading
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
+        responses=ResponseStore(args.responses_store_max, int(args.responses_store_mb * MiB)),
     )
     # Workers are registered (an unreachable one: one line, exit 2) before anything listens. A worker
     # lost later ends the requests in flight with a 503 or an error event, then the process (status 1).

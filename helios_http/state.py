@@ -16,6 +16,7 @@ from helios_http.errors import APIError
 from helios_http.limits import MiB
 from helios_http.metrics import Metrics
 from helios_http.plugins import Plugins
+from helios_http.responses_store import ResponseStore
 
 RETRY_AFTER_SECONDS = 1
 
@@ -44,6 +45,7 @@ class ServerState:
     # (model "BASE:NAME"). lora_scales: the scales a request that names none runs at (POST /lora-adapters).
     lora: list[Adapter] = field(default_factory=list)
     lora_scales: list[float] = field(default_factory=list)
+    responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses (--responses-store-max)
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

@@ -3,7 +3,7 @@
 Marked slow (minutes): `pytest -m slow tests/test_fuzz_server.py`. The
 bodies come from hypothesis strategies, drawn up front with a fixed seed
 (derandomize), then sent by a few client threads over loopback. They mix
-valid-ish and broken requests to every endpoint: wrong types, nulls, huge
+valid-ish and broken requests to every endpoint (/v1/responses included): wrong types, nulls, huge
 numbers, NULs, nested lists, any unicode, and bodies that are not JSON at
 all. Generations stay short: max_tokens is small where it is valid, and
 the context is 128 tokens, which bounds the rest.
@@ -92,6 +92,60 @@ completion = st.fixed_dictionaries(
     {"prompt": prompt, "max_tokens": max_tokens},
     optional={**sampling, "logprobs": sometimes_junk(st.integers(0, 5))},
 )
+# /v1/responses: items of every kind (function calls that may answer nothing), tools built in or not.
+input_part = st.fixed_dictionaries(
+    {"type": sometimes_junk(st.sampled_from(["input_text", "output_text", "input_image"]), 10), "text": text}
+)
+call_id = sometimes_junk(st.sampled_from(["call_1", "call_2"]), 20)
+input_item = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": sometimes_junk(st.sampled_from(["user", "system", "developer", "assistant"]), 20),
+            "content": sometimes_junk(st.one_of(text, st.lists(input_part, max_size=2)), 20),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function_call"),
+            "call_id": call_id,
+            "name": sometimes_junk(st.just("f")),
+            "arguments": sometimes_junk(st.sampled_from(["{}", '{"a": 1}', "{"])),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("function_call_output"), "call_id": call_id, "output": sometimes_junk(text)}
+    ),
+    st.fixed_dictionaries({"type": sometimes_junk(st.sampled_from(["reasoning", "item_reference", "computer_call"]))}),
+)
+response_tool = st.fixed_dictionaries(
+    {
+        "type": sometimes_junk(st.sampled_from(["function", "web_search"]), 10),
+        "name": sometimes_junk(st.sampled_from(["f", "g"]), 10),
+        "parameters": sometimes_junk(st.just({"type": "object", "properties": {"a": {"type": "integer"}}}), 10),
+    }
+)
+text_format = st.sampled_from(
+    [{"type": "text"}, {"type": "json_object"}, {"type": "json_schema", "name": "x", "schema": {"type": "object"}}]
+)
+responses = st.fixed_dictionaries(
+    {
+        "input": sometimes_junk(st.one_of(text, st.lists(input_item, min_size=1, max_size=3))),
+        "max_output_tokens": max_tokens,
+    },
+    optional={
+        **{k: v for k, v in sampling.items() if k not in ("max_completion_tokens", "n", "stream_options")},
+        "instructions": sometimes_junk(text),
+        "tools": sometimes_junk(st.lists(response_tool, max_size=2)),
+        "tool_choice": sometimes_junk(st.sampled_from(["auto", "none", "required", {"type": "function", "name": "f"}])),
+        "text": sometimes_junk(st.fixed_dictionaries({"format": sometimes_junk(text_format)})),
+        "store": sometimes_junk(st.booleans()),
+        "previous_response_id": sometimes_junk(st.sampled_from(["resp_nowhere", ""])),
+        "include": sometimes_junk(st.just(["message.output_text.logprobs"])),
+        "top_logprobs": sometimes_junk(st.integers(0, 20)),
+        "metadata": junk,
+        "background": sometimes_junk(st.booleans()),
+    },
+)
 tokenize = st.fixed_dictionaries(
     {"content": sometimes_junk(text)},
     optional={"add_special": sometimes_junk(st.booleans()), "with_pieces": sometimes_junk(st.booleans())},
@@ -119,6 +173,8 @@ def bodies(strategy: st.SearchStrategy) -> st.SearchStrategy:
 requests = st.one_of(
     st.tuples(st.just("/v1/chat/completions"), bodies(chat)),
     st.tuples(st.just("/v1/completions"), bodies(completion)),
+    st.tuples(st.just("/v1/responses"), bodies(responses)),
+    st.tuples(st.just("/v1/responses/input_tokens"), bodies(responses)),
     st.tuples(st.just("/tokenize"), bodies(tokenize)),
     st.tuples(st.just("/detokenize"), bodies(detokenize)),
 )
@@ -156,6 +212,8 @@ def send(client: httpx.Client, path: str, body: bytes) -> tuple[int, str | None]
             for line in r.iter_lines():
                 if line.startswith('data: {"error"'):
                     streamed_error = json.loads(line[6:])["error"]["type"]
+                elif line.startswith('data: {"type":"error"'):  # /v1/responses' error event
+                    streamed_error = json.loads(line[6:])["code"]
         else:
             r.read()
         return r.status_code, streamed_error
