@@ -344,14 +344,15 @@ class SequenceState:
     def _place_constraint(self, text: str = "") -> None:
         """Constrain the answer only: off inside the reasoning section, on from the answer's first token.
 
-        Before anything is decided (Phase.START) it is on, with the section's opening token let through.
+        Before anything is decided (Phase.START) it is on, with the section's opening token let through
+        (off where a header comes first: harmony's).
         Whitespace between the section's end and the answer (Qwen writes "</think>\n\n") is no part of
         the answer: the constraint never sees it. text: what the token just taken wrote.
         """
         tracker = self.reasoning
         if self._constraint is None or tracker is None:
             return
-        wanted = tracker.phase is not Phase.REASONING
+        wanted = tracker.phase is Phase.ANSWER or (tracker.phase is Phase.START and not tracker.header_first)
         placed = bool(self.processors) and self.processors[-1] is self._constraint
         if placed and tracker.tokens and self._constraint.skip == self.n_tokens - self.n_prompt - 1 and text.isspace():
             self._constraint.skip += 1

@@ -7,17 +7,22 @@ is the engine keeping the budget, alone, batched with others, and under speculat
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import pytest
 
-from helios_core.engine import Request
+from helios_core import constraint
+from helios_core.engine import Request, Scheduler
 from helios_core.generate import GenerationParams
 from helios_core.model import Model
-from helios_core.reasoning import THINK, Phase, ReasoningPlan
+from helios_core.reasoning import THINK, Phase, ReasoningFormat, ReasoningPlan
+from helios_core.reasoning.think_tags import ThinkTagSplitter
 from helios_core.resolve import default_model_path
 from helios_core.sequence import Step
 from helios_core.speculative import Speculation
+from tests.conftest import VOCAB_MODELS
+from tests.scripted import ScriptedContext, peaked
 from tests.test_speculative import GREEDY, PROMPTS, generated, run, scripted
 
 INSIDE = ReasoningPlan(THINK, Phase.REASONING)
@@ -89,3 +94,48 @@ def test_speculative_decoding_keeps_the_budget_and_gives_the_plain_tokens(vocab_
     assert generated(events) == plain
     close = closing(vocab_model)
     assert plain[13 : 13 + len(close)] == close
+
+
+# --- the constraint covers the answer only -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma4():
+    with Model(VOCAB_MODELS / "ggml-vocab-gemma-4.gguf", vocab_only=True) as model:
+        yield model
+
+
+def test_a_constraint_lets_the_section_open_then_waits_for_its_end(gemma4):
+    # Gemma 4's vocabulary holds <|channel> and <channel|> as single tokens: a section whose opening
+    # is one token, as Qwen3's <think> is, which the constraint must let through at the first step.
+    fmt = ReasoningFormat(
+        "channel",
+        "<|channel>",
+        "<channel|>",
+        ("<|channel>", "<channel|>"),
+        lambda phase: ThinkTagSplitter(phase, "<|channel>", "<channel|>"),
+    )
+    vocab = gemma4.vocab
+    (opening,) = vocab.tokenize("<|channel>", add_special=False, parse_special=True)
+    (closing_,) = vocab.tokenize("<channel|>", add_special=False, parse_special=True)
+    thought = vocab.tokenize(" not json {", add_special=False)
+    prompt = vocab.tokenize("Answer yes.", add_special=False)
+    script = [opening, *thought, closing_]
+
+    def rule(held: list[int]):
+        k = len(held) - len(prompt)  # tokens generated before this row's
+        return peaked(vocab.n_vocab, {script[k]: 10.0} if k < len(script) else {vocab.eos: 1.0})
+
+    scheduler = Scheduler(ScriptedContext(gemma4, rule), n_ctx_per_seq=256)
+    params = GenerationParams(
+        max_tokens=24,
+        temperature=0.0,
+        reasoning=ReasoningPlan(fmt),
+        constraint=constraint.json_schema({"enum": ["yes"]}),
+    )
+    (events,) = run(scheduler, [prompt], params)
+    steps = [e for e in events if isinstance(e, Step)]
+    assert generated(events)[: len(script)] == script  # the section was free
+    assert "".join(s.reasoning for s in steps) == "not json {"
+    assert json.loads("".join(s.text for s in steps)) == "yes"
+    assert events[-1].usage.reasoning_tokens == len(script)

@@ -42,6 +42,8 @@ class ReasoningTracker:
         self._closing = _tokens(vocab, fmt.close) if self.budget is not None else []
         opening = _tokens(vocab, fmt.open)
         self.open_token: int | None = opening[0] if len(opening) == 1 else None
+        # Harmony's output always opens with a channel header: no constraint may apply before one says "final".
+        self.header_first = not fmt.open
         self._n = 0  # tokens fed
         self._inside = 0  # tokens fed inside the section, for the budget
         self._closed = False  # the budget closed the section already: never twice
