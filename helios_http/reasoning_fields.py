@@ -7,6 +7,9 @@ In (chat completions; other families translate theirs onto the same ChatRequest 
 - `reasoning_budget_tokens` (alias `thinking_budget_tokens`), a sampling field (schemas.SamplingFields);
 - an assistant message's `reasoning_content` (or `reasoning`), for the template to keep or drop.
 
+Other families: `apply_thinking` (Anthropic's `thinking`) and `apply_effort` (Responses' `reasoning`)
+set the same ChatRequest fields, before chat_api.chat_prompt renders it.
+
 Out: a message's and a delta's `reasoning_content` and `reasoning` (llama-server's and vLLM's names),
 and usage's `completion_tokens_details.reasoning_tokens`.
 """
@@ -45,11 +48,7 @@ def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
 
 def effort(body: dict[str, Any]) -> str | None:
     effort = body.get("reasoning_effort")
-    if effort is not None and effort not in REASONING_EFFORTS:
-        raise invalid(
-            f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}; got {effort!r}", "reasoning_effort"
-        )
-    return effort
+    return None if effort is None else _checked_effort(effort, "reasoning_effort")
 
 
 def message_reasoning(message: dict[str, Any], role: str, where: str) -> dict[str, str]:
@@ -87,3 +86,40 @@ def template_variables(parsed: ChatRequest, template: str | None, default_budget
 def fields(text: str) -> dict[str, str]:
     """A message's or a delta's reasoning, under llama-server's name and vLLM's ({} for none)."""
     return {"reasoning_content": text, "reasoning": text} if text else {}
+
+
+# --- other families' switches, onto the one ChatRequest ---------------------------------------------
+
+
+def apply_thinking(parsed: ChatRequest, value: Any, param: str = "thinking") -> None:
+    """Anthropic's `thinking`: {"type": "enabled", "budget_tokens": N} sets the budget, {"type": "disabled"} 0."""
+    if value is None:
+        return
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in ("enabled", "disabled"):
+        raise invalid(f'{param} must be {{"type": "enabled", "budget_tokens": N}} or {{"type": "disabled"}}', param)
+    if kind == "disabled":
+        parsed.sampling.reasoning_budget = 0
+        return
+    budget = value.get("budget_tokens")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise invalid(f"{param}.budget_tokens must be an integer >= 0", f"{param}.budget_tokens")
+        parsed.sampling.reasoning_budget = budget
+
+
+def apply_effort(parsed: ChatRequest, value: Any, param: str = "reasoning") -> None:
+    """The Responses API's `reasoning`: {"effort": ...} as chat's reasoning_effort (its summary is not offered)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise invalid(f'{param} must be an object such as {{"effort": "low"}}', param)
+    effort = value.get("effort")
+    if effort is not None:
+        parsed.reasoning_effort = _checked_effort(effort, f"{param}.effort")
+
+
+def _checked_effort(effort: Any, param: str) -> str:
+    if effort not in REASONING_EFFORTS:
+        raise invalid(f"{param} must be one of {', '.join(REASONING_EFFORTS)}; got {effort!r}", param)
+    return effort

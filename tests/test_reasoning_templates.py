@@ -129,3 +129,33 @@ def test_bad_reasoning_fields_are_400s_naming_the_field(body, param):
     with pytest.raises(APIError) as raised:
         parse_chat({"messages": ASK, **body})
     assert raised.value.status == 400 and raised.value.param == param
+
+
+def test_anthropics_thinking_maps_onto_the_budget_and_disabled_turns_qwen3s_thinking_off():
+    parsed = parse_chat({"messages": ASK})
+    reasoning_fields.apply_thinking(parsed, {"type": "enabled", "budget_tokens": 1024})
+    assert parsed.sampling.reasoning_budget == 1024
+    reasoning_fields.apply_thinking(parsed, {"type": "disabled"})
+    variables = reasoning_fields.template_variables(parsed, QWEN3)
+    assert chat.ChatTemplate.jinja(QWEN3).render(parsed.messages, variables=variables).endswith("</think>\n\n")
+
+
+def test_the_responses_apis_reasoning_effort_is_chats():
+    parsed = parse_chat({"messages": ASK})
+    reasoning_fields.apply_effort(parsed, {"effort": "high", "summary": "auto"})
+    assert parsed.reasoning_effort == "high"
+
+
+@pytest.mark.parametrize(
+    "apply, value, param",
+    [
+        (reasoning_fields.apply_thinking, {"type": "on"}, "thinking"),
+        (reasoning_fields.apply_thinking, {"type": "enabled", "budget_tokens": -5}, "thinking.budget_tokens"),
+        (reasoning_fields.apply_effort, {"effort": "max"}, "reasoning.effort"),
+        (reasoning_fields.apply_effort, "high", "reasoning"),
+    ],
+)
+def test_other_families_bad_thinking_switches_are_400s_naming_the_field(apply, value, param):
+    with pytest.raises(APIError) as raised:
+        apply(parse_chat({"messages": ASK}), value)
+    assert raised.value.status == 400 and raised.value.param == param
