@@ -184,12 +184,14 @@ class Step:
     stop string). finish_reason is set on the last step: "stop" (stop string
     or end-of-generation token) or "length" (max_tokens or a full context).
     With a reasoning plan, text is the answer's and reasoning the reasoning
-    section's text the token released (markers in neither).
+    section's text the token released (markers in neither); thinking says the
+    token itself belongs to the section (it counts in Usage.reasoning_tokens).
     """
 
     token: int
     text: str
     reasoning: str = ""
+    thinking: bool = False
     logprob: float | None = None
     top_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -328,7 +330,11 @@ class SequenceState:
         tracker = self.reasoning
         if tracker is None:
             return text
-        split = tracker.feed(token, text) if token is not None else tracker.splitter.feed(text)
+        if token is not None:
+            split = tracker.feed(token, text)
+            step.thinking = tracker.tokens == self.n_tokens - self.n_prompt
+        else:
+            split = tracker.splitter.feed(text)
         if end:
             split = split + tracker.finish()
         step.reasoning += split.reasoning

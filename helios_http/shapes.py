@@ -121,12 +121,13 @@ def _token_entry(vocab: Vocab, token: int, logprob: float) -> dict:
 
 
 def chat_logprobs(vocab: Vocab, steps: list[Step]) -> dict:
-    content = []
+    """Chat's logprobs; the tokens of a reasoning section go to `reasoning_content` beside `content`."""
+    content, reasoning = [], []
     for step in steps:
         entry = _token_entry(vocab, step.token, step.logprob)
         entry["top_logprobs"] = [_token_entry(vocab, alt.token, alt.logprob) for alt in step.top_logprobs]
-        content.append(entry)
-    return {"content": content, "refusal": None}
+        (reasoning if step.thinking else content).append(entry)
+    return {"content": content, **({"reasoning_content": reasoning} if reasoning else {}), "refusal": None}
 
 
 def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0, prompt: Scored | None = None) -> dict:

@@ -226,3 +226,11 @@ def test_enable_thinking_false_leaves_a_think_tag_in_the_output_as_answer_text(q
 def test_an_answer_without_a_section_is_untouched_content(qwen3):
     message = whole(qwen3, text="Plain answer with </think> in it")["choices"][0]["message"]
     assert message["content"] == "Plain answer with </think> in it" and "reasoning_content" not in message
+
+
+def test_logprobs_cover_the_reasoning_and_the_answer_each_under_its_field(r1):
+    response = whole(r1, text=R1_OUTPUT, logprobs=True)
+    logprobs = response["choices"][0]["logprobs"]
+    usage = response["usage"]
+    assert len(logprobs["reasoning_content"]) == usage["completion_tokens_details"]["reasoning_tokens"]
+    assert len(logprobs["reasoning_content"]) + len(logprobs["content"]) == usage["completion_tokens"]
