@@ -180,6 +180,8 @@ class ConstraintProcessor:
         self._n_consumed = 0  # generated tokens the matcher has seen
         self._last = -1  # the last of them, to tell a processor reused for another request
         self._ready: np.ndarray | None = None  # a mask computed ahead for the current position
+        # Generated tokens before the constrained text (a reasoning section), which the matcher never sees.
+        self.skip = 0
 
     @property
     def matcher(self) -> llguidance.LLMatcher:
@@ -205,7 +207,8 @@ class ConstraintProcessor:
         return self._masked(logits, mask)
 
     def advance(self, generated: np.ndarray) -> None:
-        """Feed the matcher the tokens of `generated` (all generated so far) it has not seen yet."""
+        """Feed the matcher the tokens of `generated` (all generated so far, `skip` first) it has not seen yet."""
+        generated = generated[self.skip :]
         n = len(generated)
         if n < self._n_consumed or (self._n_consumed and int(generated[self._n_consumed - 1]) != self._last):
             raise ConstraintError(

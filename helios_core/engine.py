@@ -250,6 +250,7 @@ class SchedulerStats:
     busy_seconds: float = 0.0  # wall time spent in steps that decoded
     prompt_tokens_decoded: int = 0
     generated_tokens: int = 0
+    reasoning_tokens: int = 0  # of the generated tokens, those of finished requests' reasoning sections
     cache_hits: int = 0  # requests that found part of their prompt cached
     cached_tokens: int = 0
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many of them were kept
@@ -448,8 +449,8 @@ class Scheduler:
         offers: dict[int, Offer] = {}
         for slot in generating:
             seq = slot.request.seq
-            if not slot.request.speculates:
-                continue
+            if not slot.request.speculates or (seq.reasoning is not None and seq.reasoning.forced):
+                continue  # tokens the engine writes next need no draft
             k = min(spec.draft_max, seq.max_new - seq.usage.completion_tokens - 1,
                     self.n_ctx_per_seq - 2 - slot.next_pos, room)
             if k <= 0:
@@ -629,7 +630,9 @@ class Scheduler:
                 self._finish(slot, None, error)
             return
         for slot, token, row in zip(slots, tokens.tolist(), raw, strict=True):
-            self._commit(slot, slot.request.seq.accept(int(token), row))
+            seq = slot.request.seq
+            forced = seq.forced_token()
+            self._commit(slot, seq.accept(int(token) if forced is None else forced, row))
 
     def _commit(self, slot: Slot, step: Step) -> None:
         request = slot.request
@@ -644,6 +647,7 @@ class Scheduler:
         slot.request = None
         slot.pending = []
         slot.acceptance = None
+        self.stats.reasoning_tokens += request.seq.usage.reasoning_tokens
         _deliver(request, Done(reason, error, request.seq.usage, request.timings))
 
     def fail_all(self, error: Exception) -> None:

@@ -18,6 +18,7 @@ from helios_core import sampling
 from helios_core.constraint import Constraint
 from helios_core.lora import Adapter, adapter_set
 from helios_core.model import Model
+from helios_core.reasoning import Phase, ReasoningPlan, ReasoningTracker
 from helios_core.sampling import (
     BatchSampler,
     LogitsProcessor,
@@ -69,6 +70,11 @@ class GenerationParams:
     speculative: False opts this request out of speculative decoding where the engine
         runs it (helios_core.speculative); requests with a constraint, a batch sampler
         or a sampler without a `distribution` are never speculated.
+    reasoning: how the output writes its reasoning section (helios_core.reasoning), or None:
+        all of it is answer. With a plan, each Step's text is answer and its `reasoning` the
+        section's text; stop strings and the constraint apply to the answer only.
+    reasoning_budget: most tokens generated inside the reasoning section before the engine
+        ends it by writing the format's closing text (None or -1: no limit; 0: no reasoning).
     """
 
     max_tokens: int | None = 256
@@ -108,6 +114,8 @@ class GenerationParams:
     constraint: Constraint | None = None
     lora: Sequence[tuple[Adapter, float]] = ()
     speculative: bool = True
+    reasoning: ReasoningPlan | None = None
+    reasoning_budget: int | None = None
 
     def __post_init__(self):
         self.lora = adapter_set(self.lora)
@@ -122,6 +130,8 @@ class GenerationParams:
             raise ValueError(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}; got {self.logprobs_mode!r}")
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
+        if self.reasoning_budget is not None and self.reasoning_budget < -1:
+            raise ValueError(f"reasoning_budget must be -1 (no limit) or >= 0, got {self.reasoning_budget}")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
             raise ValueError(f"prompt_logprobs must be None or in [0, 20], got {self.prompt_logprobs}")
         # Fail on bad settings now, not after a model has loaded or a slot was taken.
@@ -173,10 +183,15 @@ class Step:
     text may be empty (a split character, or text held back as a possible
     stop string). finish_reason is set on the last step: "stop" (stop string
     or end-of-generation token) or "length" (max_tokens or a full context).
+    With a reasoning plan, text is the answer's and reasoning the reasoning
+    section's text the token released (markers in neither); thinking says the
+    token itself belongs to the section (it counts in Usage.reasoning_tokens).
     """
 
     token: int
     text: str
+    reasoning: str = ""
+    thinking: bool = False
     logprob: float | None = None
     top_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -187,6 +202,7 @@ class Usage:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens found in the KV cache, not decoded again
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those of the reasoning section (and its markers)
 
 
 @dataclass
@@ -218,9 +234,15 @@ class SequenceState:
         self.n_tokens = self.n_prompt
         self.sampler = params.build_sampler()
         self.processors = params.build_processors(model.vocab)
+        self.reasoning = None if params.reasoning is None else ReasoningTracker(
+            params.reasoning, model.vocab, params.reasoning_budget)
+        self._model = model
+        self._constraint = None
         if params.constraint is not None:
             # Last, so that nothing after it can lift a token it forbids.
-            self.processors.append(params.constraint.processor(model))
+            self._constraint = params.constraint.processor(model)
+            self.processors.append(self._constraint)
+            self._place_constraint()
         # Any integer seeds a generator (OpenAI allows negative seeds); NumPy wants a non-negative one.
         self.rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         self.state = SamplingState(self._tokens[: self.n_tokens], self.rng, 0, self.n_prompt)
@@ -248,8 +270,15 @@ class SequenceState:
         return self._tokens[self.n_prompt : self.n_tokens]
 
     def step(self, logits: np.ndarray) -> Step:
-        """Choose the next token from its logits row and advance the text."""
-        return self.accept(int(self.sampler(self.process(logits), self.state)), logits)
+        """Choose the next token from its logits row (or take the one the engine writes) and advance the text."""
+        processed = self.process(logits)
+        forced = self.forced_token()
+        return self.accept(int(self.sampler(processed, self.state)) if forced is None else forced, logits)
+
+    def forced_token(self) -> int | None:
+        """The token the engine writes next instead of sampling (a reasoning budget's closing text), if any."""
+        forced = self.reasoning.forced if self.reasoning is not None else None
+        return forced.popleft() if forced else None
 
     def process(self, logits: np.ndarray) -> np.ndarray:
         """The row after this request's processors (the row itself when it has none)."""
@@ -257,6 +286,11 @@ class SequenceState:
         state.tokens = self._tokens[: self.n_tokens]
         state.step = self.n_tokens - self.n_prompt
         processed = sampling.apply_processors(logits, self.processors, state) if self.processors else logits
+        if self._constraint is not None and self.reasoning is not None and self.reasoning.phase is Phase.START:
+            # The output may still open its reasoning section, which the constraint does not cover.
+            opening = self.reasoning.open_token
+            if opening is not None and processed is not logits:
+                processed[opening] = logits[opening]
         if self._report_processed:
             self._processed = processed
         return processed
@@ -274,20 +308,64 @@ class SequenceState:
         self.n_tokens += 1
         self.usage.completion_tokens += 1
         if self.vocab.is_eog(token) or token in self.params.stop_token_ids:
-            step.text = self._flush()
+            step.text = self._flush(step, token)
             step.finish_reason = self.finish_reason = "stop"
             return step
-        text, stopped = self.stops.feed(self.detokenizer.feed(token))
+        text, stopped = self.stops.feed(self._answer(step, token, self.detokenizer.feed(token)))
         if stopped:
             step.text = text
             step.finish_reason = self.finish_reason = "stop"
         elif self.usage.completion_tokens >= self.max_new:
-            step.text = text + self._flush()
+            step.text = text + self._flush(step)
             step.finish_reason = self.finish_reason = "length"
         else:
             step.text = text
         return step
 
-    def _flush(self) -> str:
-        text, stopped = self.stops.feed(self.detokenizer.flush())
+    def _answer(self, step: Step, token: int | None, text: str, end: bool = False) -> str:
+        """The answer's part of `text` (released by `token`; None: by the end); the reasoning's goes to step.reasoning.
+
+        end: the output ends here, so the reasoning parser releases what it held back.
+        """
+        tracker = self.reasoning
+        if tracker is None:
+            return text
+        if token is not None:
+            split = tracker.feed(token, text)
+            step.thinking = tracker.tokens == self.n_tokens - self.n_prompt
+        else:
+            split = tracker.splitter.feed(text)
+        if end:
+            split = split + tracker.finish()
+        step.reasoning += split.reasoning
+        self.usage.reasoning_tokens = tracker.tokens
+        self._place_constraint(text)
+        return split.content
+
+    def _flush(self, step: Step, token: int | None = None) -> str:
+        """The held-back text at the end; token: the end-of-generation token that ended the output, if one did."""
+        text, stopped = self.stops.feed(self._answer(step, token, self.detokenizer.flush(), end=True))
         return text if stopped else text + self.stops.flush()
+
+    def _place_constraint(self, text: str = "") -> None:
+        """Constrain the answer only: off inside the reasoning section, on from the answer's first token.
+
+        Before anything is decided (Phase.START) it is on, with the section's opening token let through
+        (off where a header comes first: harmony's).
+        Whitespace between the section's end and the answer (Qwen writes "</think>\n\n") is no part of
+        the answer: the constraint never sees it. text: what the token just taken wrote.
+        """
+        tracker = self.reasoning
+        if self._constraint is None or tracker is None:
+            return
+        wanted = tracker.phase is Phase.ANSWER or (tracker.phase is Phase.START and not tracker.header_first)
+        placed = bool(self.processors) and self.processors[-1] is self._constraint
+        if placed and tracker.tokens and self._constraint.skip == self.n_tokens - self.n_prompt - 1 and text.isspace():
+            self._constraint.skip += 1
+        elif wanted and not placed:
+            if tracker.answer_from:  # after a section: a matcher that has seen nothing of it
+                self._constraint = self.params.constraint.processor(self._model)
+                self._constraint.skip = tracker.answer_from
+            self.processors.append(self._constraint)
+        elif placed and not wanted:
+            self.processors.pop()

@@ -443,9 +443,10 @@ def verify(seq, row: Callable[[int], np.ndarray], draft: np.ndarray) -> list:
     for i in range(draft.size + 1):
         logits = row(i)
         processed = seq.process(logits)
-        if i < draft.size:
+        token = seq.forced_token()  # a token the engine writes (a reasoning budget's end) refuses a draft of another
+        if token is None and i < draft.size:
             token = accept_drafted(distribution(processed, seq.state), int(draft[i]), seq.rng)
-        else:
+        elif token is None:
             token = int(seq.sampler(processed, seq.state))
         step = seq.accept(token, logits)
         steps.append(step)

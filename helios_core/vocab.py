@@ -151,6 +151,18 @@ class Vocab:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             capacity = -n
 
+    def control_tokens(self, texts: Sequence[str]) -> dict[int, str]:
+        """{token: text} for each of `texts` this vocabulary holds as one control token (it prints nothing).
+
+        Generated text leaves such tokens out; parsers that read markers (tool calls, reasoning) need their text.
+        """
+        found = {}
+        for text in texts:
+            tokens = self.tokenize(text, add_special=False, parse_special=True)
+            if len(tokens) == 1 and self.token_to_piece(tokens[0]) == b"":
+                found[tokens[0]] = text
+        return found
+
     @functools.cached_property
     def eog_tokens(self) -> tuple[int, ...]:
         """Every end-of-generation token id (Gemma 3: 1, 106, 212), found once: 0.03 s over 262k tokens."""

@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from helios_core import chat
+from helios_core import chat, reasoning
 from helios_core.engine import Engine
 from helios_core.errors import HeliosError
 from helios_core.model import Model
-from helios_http import tools
+from helios_http import reasoning_fields, tools
 from helios_http.errors import invalid
 from helios_http.generation import check_constraint, generate, refuse_text_longer_than_a_slot
 from helios_http.schemas import ChatRequest, parse_chat, parse_json
@@ -36,24 +36,33 @@ async def chat_prompt(state: ServerState, parsed: ChatRequest) -> tuple[Engine, 
     Shared by every family that speaks in messages: each translates its body into a ChatRequest first.
     """
     model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed)
+    prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed, state.reasoning,
+                                     state.reasoning_budget)
     await check_constraint(model, parsed.sampling)
     return engine, prompt
 
 
-def render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest) -> list[int]:
-    """The prompt's tokens; sets the request's tool plan (and so its constraint) for its template."""
-    loaded, text = render_text(model, template, parsed)
+def render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest,
+                reasoning_format: reasoning.ReasoningFormat | None = None, reasoning_budget: int = -1) -> list[int]:
+    """The prompt's tokens; sets the request's tool plan (and so its constraint) and reasoning plan for its template.
+
+    reasoning_format: how the served model writes its reasoning (None: it does not); reasoning_budget:
+    the server's default thinking budget.
+    """
+    loaded, text = render_text(model, template, parsed, reasoning_budget)
+    parsed.sampling.reasoning = reasoning.plan_for(reasoning_format, text)
     parsed.tool_plan = tools.plan(parsed.tools, loaded, model.vocab, parsed.sampling)
     refuse_text_longer_than_a_slot(model, engine, text, "messages")
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
 
 
-def render_text(model: Model, template: str | None, parsed: ChatRequest) -> tuple[chat.ChatTemplate, str]:
-    """The chat template, and the prompt text it renders for the request's messages and tools."""
+def render_text(model: Model, template: str | None, parsed: ChatRequest,
+                reasoning_budget: int = -1) -> tuple[chat.ChatTemplate, str]:
+    """The chat template, and the prompt text it renders for the request's messages, tools and template variables."""
     offered = parsed.tools.definitions if parsed.tools else None
     try:
         loaded = chat.load(model, template)
-        return loaded, loaded.render(parsed.messages, offered)
+        variables = reasoning_fields.template_variables(parsed, loaded.source, reasoning_budget)
+        return loaded, loaded.render(parsed.messages, offered, variables=variables)
     except HeliosError as e:
         raise invalid(str(e), "messages") from None

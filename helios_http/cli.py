@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import sys
 
+from helios_core import reasoning
 from helios_core.errors import HeliosError
 from helios_core.sampling import DEFAULT_TEMPERATURE
 
@@ -126,6 +127,24 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="a Jinja chat template file to use instead of the model's own",
+    )
+
+
+def _add_reasoning_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reasoning-format",
+        default="auto",
+        choices=reasoning.NAMES,
+        help="how chat answers' reasoning section is read into reasoning_content: auto (from the chat template and "
+        "the vocabulary), none (all of it is content), or a format (think: <think> tags; harmony: gpt-oss; gemma4)",
+    )
+    parser.add_argument(
+        "--reasoning-budget",
+        type=_number(int, -1),
+        default=-1,
+        metavar="N",
+        help="chat requests' thinking budget unless they name one (reasoning_budget_tokens): after N tokens of "
+        "reasoning the engine ends the section; -1: no limit (default), 0: no thinking",
     )
 
 
@@ -281,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="port to listen on")
     serve.add_argument("--parallel", "-np", type=_positive_int, default=4, help="sequences decoded together")
     _add_speculation_options(serve)
+    _add_reasoning_options(serve)
     serve.add_argument(
         "--pooling",
         choices=("mean", "cls", "last"),
@@ -551,7 +571,7 @@ def doctor_command(args: argparse.Namespace) -> None:
     from helios_core import _llama, backend, cpu_variant
 
     folder = _llama.lib_dir()
-    print(f"helios-engine {_version()}")
+    print(f"helios-engine {version()}")
     print(f"libraries: {folder}")
     flags = folder / "cmake-args"
     print(f"built with CMAKE_ARGS: {flags.read_text().strip() if flags.is_file() else '(unknown)'}")

@@ -144,6 +144,11 @@ async def submit(
     return _prepend(first, events)
 
 
+def reasons(parsed: ChatRequest | CompletionRequest, kind: str) -> bool:
+    """Whether a request's answers are read for reasoning (chat, with a served model's reasoning format)."""
+    return kind == "chat" and parsed.sampling.reasoning is not None
+
+
 async def _prepend(first, rest) -> AsyncIterator:
     # Closing this generator closes `rest` at once, which cancels whatever is still generating.
     async with contextlib.aclosing(rest):
@@ -154,7 +159,7 @@ async def _prepend(first, rest) -> AsyncIterator:
 
 async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str, echo_of=None) -> Response:
     choices = {i: shapes.Choice(i, echo=echo_of(i) if echo_of else "") for i in range(n_choices)}
-    tally = shapes.UsageTally(parsed.n)
+    tally = shapes.UsageTally(parsed.n, reasoning=reasons(parsed, kind))
     async with contextlib.aclosing(events):
         async for index, event in events:
             choice = choices[index]
@@ -168,6 +173,7 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
                 tally.add(index, event.usage, event.timings)
                 continue
             choice.text.append(event.text)
+            choice.reasoning.append(event.reasoning)
             choice.steps.append(event)
     ordered = [choices[i] for i in range(n_choices)]
     vocab, logprobs = state.model.vocab, parsed.sampling.logprobs

@@ -70,6 +70,8 @@ class Metrics:
                 [("", stats.prompt_tokens_decoded)],
             )
             metric("generated_tokens_total", "counter", "Tokens generated.", [("", stats.generated_tokens)])
+            metric("reasoning_tokens_total", "counter", "Of the tokens generated, those of finished answers' "
+                   "reasoning sections.", [("", stats.reasoning_tokens)])
             metric(
                 "tokens_per_second",
                 "gauge",

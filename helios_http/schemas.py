@@ -17,9 +17,10 @@ from helios_core import constraint
 from helios_core.constraint import Constraint
 from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
+from helios_core.reasoning import ReasoningPlan
 from helios_core.sampling import DEFAULT_TEMPERATURE
 from helios_core.sequence import LOGPROBS_MODES
-from helios_http import plugins, tools
+from helios_http import plugins, reasoning_fields, tools
 from helios_http.errors import invalid
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -54,6 +55,9 @@ class SamplingFields:
     plugins: plugins.PluginRequest | None = None  # sampler / processors by name (plugins.py)
     lora: dict[int, float] | None = None  # llama-server's per-request adapter scales by id (lora_api.py)
     model: str | None = None  # the request's model name: "BASE:ADAPTER" picks an adapter (lora_api.py)
+    # Most tokens of reasoning before the engine ends the section (-1: no limit, 0: none); None: the server's.
+    reasoning_budget: int | None = None
+    reasoning: ReasoningPlan | None = None  # set once the prompt is rendered (chat only): how to read the output
 
     def params(self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ()),
                lora: tuple = ()) -> GenerationParams:
@@ -85,6 +89,8 @@ class SamplingFields:
             sampler=plugins[0],
             processors=plugins[1],
             lora=lora,
+            reasoning=self.reasoning,
+            reasoning_budget=self.reasoning_budget,
             **self.sampler_options,
         )
 
@@ -98,6 +104,8 @@ class ChatRequest:
     include_usage: bool
     tools: tools.ToolsRequest | None = None
     tool_plan: tools.ToolPlan | None = None  # set once the chat template is known (tools.plan)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs: variables for the template
+    reasoning_effort: str | None = None  # none, minimal, low, medium, high: the template's switch where it has one
 
 
 @dataclass
@@ -140,6 +148,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         stream,
         include_usage,
         tools=offered,
+        template_kwargs=reasoning_fields.template_kwargs(body),
+        reasoning_effort=reasoning_fields.effort(body),
     )
 
 
@@ -197,6 +207,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
             raise invalid(f"{where}.tool_calls must be a list of calls", f"{where}.tool_calls")
         if calls:
             plain["tool_calls"] = [_tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(calls)]
+    plain.update(reasoning_fields.message_reasoning(message, role, where))
     call_id = message.get("tool_call_id")
     if call_id is not None:
         if not isinstance(call_id, str):
@@ -299,6 +310,7 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         lora=None if body.get("lora") is None else lora_scales(body["lora"], "lora"),
+        reasoning_budget=_integer(body, reasoning_fields.budget_name(body), None, low=-1),
         model=body["model"] if isinstance(body.get("model"), str) else None,
     )
 

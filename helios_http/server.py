@@ -21,7 +21,7 @@ import threading
 
 import uvicorn
 
-from helios_core import backend, chat, constraint, sampling
+from helios_core import backend, chat, constraint, reasoning, sampling
 from helios_core.context import Context
 from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
@@ -67,7 +67,10 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     warm.start()
     try:
         # A template that cannot be applied should stop the server now, not fail every chat request.
-        chat.load(model, state.chat_template).render([{"role": "user", "content": "hi"}])
+        loaded = chat.load(model, state.chat_template)
+        loaded.render([{"role": "user", "content": "hi"}])
+        state.reasoning = reasoning.resolve(state.reasoning_format, loaded.source, model.vocab)
+        logger.info("helios-engine: reasoning format %s", state.reasoning.name if state.reasoning else "none")
         if state.chat_template is None and model.chat_template() is None:
             logger.warning(no_chat_template_warning(model))
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
@@ -143,6 +146,8 @@ def serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         metrics_public=args.metrics_public,
         chat_template=chat_template_option(args),  # a template file that does not parse: exit 2, before loading
+        reasoning_format=args.reasoning_format,
+        reasoning_budget=args.reasoning_budget,
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
         responses=ResponseStore(args.responses_store_max, int(args.responses_store_mb * MiB)),

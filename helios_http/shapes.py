@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from helios_core.generate import Step, Timings, Usage
 from helios_core.scoring import Scored
 from helios_core.vocab import Vocab
+from helios_http import reasoning_fields
 
 
 def new_id(prefix: str) -> str:
@@ -34,27 +35,35 @@ class Choice:
     echo: str = ""  # completions' echo: the prompt text the choice starts with
     prompt_scores: Scored | None = None  # ... and its logprobs, when asked for
     tool_calls: list[dict] | None = None  # chat: the calls read from the text (which is then the content)
+    reasoning: list[str] = field(default_factory=list)  # chat: the reasoning section's text, apart from the content
 
 
-def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {
+def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning_tokens: int | None = None
+               ) -> dict:
+    """OpenAI's usage; reasoning_tokens (a served reasoning model's chat) adds completion_tokens_details."""
+    body = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
+    if reasoning_tokens is not None:
+        body["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return body
 
 
 class UsageTally:
     """Usage of one HTTP request: each prompt counted once, every choice's completion tokens counted.
 
     Choice i of prompt p has index p * n + i; a prompt's usage is taken from its first choice.
+    reasoning: count reasoning tokens apart (a request read with a reasoning plan).
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, reasoning: bool = False):
         self.n = n
         self.prompt_usage: dict[int, Usage] = {}
         self.completion_tokens = 0
+        self.reasoning_tokens = 0 if reasoning else None
         self.timings: list[dict] = []
 
     def add(self, index: int, usage: Usage | None, timings: Timings | None = None) -> dict | None:
@@ -62,6 +71,8 @@ class UsageTally:
         if usage is None:
             return None
         self.completion_tokens += usage.completion_tokens
+        if self.reasoning_tokens is not None:
+            self.reasoning_tokens += usage.reasoning_tokens
         if index % self.n == 0:
             self.prompt_usage[index] = usage
         if timings is None:
@@ -79,7 +90,8 @@ class UsageTally:
     def body(self) -> dict:
         usages = self.prompt_usage.values()
         return usage_body(
-            sum(u.prompt_tokens for u in usages), self.completion_tokens, sum(u.cached_tokens for u in usages)
+            sum(u.prompt_tokens for u in usages), self.completion_tokens, sum(u.cached_tokens for u in usages),
+            self.reasoning_tokens,
         )
 
 
@@ -109,12 +121,13 @@ def _token_entry(vocab: Vocab, token: int, logprob: float) -> dict:
 
 
 def chat_logprobs(vocab: Vocab, steps: list[Step]) -> dict:
-    content = []
+    """Chat's logprobs; the tokens of a reasoning section go to `reasoning_content` beside `content`."""
+    content, reasoning = [], []
     for step in steps:
         entry = _token_entry(vocab, step.token, step.logprob)
         entry["top_logprobs"] = [_token_entry(vocab, alt.token, alt.logprob) for alt in step.top_logprobs]
-        content.append(entry)
-    return {"content": content, "refusal": None}
+        (reasoning if step.thinking else content).append(entry)
+    return {"content": content, **({"reasoning_content": reasoning} if reasoning else {}), "refusal": None}
 
 
 def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0, prompt: Scored | None = None) -> dict:
@@ -191,11 +204,13 @@ def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, voca
 
 
 def chat_message(choice: Choice) -> dict:
-    """The assistant's message: its text, or with tool calls its content (null when there is none) and the calls."""
+    """The assistant's message: its text, or with tool calls its content (null when there is none) and the calls;
+    with reasoning, reasoning_content and reasoning beside them."""
     text = "".join(choice.text)
+    thought = reasoning_fields.fields("".join(choice.reasoning))
     if not choice.tool_calls:
-        return {"role": "assistant", "content": text, "refusal": None}
-    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": choice.tool_calls}
+        return {"role": "assistant", "content": text, **thought, "refusal": None}
+    return {"role": "assistant", "content": text or None, **thought, "refusal": None, "tool_calls": choice.tool_calls}
 
 
 def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,

@@ -12,6 +12,7 @@ from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.lora import Adapter
 from helios_core.model import Model
+from helios_core.reasoning import ReasoningFormat
 from helios_http.errors import APIError
 from helios_http.limits import MiB
 from helios_http.metrics import Metrics
@@ -29,6 +30,9 @@ class ServerState:
     api_key: str | None = None
     metrics_public: bool = False  # /metrics without the API key
     chat_template: str | None = None  # a name or template text; None: chosen from the model
+    reasoning_format: str = "auto"  # --reasoning-format, resolved into `reasoning` once the model loads
+    reasoning: ReasoningFormat | None = None  # how the served model writes its reasoning; None: it does not
+    reasoning_budget: int = -1  # --reasoning-budget: a chat request's thinking budget unless it names one
     max_body_bytes: int = 8 * MiB
     request_timeout: float = 30.0  # seconds for a request's body to arrive (headers: connections.py)
     model: Model | None = None

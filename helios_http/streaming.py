@@ -8,7 +8,7 @@ import orjson
 
 from helios_core.engine import Done
 from helios_core.scoring import Scored
-from helios_http import shapes, tools
+from helios_http import reasoning_fields, shapes, tools
 from helios_http.errors import engine_error
 from helios_http.schemas import ChatRequest, CompletionRequest
 from helios_http.state import ServerState
@@ -33,7 +33,7 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
     id_, created, model_id = shapes.new_id("chatcmpl" if chat else "cmpl"), shapes.now(), state.model_id
     usage_field = {"usage": None} if parsed.include_usage else {}
     vocab, logprobs_wanted = state.model.vocab, parsed.sampling.logprobs
-    tally = shapes.UsageTally(parsed.n)
+    tally = shapes.UsageTally(parsed.n, reasoning=chat and parsed.sampling.reasoning is not None)
     offsets: dict[int, int] = {}  # completions' text_offset per choice
 
     def chunk(choice: dict) -> bytes:
@@ -76,6 +76,9 @@ async def stream(state: ServerState, parsed: ChatRequest | CompletionRequest, ev
             elif logprobs_wanted:
                 logprobs = shapes.completion_logprobs(vocab, [event], offsets.get(index, 0))
                 offsets[index] = offsets.get(index, 0) + len(event.text)
+            if event.reasoning:  # a step's reasoning comes before its answer text (the step that ends the section)
+                yield chunk(shapes.delta_choice(index, reasoning_fields.fields(event.reasoning), logprobs=logprobs))
+                logprobs = None
             if event.text or logprobs:
                 yield chunk(shapes.chunk_choice(chat, index, event.text, logprobs=logprobs))
     if parsed.include_usage:
@@ -102,7 +105,9 @@ class _ToolDeltas:
             out.append(shapes.delta_choice(index, {}, follower.finish_reason(event.finish_reason)))
             return out
         logprobs = shapes.chat_logprobs(self._vocab, [event]) if self._vocab is not None else None
-        out = self._with_role(index, follower.feed(event))
+        # Reasoning is never read for calls: a call written while thinking is part of the thought.
+        thought = [reasoning_fields.fields(event.reasoning)] if event.reasoning else []
+        out = self._with_role(index, thought + follower.feed(event))
         if logprobs is not None:
             if out:
                 out[0]["logprobs"] = logprobs

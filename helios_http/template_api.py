@@ -27,7 +27,7 @@ async def apply_template(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     parsed = parse_chat(parse_json(await request.body()))
     model, _ = state.ready_engine()
-    _, text = await run_in_threadpool(render_text, model, state.chat_template, parsed)
+    _, text = await run_in_threadpool(render_text, model, state.chat_template, parsed, state.reasoning_budget)
     return json_response({"prompt": text})
 
 

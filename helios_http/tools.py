@@ -192,12 +192,7 @@ def new_call_id() -> str:
 
 def control_tokens(vocab: Vocab, texts: tuple[str, ...]) -> dict[int, str]:
     """{token: text} for each of `texts` that the vocabulary holds as one control token (it prints nothing)."""
-    found = {}
-    for text in texts:
-        tokens = vocab.tokenize(text, add_special=False, parse_special=True)
-        if len(tokens) == 1 and vocab.token_to_piece(tokens[0]) == b"":
-            found[tokens[0]] = text
-    return found
+    return vocab.control_tokens(texts)
 
 
 # --- request fields ------------------------------------------------------------------------
