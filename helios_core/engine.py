@@ -104,6 +104,7 @@ class Done:
     error: Exception | None = None
     usage: Usage | None = None
     timings: Timings | None = None
+    stop: str | None = None  # the stop string that ended it; None after an end-of-generation token or a limit
 
 
 Event = Step | Scored | Done
@@ -644,7 +645,8 @@ class Scheduler:
         slot.request = None
         slot.pending = []
         slot.acceptance = None
-        _deliver(request, Done(reason, error, request.seq.usage, request.timings))
+        stop = request.seq.stops.stopped_by if reason == "stop" else None
+        _deliver(request, Done(reason, error, request.seq.usage, request.timings, stop))
 
     def fail_all(self, error: Exception) -> None:
         """End every running request with `error`, forgetting their caches (their state is unknown)."""

@@ -15,6 +15,7 @@ from helios_core.model import Model
 from helios_http.errors import APIError
 from helios_http.limits import MiB
 from helios_http.metrics import Metrics
+from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 
 RETRY_AFTER_SECONDS = 1
@@ -43,6 +44,7 @@ class ServerState:
     # (model "BASE:NAME"). lora_scales: the scales a request that names none runs at (POST /lora-adapters).
     lora: list[Adapter] = field(default_factory=list)
     lora_scales: list[float] = field(default_factory=list)
+    model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:
