@@ -186,7 +186,7 @@ BAD_BODIES = [
     ({"messages": ASK, "tool_choice": {"type": "any"}}, "needs tools"),
     ({"messages": ASK, "thinking": {"type": "enabled", "budget_tokens": 10}}, "thinking.budget_tokens"),
     ({"messages": ASK, "n": 2}, "n is a chat completions field"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
 ]
 
 

@@ -7,6 +7,7 @@ is Anthropic's: a Message (blocks.py) or its events (stream.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from starlette.concurrency import run_in_threadpool
@@ -26,22 +27,31 @@ from helios_http.responses import json_response
 from helios_http.schemas import parse_json
 from helios_http.state import ServerState
 
+# How long a stream waits for its first event before it starts (and pings until that event comes).
+FIRST_EVENT_WAIT_SECONDS = 1.0
+
 
 async def messages(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     parsed = await _parsed(request, state)
     engine, prompt = await chat_prompt(state, parsed.chat)
-    events = await submit(request, state, engine, parsed.chat, [prompt], "messages")
-    if events is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
     # A Message names the model the client asked for, as Anthropic's do; the log says which one served it.
     model = parsed.model or state.model_id
+    pending = asyncio.ensure_future(submit(request, state, engine, parsed.chat, [prompt], "messages"))
     if parsed.chat.stream:
-        return StreamingResponse(
-            stream(events, parsed.chat.tool_plan, model, len(prompt)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        # Refusals (a full queue, a prompt too long) come at once and stay statuses. A long prompt takes
+        # minutes to read on a CPU: its stream starts meanwhile and pings, as agent clients give up on a
+        # silent connection (Claude Code retried after 300 s, reading its 18k-token prompt again).
+        await asyncio.wait({pending}, timeout=FIRST_EVENT_WAIT_SECONDS)
+        if not pending.done() or pending.result() is not None:
+            return StreamingResponse(
+                stream(pending, parsed.chat.tool_plan, model, len(prompt)),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+    events = await pending
+    if events is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
     blocks, done = MessageBlocks(parsed.chat.tool_plan), None
     async with contextlib.aclosing(events):
         async for _, event in events:

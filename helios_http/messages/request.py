@@ -111,11 +111,13 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise invalid(f"{where} must be an object with role and content", where)
         role = message.get("role")
-        if role not in ("user", "assistant"):
+        if role not in _ROLE_BLOCKS:
             raise invalid(f'{where}.role must be "user" or "assistant"; got {role!r}', f"{where}.role")
         blocks = _blocks(message.get("content"), where)
         texts, items = _read_blocks(blocks, where, role, called)
-        if role == "assistant":
+        if role == "system":
+            out.append({"role": "system", "content": "\n".join(texts)})
+        elif role == "assistant":
             if i == len(raw) - 1 and any(texts):
                 # Anthropic continues such a message (a prefill); the chat template would close it instead.
                 raise invalid(
@@ -143,8 +145,9 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return content
 
 
-# The blocks each role may send beside text.
-_ROLE_BLOCKS = {"assistant": ("tool_use", "thinking", "redacted_thinking"), "user": ("tool_result",)}
+# The blocks each role may send beside text. Claude Code sends system messages mid-conversation (its beta
+# mid-conversation-system-2026-04-07): they reach the chat template as system messages.
+_ROLE_BLOCKS = {"assistant": ("tool_use", "thinking", "redacted_thinking"), "user": ("tool_result",), "system": ()}
 
 
 def _read_blocks(
