@@ -10,6 +10,10 @@ also checks x-api-key.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -227,3 +231,12 @@ def test_unknown_model_names_fall_back_to_the_model_logged_once(server, client):
     log = "".join(server.log)
     assert log.count("'claude-unknown-1' is not served here") == 1
     assert "'claude-haiku-4-5' is not served here" not in log  # the alias maps it
+
+
+def test_the_docs_example_runs(server):
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "messages.md").read_text()
+    code = re.search(r"<!-- anthropic-example -->\s*```python\n(.*?)```", docs, re.S).group(1)
+    code = code.replace("8000", str(server.port)).replace('api_key="unused"', f'api_key="{KEY}"')
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tool_use get_weather {'city': ") and "input_tokens=" in result.stdout
