@@ -52,7 +52,7 @@ BODIES = [  # (name, path, body)
     ("malformed block", "/v1/messages", {**BASE, "messages": [{"role": "user", "content": [{"text": "no type"}]}]}),
 ]  # fmt: skip
 # Values that carry protocol meaning, compared as values (ids by their prefix).
-MEANINGFUL = {"type", "role", "stop_reason", "stop_sequence", "event"}
+MEANINGFUL = {"type", "role", "model", "stop_reason", "stop_sequence", "event"}
 
 
 def main() -> None:
@@ -105,7 +105,10 @@ def compare(name: str, helios: dict, peer: dict) -> dict:
             differences.append(f"event order: helios {order[0]}; llama-server {order[1]}")
         for kind in sorted({e["type"] for a in (helios, peer) for e in a.get("events", [])}):
             of = [_merged([e for e in a.get("events", []) if e["type"] == kind]) for a in (helios, peer)]
-            differences += [f"{kind}: {d}" for d in _diff(of[0], of[1], "")]
+            if None in of:
+                differences.append(f"{kind} events only from {'llama-server' if of[0] is None else 'helios'}")
+            else:
+                differences += [f"{kind}: {d}" for d in _diff(of[0], of[1], "")]
     else:
         differences += _diff(helios["body"], peer["body"], "")
     if helios["status"] != peer["status"]:

@@ -8,14 +8,19 @@ A request with {"sampler": "script", "sampler_args": {"text": "..."}} generates 
 
 from __future__ import annotations
 
+import time
+
 from helios_core.sampling import Sampler
 
 
-def script(model, text: str) -> Sampler:
-    """A sampler factory: `text`'s tokens one per step, then eos."""
+def script(model, text: str, delay: float = 0.0) -> Sampler:
+    """A sampler factory: `text`'s tokens one per step, then eos; `delay` seconds before the first
+    (the engine thread waits: a stand-in for a prompt that takes long to read)."""
     tokens = model.vocab.tokenize(text, add_special=False) + [model.vocab.eos]
 
     def sample(logits, state) -> int:
+        if state.step == 0 and delay:
+            time.sleep(delay)
         return tokens[min(state.step, len(tokens) - 1)]
 
     return sample

@@ -66,6 +66,16 @@ def post(server, body: dict | bytes, path: str = "/v1/messages", headers: dict |
     return httpx.post(server.url + path, content=body, headers=headers, timeout=PATIENCE)
 
 
+def events(response: httpx.Response) -> tuple[list[str], list[dict]]:
+    """A stream's event names (its `event:` lines) and data."""
+    names, bodies = [], []
+    for frame in response.text.strip().split("\n\n"):
+        event, data = frame.split("\n")
+        names.append(event.removeprefix("event: "))
+        bodies.append(json.loads(data.removeprefix("data: ")))
+    return names, bodies
+
+
 def test_create_answers_a_message_with_text_stop_reason_and_usage(client):
     message = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": "Hi"}],
@@ -113,11 +123,7 @@ def test_stream_events_come_in_anthropics_order_with_event_lines(server):
     body = {"model": "m", "max_tokens": 8, "stream": True, "messages": ASK, **scripted("Sunny.")}
     response = post(server, body)
     assert response.headers["content-type"].startswith("text/event-stream")
-    names, bodies = [], []
-    for frame in response.text.strip().split("\n\n"):
-        event, data = frame.split("\n")
-        names.append(event.removeprefix("event: "))
-        bodies.append(json.loads(data.removeprefix("data: ")))
+    names, bodies = events(response)
     assert [b["type"] for b in bodies] == names
     assert names[:3] == ["message_start", "ping", "content_block_start"]
     assert set(names[3:-3]) == {"content_block_delta"}
@@ -125,6 +131,17 @@ def test_stream_events_come_in_anthropics_order_with_event_lines(server):
     assert bodies[0]["message"]["content"] == [] and bodies[0]["message"]["stop_reason"] is None
     assert bodies[-2]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert bodies[-2]["usage"]["output_tokens"] >= 2
+
+
+def test_a_stream_whose_first_token_is_slow_starts_at_once_and_pings(server):
+    # The first token comes after FIRST_EVENT_WAIT_SECONDS (1 s): the stream has started before it.
+    body = {"model": "m", "max_tokens": 8, "stream": True, "messages": ASK}
+    body |= {"sampler": "script", "sampler_args": {"text": "Late.", "delay": 1.5}}
+    names, bodies = events(post(server, body))
+    assert names[:2] == ["message_start", "ping"]
+    assert [n for n in names if n != "ping"][1:3] == ["content_block_start", "content_block_delta"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert "".join(b["delta"]["text"] for b in bodies if b["type"] == "content_block_delta") == "Late."
 
 
 def test_tool_choice_any_calls_a_tool_and_the_result_goes_back(client):
@@ -189,7 +206,8 @@ BAD_BODIES = [
     ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x"}]}]}, "toolu_x"),
     ({"messages": ASK, "tool_choice": {"type": "any"}}, "needs tools"),
     ({"messages": ASK, "thinking": {"type": "enabled", "budget_tokens": 10}}, "thinking.budget_tokens"),
-    ({"messages": ASK, "n": 2}, "n is a chat completions field"),
+    ({"messages": ASK, "n": 2}, "n is not taken on /v1/messages"),
+    ({"messages": ASK, "mcp_servers": [{"type": "url", "url": "http://x", "name": "x"}]}, "mcp_servers"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
 ]
 

@@ -37,19 +37,9 @@ async def messages(request: Request) -> Response:
     engine, prompt = await chat_prompt(state, parsed.chat)
     # A Message names the model the client asked for, as Anthropic's do; the log says which one served it.
     model = parsed.model or state.model_id
-    pending = asyncio.ensure_future(submit(request, state, engine, parsed.chat, [prompt], "messages"))
     if parsed.chat.stream:
-        # Refusals (a full queue, a prompt too long) come at once and stay statuses. A long prompt takes
-        # minutes to read on a CPU: its stream starts meanwhile and pings, as agent clients give up on a
-        # silent connection (Claude Code retried after 300 s, reading its 18k-token prompt again).
-        await asyncio.wait({pending}, timeout=FIRST_EVENT_WAIT_SECONDS)
-        if not pending.done() or pending.result() is not None:
-            return StreamingResponse(
-                stream(pending, parsed.chat.tool_plan, model, len(prompt)),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-    events = await pending
+        return await _streamed(request, state, engine, parsed, prompt, model)
+    events = await submit(request, state, engine, parsed.chat, [prompt], "messages")
     if events is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client left before anything was produced
     blocks, done = MessageBlocks(parsed.chat.tool_plan), None
@@ -72,6 +62,25 @@ async def count_tokens(request: Request) -> Response:
     model, engine = state.ready_engine()
     prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed.chat)
     return json_response({"input_tokens": len(prompt)})
+
+
+async def _streamed(request, state, engine, parsed: MessagesRequest, prompt: list[int], model: str) -> Response:
+    """Refusals (a full queue, a prompt too long) come at once and stay statuses. A long prompt takes minutes
+    to read on a CPU: its stream starts meanwhile and pings, as agent clients give up on a silent connection
+    (Claude Code sent its 18k-token prompt again after 300 s of silence)."""
+    pending = asyncio.ensure_future(submit(request, state, engine, parsed.chat, [prompt], "messages"))
+    try:
+        await asyncio.wait({pending}, timeout=FIRST_EVENT_WAIT_SECONDS)
+    except asyncio.CancelledError:
+        pending.cancel()
+        raise
+    if pending.done() and pending.result() is None:  # result() raises the refusals
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return StreamingResponse(
+        stream(pending, parsed.chat.tool_plan, model, len(prompt)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def _parsed(request: Request, state: ServerState, count_only: bool = False) -> MessagesRequest:

@@ -31,6 +31,9 @@ REFUSED_FIELDS = {
     "stop": "use stop_sequences",
     "max_completion_tokens": "use max_tokens",
     "parallel_tool_calls": "use tool_choice.disable_parallel_tool_use",
+    # ... and Anthropic's fields for what runs on Anthropic's servers.
+    "mcp_servers": "the MCP connector runs on Anthropic's servers; give the tools as tools",
+    "container": "there is no code execution container here",
 }
 # Anthropic asks for at least this many thinking tokens.
 MIN_THINKING_BUDGET = 1024
@@ -52,7 +55,7 @@ def parse_messages(body: dict[str, Any], served_model: str, *, count_only: bool 
     a LoRA adapter). count_only: count_tokens' body, which has no max_tokens."""
     for name, hint in REFUSED_FIELDS.items():
         if body.get(name) is not None:
-            raise invalid(f"{name} is a chat completions field; on /v1/messages {hint}", name)
+            raise invalid(f"{name} is not taken on /v1/messages: {hint}", name)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise invalid("model must be a string", "model")
