@@ -114,7 +114,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise invalid(f"{where} must be an object with role and content", where)
         role = message.get("role")
-        if role not in _ROLE_BLOCKS:
+        if not isinstance(role, str) or role not in _ROLE_BLOCKS:
             raise invalid(f'{where}.role must be "user" or "assistant"; got {role!r}', f"{where}.role")
         blocks = _blocks(message.get("content"), where)
         texts, items = _read_blocks(blocks, where, role, called)
