@@ -66,8 +66,9 @@ async def count_tokens(request: Request) -> Response:
 
 async def _streamed(request, state, engine, parsed: MessagesRequest, prompt: list[int], model: str) -> Response:
     """Refusals (a full queue, a prompt too long) come at once and stay statuses. A long prompt takes minutes
-    to read on a CPU: its stream starts meanwhile and pings, as agent clients give up on a silent connection
-    (Claude Code sent its 18k-token prompt again after 300 s of silence)."""
+    to read on a CPU: its stream starts meanwhile and pings, for clients that give up on a silent connection
+    (the anthropic SDKs' read timeout, byte watchdogs, proxies). Claude Code's own watchdog counts events and
+    skips pings: it needs CLAUDE_STREAM_IDLE_TIMEOUT_MS above its 300 s for such prompts (docs/messages.md)."""
     pending = asyncio.ensure_future(submit(request, state, engine, parsed.chat, [prompt], "messages"))
     try:
         await asyncio.wait({pending}, timeout=FIRST_EVENT_WAIT_SECONDS)
