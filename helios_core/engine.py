@@ -104,6 +104,7 @@ class Done:
     error: Exception | None = None
     usage: Usage | None = None
     timings: Timings | None = None
+    stop: str | None = None  # the stop string that ended it; None after an end-of-generation token or a limit
 
 
 Event = Step | Scored | Done
@@ -648,7 +649,8 @@ class Scheduler:
         slot.pending = []
         slot.acceptance = None
         self.stats.reasoning_tokens += request.seq.usage.reasoning_tokens
-        _deliver(request, Done(reason, error, request.seq.usage, request.timings))
+        stop = request.seq.stops.stopped_by if reason == "stop" else None
+        _deliver(request, Done(reason, error, request.seq.usage, request.timings, stop))
 
     def fail_all(self, error: Exception) -> None:
         """End every running request with `error`, forgetting their caches (their state is unknown)."""

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "GENERIC",
+    "LENIENT",
     "HERMES",
     "LLAMA3",
     "MISTRAL",
@@ -186,7 +187,11 @@ def detect_format(rendered: str) -> ToolCallFormat:
 
 # Arguments as Python's json.dumps writes them, as helios_core.constraint writes JSON: a grammar
 # with free whitespace lets a small model write newlines until max_tokens.
-_COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# lenient: keywords llguidance does not implement (propertyNames, some formats) are left unchecked instead of
+# refusing the tool. Agent clients (Claude Code, Codex) send schemas generated from their own types, and a
+# tool the model may call within the rest of its schema beats a request refused, as llama-server's grammars do.
+LENIENT = {"lenient": True}
+_COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", **LENIENT}
 _NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
 
 

@@ -1,4 +1,4 @@
-"""The Starlette app: OpenAI's chat, completions and embeddings endpoints, and the server's own.
+"""The Starlette app: OpenAI's chat, completions and embeddings endpoints, Anthropic's Messages, and the server's own.
 
 Built by `build_app(state)` from plain values, so tests and `serve` build
 the same app. Handlers never touch llama.cpp: tokenizing and templating run
@@ -6,7 +6,7 @@ in the thread pool, generation on the engine thread (bridge.py), embeddings on a
 of their own (helios_core.embeddings.EmbeddingWorker).
 
 The handlers live by API family: chat_api.py, completions_api.py (what they share:
-generation.py, streaming.py), embeddings_api.py, tokenizer_api.py and admin_api.py; one
+generation.py, streaming.py), messages/ (Anthropic's), embeddings_api.py, tokenizer_api.py and admin_api.py; one
 middleware per file.
 """
 
@@ -35,6 +35,8 @@ from helios_http.errors import (
 )
 from helios_http.limits import BodyLimits
 from helios_http.lora_api import lora_adapters, set_lora_adapters
+from helios_http.messages.api import count_tokens, messages
+from helios_http.messages.errors import AnthropicErrors
 from helios_http.responses_api import (
     count_input_tokens,
     create_response,
@@ -66,6 +68,8 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/lora-adapters", lora_adapters, methods=["GET"]),
     Route("/lora-adapters", set_lora_adapters, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
 ]
 _KNOWN_PATHS = {route.path for route in ROUTES}
 
@@ -74,10 +78,15 @@ OPEN_PATHS = {"/health"}  # answered without the API key: probes carry no creden
 
 
 def build_app(state: ServerState, lifespan=None) -> Starlette:
-    """The app over `state`. Middleware, outermost first: count every response, answer browsers' CORS
+    """The app over `state`. Middleware, outermost first: count every response, give the Messages paths
+    Anthropic's error shape, answer browsers' CORS
     preflights (--cors-origin), refuse what the server will not take now (draining, over the connection
     cap), check the key, bound the body."""
-    middleware = [Middleware(RequestAccounting, metrics=state.metrics, known_paths=_KNOWN_PATHS)]
+    middleware = [
+        Middleware(RequestAccounting, metrics=state.metrics, known_paths=_KNOWN_PATHS),
+        # Every error on /v1/messages* in Anthropic's shape, those of the middleware below included.
+        Middleware(AnthropicErrors),
+    ]
     if state.cors_origins:
         # Before the key check: a browser's preflight (OPTIONS) never carries the Authorization header.
         middleware.append(Middleware(

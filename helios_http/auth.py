@@ -1,9 +1,10 @@
-"""The API key: `Authorization: Bearer <key>` on every request but the open paths.
+"""The API key: `Authorization: Bearer <key>`, or Anthropic's `x-api-key: <key>`, on every request but the open paths.
 
 Keys are compared in constant time. The scheme is case-insensitive (RFC
 7235), a 401 says which scheme to use (WWW-Authenticate), and a request
 carrying two Authorization headers is refused rather than judged by either
-one: proxies and servers disagree on which of two wins.
+one: proxies and servers disagree on which of two wins. x-api-key is read only without an
+Authorization header (Anthropic's clients send one or the other), under the same rules.
 """
 
 from __future__ import annotations
@@ -31,15 +32,19 @@ class ApiKeyAuth:
 
     def _refusal(self, scope) -> APIError | None:
         values = [value for name, value in scope["headers"] if name == b"authorization"]
-        if len(values) > 1:
-            return APIError(400, "send one Authorization header, not several", code="invalid_authorization_header")
+        keys = [value for name, value in scope["headers"] if name == b"x-api-key"]
+        if len(values) > 1 or (not values and len(keys) > 1):
+            header = "Authorization" if len(values) > 1 else "x-api-key"
+            return APIError(400, f"send one {header} header, not several", code="invalid_authorization_header")
         if values:
             scheme, _, token = values[0].partition(b" ")
             if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(b" "), self.expected):
                 return None
+        elif keys and hmac.compare_digest(keys[0].strip(b" "), self.expected):
+            return None
         return APIError(
             401,
-            "a valid API key is required: send Authorization: Bearer <key>",
+            "a valid API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)",
             type="authentication_error",
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},

@@ -15,6 +15,7 @@ import sys
 from helios_core import reasoning
 from helios_core.errors import HeliosError
 from helios_core.sampling import DEFAULT_TEMPERATURE
+from helios_http.model_names import parse_alias
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,13 @@ def _layer_range(text: str) -> tuple[int, int]:
     if not sep or not first.isdigit() or not last.isdigit() or not 1 <= int(first) <= int(last):
         raise argparse.ArgumentTypeError(f"{text!r} is not a layer range A-B with 1 <= A <= B")
     return int(first), int(last)
+
+
+def _model_alias(text: str) -> tuple[str, str]:
+    try:
+        return parse_alias(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _positive_int = _number(int, 1)
@@ -386,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=MODULE:CALLABLE",
         help="serve a plug-in logits processor factory, picked by a request's \"processors\": [NAME] (repeatable)",
     )
+    serve.add_argument(
+        "--model-alias",
+        action="append",
+        default=[],
+        type=_model_alias,
+        metavar="NAME=SERVED",
+        help="answer model NAME (* globs allowed, e.g. claude-*) with SERVED, the model's id or ID:ADAPTER; on "
+        "/v1/messages any other name falls back to the model (repeatable; the first match wins)",
+    )
     serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
 
     doctor = commands.add_parser(
@@ -532,6 +549,17 @@ def check_lora_options(args: argparse.Namespace, model_path) -> None:
         if name in names:
             raise ValueError(f"--lora {path}: another adapter ({names[name]}) has the name {name!r}; rename one file")
         names[name] = path
+
+
+def check_model_aliases(args: argparse.Namespace, model_path) -> None:
+    """Refuse a --model-alias whose SERVED is not a name the server answers to: the model's id, or ID:ADAPTER."""
+    from helios_core import lora
+
+    served = [model_path.stem] + [f"{model_path.stem}:{lora.adapter_name(_path_and_scale(s)[0])}" for s in args.lora]
+    for pattern, target in args.model_alias:
+        if target not in served:
+            raise ValueError(f"--model-alias {pattern}={target}: {target!r} is not served here; the names are "
+                             f"{', '.join(map(repr, served))}")
 
 
 def load_lora_adapters(args: argparse.Namespace, model) -> list:

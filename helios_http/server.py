@@ -35,6 +35,7 @@ from helios_http.cli import (
     apply_control_vectors,
     chat_template_option,
     check_lora_options,
+    check_model_aliases,
     check_speculation_options,
     load_lora_adapters,
     no_chat_template_warning,
@@ -43,6 +44,7 @@ from helios_http.cli import (
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
+from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 from helios_http.responses_store import ResponseStore
 from helios_http.state import ServerState
@@ -136,6 +138,7 @@ def serve(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     check_gguf_file(path)
     check_lora_options(args, path)  # a bad --lora: one line, exit 2, before anything loads
+    check_model_aliases(args, path)  # likewise an alias to a name not served
     check_speculation_options(args, path)  # likewise a --spec without its --draft-model, or a mismatched one
     # A plug-in that does not import stops the server now, with one line, not on the first request.
     plugins = Plugins.load(args.sampler, args.processor)
@@ -151,6 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
         responses=ResponseStore(args.responses_store_max, int(args.responses_store_mb * MiB)),
+        model_names=ModelNames(args.model_alias),
     )
     # Workers are registered (an unreachable one: one line, exit 2) before anything listens. A worker
     # lost later ends the requests in flight with a 503 or an error event, then the process (status 1).

@@ -16,6 +16,7 @@ from helios_core.reasoning import ReasoningFormat
 from helios_http.errors import APIError
 from helios_http.limits import MiB
 from helios_http.metrics import Metrics
+from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 from helios_http.responses_store import ResponseStore
 
@@ -50,6 +51,7 @@ class ServerState:
     lora: list[Adapter] = field(default_factory=list)
     lora_scales: list[float] = field(default_factory=list)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses (--responses-store-max)
+    model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

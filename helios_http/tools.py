@@ -229,7 +229,7 @@ def _check_parameters(parameters: Any, where: str) -> None:
     if kind != "object":
         raise invalid(f'{where} must describe an object (type "object"); got type {kind!r}', where)
     try:
-        constraint.json_schema(parameters)
+        constraint.json_schema({"x-guidance": tool_calls.LENIENT, **parameters})  # as the calls' grammar reads it
     except ConstraintError as error:
         raise invalid(f"{where}: {error}", where) from None
 

@@ -3,8 +3,8 @@
 Marked slow (minutes): `pytest -m slow tests/test_fuzz_server.py`. The
 bodies come from hypothesis strategies, drawn up front with a fixed seed
 (derandomize), then sent by a few client threads over loopback. They mix
-valid-ish and broken requests to every endpoint (/v1/responses included): wrong types, nulls, huge
-numbers, NULs, nested lists, any unicode, and bodies that are not JSON at
+valid-ish and broken requests to every endpoint (OpenAI's Responses and Anthropic's Messages too):
+wrong types, nulls, huge numbers, NULs, nested lists, any unicode, and bodies that are not JSON at
 all. Generations stay short: max_tokens is small where it is valid, and
 the context is 128 tokens, which bounds the rest.
 
@@ -150,6 +150,75 @@ tokenize = st.fixed_dictionaries(
     {"content": sometimes_junk(text)},
     optional={"add_special": sometimes_junk(st.booleans()), "with_pieces": sometimes_junk(st.booleans())},
 )
+# Anthropic's Messages API: blocks of every kind, tool ids that match and ones that do not.
+tool_ids = st.sampled_from(["toolu_1", "toolu_2"])
+block = st.one_of(
+    part,
+    st.fixed_dictionaries(
+        {
+            "type": st.just("tool_use"),
+            "id": sometimes_junk(tool_ids),
+            "name": sometimes_junk(st.just("f")),
+            "input": sometimes_junk(st.dictionaries(any_text, scalar, max_size=2)),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("tool_result"),
+            "tool_use_id": sometimes_junk(tool_ids),
+            "content": sometimes_junk(st.one_of(text, st.lists(part, max_size=2))),
+            "is_error": sometimes_junk(st.booleans()),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["image", "document", "thinking", "redacted_thinking", "server_tool_use"]),
+            "thinking": text,
+        }
+    ),
+)
+turn = st.fixed_dictionaries(
+    {
+        "role": sometimes_junk(st.sampled_from(["user", "assistant", "system"]), 20),
+        "content": sometimes_junk(st.one_of(text, st.lists(block, max_size=3)), 20),
+    }
+)
+schema = st.sampled_from(
+    [
+        {"type": "object", "properties": {"x": {"type": "string"}}},
+        {"type": "object"},
+        {"type": "object", "propertyNames": {"pattern": "^a"}},
+        {"type": "string"},
+    ]
+)
+anthropic_tool = st.fixed_dictionaries(
+    {"name": sometimes_junk(st.sampled_from(["f", "g"])), "input_schema": sometimes_junk(schema)},
+    optional={"type": sometimes_junk(st.sampled_from(["custom", "web_search_20250305"])), "description": text},
+)
+tool_choice = st.fixed_dictionaries(
+    {"type": sometimes_junk(st.sampled_from(["auto", "any", "tool", "none"]))},
+    optional={"name": sometimes_junk(st.sampled_from(["f", "h"])), "disable_parallel_tool_use": st.booleans()},
+)
+messages = st.fixed_dictionaries(
+    {"messages": sometimes_junk(st.lists(turn, min_size=1, max_size=3)), "max_tokens": max_tokens},
+    optional={
+        "model": junk,
+        "system": sometimes_junk(st.one_of(text, st.lists(part, max_size=2))),
+        "stop_sequences": sometimes_junk(st.lists(text, max_size=3)),
+        "temperature": sometimes_junk(st.floats(0, 1)),
+        "top_p": sometimes_junk(st.floats(0, 1)),
+        "top_k": sometimes_junk(st.integers(0, 100)),
+        "stream": sometimes_junk(st.booleans()),
+        "tools": sometimes_junk(st.lists(anthropic_tool, max_size=2)),
+        "tool_choice": sometimes_junk(tool_choice),
+        "metadata": junk,
+        "thinking": sometimes_junk(
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["enabled", "disabled"]), "budget_tokens": st.integers(0, 5000)}
+            )
+        ),
+    },
+)
 detokenize = st.fixed_dictionaries({"tokens": sometimes_junk(st.one_of(token_ids, st.lists(token_ids, max_size=2)))})
 
 
@@ -177,6 +246,8 @@ requests = st.one_of(
     st.tuples(st.just("/v1/responses/input_tokens"), bodies(responses)),
     st.tuples(st.just("/tokenize"), bodies(tokenize)),
     st.tuples(st.just("/detokenize"), bodies(detokenize)),
+    st.tuples(st.just("/v1/messages"), bodies(messages)),
+    st.tuples(st.just("/v1/messages/count_tokens"), bodies(messages)),
 )
 
 
@@ -204,13 +275,13 @@ def draw_requests(count: int) -> list[tuple[str, bytes]]:
 
 
 def send(client: httpx.Client, path: str, body: bytes) -> tuple[int, str | None]:
-    """The status, and the error type of an SSE error event if a stream ended with one."""
+    """The status, and the error type of an SSE error event if a stream ended with one (either family's shape)."""
     headers = {"Content-Type": "application/json"}
     with client.stream("POST", path, content=body, headers=headers, timeout=PATIENCE) as r:
         streamed_error = None
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             for line in r.iter_lines():
-                if line.startswith('data: {"error"'):
+                if line.startswith(('data: {"error"', 'data: {"type":"error"')):
                     streamed_error = json.loads(line[6:])["error"]["type"]
                 elif line.startswith('data: {"type":"error"'):  # /v1/responses' error event
                     streamed_error = json.loads(line[6:])["code"]
@@ -233,7 +304,7 @@ def test_fuzzed_bodies_never_get_a_5xx():
                 for path, body in share:
                     status, streamed_error = send(client, path, body)
                     statuses[status] += 1
-                    if status >= 500 or streamed_error == "server_error":
+                    if status >= 500 or streamed_error in ("server_error", "api_error"):
                         failures.append((path, body, status, streamed_error))
             return statuses, failures
 
