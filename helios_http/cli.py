@@ -360,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running requests get to finish after SIGTERM (default 10)",
     )
     serve.add_argument(
+        "--n-predict",
+        "--predict",
+        type=_number(int, -1),
+        default=-1,
+        metavar="N",
+        help="tokens a request may generate when it sets no limit of its own (max_tokens, max_output_tokens); "
+        "-1 (or 0): until the context is full. Agents that send no limit (Codex) need it with a model that rambles "
+        "(default -1)",
+    )
+    serve.add_argument(
         "--responses-store-max",
         type=_number(int, 0),
         default=1000,

@@ -100,6 +100,8 @@ async def submit(
     """
     model = state.model
     n = parsed.n
+    if parsed.sampling.max_tokens is None and state.n_predict > 0:
+        parsed.sampling.max_tokens = state.n_predict
     adapters = request_set(state, parsed.sampling)  # unknown ones: a 400 before anything queues
     # Plug-in factories run once per generation, here: arguments they refuse are a 400 before anything queues.
     plugins = [(None, [])] * (len(prompts) * n)

@@ -154,6 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         request_timeout=args.request_timeout,
         responses=ResponseStore(args.responses_store_max, int(args.responses_store_mb * MiB)),
+        n_predict=args.n_predict,
         model_names=ModelNames(args.model_alias),
     )
     # Workers are registered (an unreachable one: one line, exit 2) before anything listens. A worker

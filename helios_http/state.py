@@ -51,6 +51,7 @@ class ServerState:
     lora: list[Adapter] = field(default_factory=list)
     lora_scales: list[float] = field(default_factory=list)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses (--responses-store-max)
+    n_predict: int = -1  # tokens a request without a limit of its own may generate; -1: no bound (--n-predict)
     model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
 
     def ready_engine(self) -> tuple[Model, Engine]:

@@ -45,7 +45,7 @@ class Weather(BaseModel):
 
 @pytest.fixture(scope="module")
 def server():
-    proc = ServerProcess("--ctx-size", "1024", "--parallel", "2", "--max-body-mb", "1")
+    proc = ServerProcess("--ctx-size", "1024", "--parallel", "2", "--max-body-mb", "1", "--n-predict", "16")
     yield proc
     proc.stop()
 
@@ -92,6 +92,13 @@ def test_reaching_max_output_tokens_is_incomplete_with_the_reason(client):
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.usage.output_tokens == 3
+
+
+def test_a_request_without_a_limit_stops_at_the_servers_n_predict(client):
+    # Codex sends no max_output_tokens; without --n-predict a base model writes until the context is full.
+    response = client.responses.create(model="m", input="The sky is", extra_body={"logit_bias": no_eog()})
+    assert response.status == "incomplete"
+    assert response.usage.output_tokens == 16
 
 
 def test_a_stream_sends_openai_events_in_order(client):
