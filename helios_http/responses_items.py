@@ -31,8 +31,8 @@ def messages(instructions: str | None, context: list[dict], items: list[dict]) -
     A function_call joins the assistant message before it (calls and their text are one turn); a
     function_call_output must answer a call made earlier in the conversation. A reasoning item is
     the thought of the assistant turn that follows it (its reasoning_content, for the template to
-    keep or drop); followed by no assistant item (an answer cut short while thinking), it is a
-    turn of its own with no text.
+    keep or drop); followed by another user or tool item (an answer cut short while thinking), it
+    is a turn of its own with no text; last of all, it has no turn to go with and is left out.
     """
     out: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
     called: set[str] = set()
