@@ -92,12 +92,16 @@ def fields(text: str) -> dict[str, str]:
 
 
 def apply_thinking(parsed: ChatRequest, value: Any, param: str = "thinking") -> None:
-    """Anthropic's `thinking`: {"type": "enabled", "budget_tokens": N} sets the budget, {"type": "disabled"} 0."""
+    """Anthropic's `thinking`: {"type": "enabled", "budget_tokens": N} sets the budget, {"type": "disabled"} 0;
+    "adaptive" and "between_tools" (the model decides) leave the server's (--reasoning-budget)."""
     if value is None:
         return
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind not in ("enabled", "disabled"):
-        raise invalid(f'{param} must be {{"type": "enabled", "budget_tokens": N}} or {{"type": "disabled"}}', param)
+    if kind not in ("enabled", "disabled", "adaptive", "between_tools"):
+        shapes = '{"type": "enabled", "budget_tokens": N}, {"type": "disabled"} or {"type": "adaptive"}'
+        raise invalid(f"{param} must be {shapes}", param)
+    if kind in ("adaptive", "between_tools"):
+        return
     if kind == "disabled":
         parsed.sampling.reasoning_budget = 0
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from helios_http import reasoning_fields
 from helios_http.errors import invalid
 
 INPUT_ROLES = ("user", "system", "developer")
@@ -28,13 +29,28 @@ def messages(instructions: str | None, context: list[dict], items: list[dict]) -
     """Chat messages of a conversation: instructions as the system message, then every item in order.
 
     A function_call joins the assistant message before it (calls and their text are one turn); a
-    function_call_output must answer a call made earlier in the conversation.
+    function_call_output must answer a call made earlier in the conversation. A reasoning item is
+    the thought of the assistant turn that follows it (its reasoning_content, for the template to
+    keep or drop); followed by another user or tool item (an answer cut short while thinking), it
+    is a turn of its own with no text; last of all, it has no turn to go with and is left out.
     """
     out: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
     called: set[str] = set()
     n_context = len(context)
+    thought: dict[str, str] = {}  # the reasoning waiting for its assistant turn
     for position, item in enumerate([*context, *items]):
         kind = item["type"]
+        if kind == "reasoning":
+            text = _reasoning_text(item)
+            where = f"input[{position - n_context}]"
+            thought = (
+                reasoning_fields.message_reasoning({"reasoning_content": text}, "assistant", where) if text else {}
+            )
+            continue
+        assistant = kind == "function_call" or (kind == "message" and item["role"] == "assistant")
+        if thought and not assistant:
+            out.append({"role": "assistant", "content": "", **thought})
+            thought = {}
         if kind == "message":
             out.append(
                 {"role": item["role"], "content": [{"type": "text", "text": _part_text(p)} for p in item["content"]]}
@@ -45,7 +61,7 @@ def messages(instructions: str | None, context: list[dict], items: list[dict]) -
                 "type": "function",
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
-            if out and out[-1]["role"] == "assistant":
+            if out and out[-1]["role"] == "assistant" and not thought:
                 out[-1].setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -57,7 +73,9 @@ def messages(instructions: str | None, context: list[dict], items: list[dict]) -
                     f"{where} {item['call_id']!r} answers no function_call earlier in the conversation", where
                 )
             out.append({"role": "tool", "tool_call_id": item["call_id"], "content": _output_text(item["output"])})
-        # reasoning items: accepted and dropped until the reasoning issue shows them to templates.
+        if assistant and thought:
+            out[-1].update(thought)
+            thought = {}
     return out
 
 
@@ -86,7 +104,7 @@ def _item(item: Any, where: str) -> dict[str, Any]:
             "output": _call_output(item.get("output"), where),
         }
     if kind == "reasoning":
-        return {**item, "id": _id(item, "rs", where)}  # kept for input_items; the messages leave it out
+        return _reasoning_item(item, where)
     raise invalid(
         f"{where}.type {kind!r} is not an item this server reads: it reads message, function_call, "
         "function_call_output and reasoning items",
@@ -108,6 +126,34 @@ def _message_item(item: dict[str, Any], where: str) -> dict[str, Any]:
         raise invalid(f"{where}.content must be a string or a list of content parts", f"{where}.content")
     out = {"id": _id(item, "msg", where), "type": "message", "role": role, "content": parts}
     return {**out, "status": "completed"} if role == "assistant" else out
+
+
+def _reasoning_item(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A reasoning item: its summary_text parts and its reasoning_text parts (the thought itself, which
+    OpenAI's open-weight models return and this server answers with)."""
+    out = {"id": _id(item, "rs", where), "type": "reasoning"}
+    for field, part_type in (("summary", "summary_text"), ("content", "reasoning_text")):
+        parts = item.get(field)
+        if parts is None and field == "content":
+            continue
+        if not isinstance(parts, list):
+            raise invalid(
+                f'{where}.{field} must be a list of {{"type": "{part_type}", "text": ...}} parts', f"{where}.{field}"
+            )
+        for j, part in enumerate(parts):
+            if not isinstance(part, dict) or part.get("type") != part_type or not isinstance(part.get("text"), str):
+                at = f"{where}.{field}[{j}]"
+                raise invalid(f'{at} must be a {part_type} part {{"type": "{part_type}", "text": ...}}', at)
+        out[field] = [{"type": part_type, "text": part["text"]} for part in parts]
+    if item.get("encrypted_content") is not None:
+        out["encrypted_content"] = item["encrypted_content"]  # listed back as it came; no template reads it
+    return out
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    # The thought itself where the item has it; else its summary, the nearest a template can get.
+    parts = item.get("content") or item["summary"]
+    return ("" if item.get("content") else "\n\n").join(part["text"] for part in parts)
 
 
 def _part(part: Any, where: str, role: str) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """A response's output items, built step by step from the engine's events, with the stream events that say so.
 
 One builder serves both answers: a stream sends the events it returns, a whole response keeps
-only `output`. Text becomes a `message` item with one `output_text` part; with tools offered,
-the text goes through tools.CallFollower first, and each call becomes a `function_call` item.
-Items are opened when their first piece arrives and closed when the next item starts or the
-answer ends, so the events come in OpenAI's order:
+only `output`. A served reasoning model's reasoning section becomes a `reasoning` item with one
+`reasoning_text` part (the shape OpenAI's open-weight models answer in; no summary, nothing
+encrypted); the answer's text becomes a `message` item with one `output_text` part; with tools
+offered, the answer goes through tools.CallFollower first, and each call becomes a
+`function_call` item. Items are opened when their first piece arrives and closed when the next
+item starts or the answer ends, so the events come in OpenAI's order:
 
+    output_item.added, content_part.added, reasoning_text.delta..., reasoning_text.done,
+    content_part.done, output_item.done (the reasoning, when there is some); then
     output_item.added, content_part.added, output_text.delta..., output_text.done,
     content_part.done, output_item.done; then per call output_item.added,
     function_call_arguments.delta..., function_call_arguments.done, output_item.done.
@@ -33,10 +37,13 @@ class OutputBuilder:
         self._open: dict[str, Any] | None = None  # the item still receiving pieces
 
     def step(self, step: Step) -> list[Event]:
-        """The events one generated step settles."""
+        """The events one generated step settles: its reasoning first, then its answer."""
+        # Reasoning is never read for calls: a call written while thinking is part of the thought.
+        events = self._reasoning_delta(step.reasoning) if step.reasoning else []
         deltas = self._follower.feed(step) if self._follower else ([{"content": step.text}] if step.text else [])
+        # output_text's logprobs are the answer's; the reasoning's tokens have no place in this API.
         logprobs = shapes.chat_logprobs(self._vocab, [step])["content"] if self._vocab is not None else []
-        return self._apply(deltas, logprobs)
+        return events + self._apply(deltas, logprobs)
 
     def finish(self, finish_reason: str | None) -> list[Event]:
         """The events that close the answer; an answer with no output at all still gets its (empty) message."""
@@ -70,7 +77,20 @@ class OutputBuilder:
             "content": [],
             "role": "assistant",
         }
-        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        return self._open_with_part(item, {"type": "output_text", "annotations": [], "logprobs": [], "text": ""})
+
+    def _open_reasoning(self) -> list[Event]:
+        item = {
+            "id": new_item_id("rs"),
+            "type": "reasoning",
+            "summary": [],
+            "content": [],
+            "encrypted_content": None,
+            "status": "in_progress",
+        }
+        return self._open_with_part(item, {"type": "reasoning_text", "text": ""})
+
+    def _open_with_part(self, item: dict[str, Any], part: dict[str, Any]) -> list[Event]:
         self._add(item)
         item["content"].append(part)
         return [
@@ -103,6 +123,14 @@ class OutputBuilder:
             "response.output_text.delta", item_id=self._open["id"], content_index=0, delta=text, logprobs=logprobs
         )
 
+    def _reasoning_delta(self, text: str) -> list[Event]:
+        opened = self._open is not None and self._open["type"] == "reasoning"
+        events = [] if opened else self._close("completed") + self._open_reasoning()
+        self._open["content"][0]["text"] += text
+        return events + [
+            self._event("response.reasoning_text.delta", item_id=self._open["id"], content_index=0, delta=text)
+        ]
+
     def _arguments_delta(self, text: str) -> Event:
         self._open["arguments"] += text
         return self._event("response.function_call_arguments.delta", item_id=self._open["id"], delta=text)
@@ -113,16 +141,14 @@ class OutputBuilder:
             return []
         item["status"] = status
         events = []
-        if item["type"] == "message":
+        if item["type"] in ("message", "reasoning"):
             part = item["content"][0]
+            if item["type"] == "message":
+                done = self._event("response.output_text.done", text=part["text"], logprobs=part["logprobs"])
+            else:
+                done = self._event("response.reasoning_text.done", text=part["text"])
             events += [
-                self._event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    content_index=0,
-                    text=part["text"],
-                    logprobs=part["logprobs"],
-                ),
+                {**done, "item_id": item["id"], "content_index": 0},
                 self._event("response.content_part.done", item_id=item["id"], content_index=0, part=dict(part)),
             ]
         else:

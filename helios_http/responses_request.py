@@ -4,9 +4,10 @@ A Responses body differs from a chat body in its envelope, not its substance:
 
 - `input` (a string, or items) and `instructions` become chat messages: message items keep
   their role, `function_call` items become an assistant's `tool_calls`, `function_call_output`
-  items become `tool` messages; `reasoning` items are accepted and dropped (the reasoning issue
-  will feed them back to templates that show them).
-- `text.format` becomes `response_format`, `max_output_tokens` becomes `max_tokens`, function
+  items become `tool` messages; a `reasoning` item becomes the following assistant turn's
+  reasoning_content, which the chat template keeps or drops as it was trained to.
+- `text.format` becomes `response_format`, `max_output_tokens` becomes `max_tokens`,
+  `reasoning.effort` becomes `reasoning_effort` (reasoning_fields.apply_effort), function
   tools and `tool_choice` take chat's shapes; everything else in the body (temperature, top_p,
   helios's and llama-server's extension fields) goes to `parse_chat` as it came, so each
   sampling field, limit and tool rule is defined once, in schemas.py and tools.py.
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from helios_http import reasoning_fields
 from helios_http.errors import APIError, invalid
 from helios_http.responses_items import input_items, messages
 from helios_http.schemas import ChatRequest, boolean_field, parse_chat
@@ -135,6 +137,7 @@ def parse_responses(body: dict[str, Any], context: list[dict[str, Any]]) -> Resp
         chat = parse_chat(chat_body)
     except APIError as error:
         raise in_responses_terms(error) from None
+    reasoning_fields.apply_effort(chat, body.get("reasoning"))
     store = boolean_field(body, "store", True)
     return ResponsesRequest(chat, items, context, _echo(body, chat, include), store, previous_id(body), logprobs)
 
@@ -163,8 +166,6 @@ def _refuse_what_we_cannot_honour(body: dict[str, Any]) -> None:
             "a request too long for it is a 400",
             "truncation",
         )
-    if body.get("reasoning") is not None and not isinstance(body["reasoning"], dict):
-        raise invalid('reasoning must be an object such as {"effort": "low"}', "reasoning")
     metadata = body.get("metadata")
     if metadata is not None and (
         not isinstance(metadata, dict)

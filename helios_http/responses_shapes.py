@@ -42,11 +42,13 @@ def response_body(
 
 def usage_body(chat_usage: dict[str, Any]) -> dict[str, Any]:
     """Chat's usage (shapes.UsageTally.body) in the Responses API's names."""
+    # 0 where the served model has no reasoning format, as OpenAI reports it for models that do not reason.
+    reasoning_tokens = chat_usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0)
     return {
         "input_tokens": chat_usage["prompt_tokens"],
         "input_tokens_details": {"cached_tokens": chat_usage["prompt_tokens_details"]["cached_tokens"]},
         "output_tokens": chat_usage["completion_tokens"],
-        "output_tokens_details": {"reasoning_tokens": 0},  # no reasoning parser yet (the reasoning issue)
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": chat_usage["total_tokens"],
     }
 

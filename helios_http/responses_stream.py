@@ -52,7 +52,7 @@ async def answer_events(
         )
 
     builder = OutputBuilder(request.chat.tool_plan, state.model.vocab if request.logprobs else None)
-    tally = shapes.UsageTally(1)
+    tally = shapes.UsageTally(1, reasoning=request.chat.sampling.reasoning is not None)
     yield {"type": "response.created", "response": body("in_progress")}
     yield {"type": "response.in_progress", "response": body("in_progress")}
     async with contextlib.aclosing(events):

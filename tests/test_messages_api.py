@@ -90,6 +90,14 @@ def test_create_answers_a_message_with_text_stop_reason_and_usage(client):
     assert usage.output_tokens >= 4  # the text's tokens and the end of generation
 
 
+def test_a_model_without_a_reasoning_format_reads_think_tags_as_text(client):
+    text = "<think>not a thought</think> the answer"
+    message = client.messages.create(
+        model="m", max_tokens=32, messages=[{"role": "user", "content": "Hi"}], extra_body=scripted(text)
+    )
+    assert [(b.type, b.text) for b in message.content] == [("text", text)]
+
+
 def test_a_stop_sequence_ends_the_text_and_is_named(client):
     message = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": "Count"}],

@@ -87,6 +87,12 @@ def test_create_answers_a_response_whose_output_text_is_its_message(client):
     assert usage.input_tokens > 0 and usage.total_tokens == usage.input_tokens + usage.output_tokens
 
 
+def test_a_model_without_a_reasoning_format_answers_no_reasoning_item(client):
+    response = create(client)
+    assert [item.type for item in response.output] == ["message"]
+    assert response.usage.output_tokens_details.reasoning_tokens == 0
+
+
 def test_reaching_max_output_tokens_is_incomplete_with_the_reason(client):
     response = create(client, max_output_tokens=3, extra_body={"logit_bias": no_eog()})
     assert response.status == "incomplete"

@@ -1,9 +1,12 @@
 """One answer as Anthropic's content blocks, built step by step from the engine's events.
 
 The same builder serves both answers: a stream sends the block events it returns as they
-settle, a whole answer reads `content` at the end. Text and tool calls are told apart by the
-request's tool plan, through the CallFollower that chat completions use; each tool call is a
-tool_use block whose `input` streams as input_json_delta pieces and ends as an object.
+settle, a whole answer reads `content` at the end. A served reasoning model's reasoning section
+is a thinking block first (thinking_delta pieces, then an empty signature_delta: there is no
+signature to give, and Anthropic's clients expect the event before the block stops). Text and
+tool calls are told apart by the request's tool plan, through the CallFollower that chat
+completions use; each tool call is a tool_use block whose `input` streams as input_json_delta
+pieces and ends as an object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from helios_http.tools import CallFollower, ToolPlan
 
 # The engine's finish reasons as Anthropic's stop reasons; "stop" is end_turn unless a stop string or a call ended it.
 _STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
+# A block as content_block_start opens it. A thinking block's signature stays empty: only Anthropic can sign.
+_EMPTY = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": "", "signature": ""}}
 
 
 class MessageBlocks:
@@ -30,12 +35,15 @@ class MessageBlocks:
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
         self._open = False
-        self._pieces: list[str] = []  # the open block's text, or its tool call's JSON
+        self._pieces: list[str] = []  # the open block's text or thought, or its tool call's JSON
 
     def feed(self, step: Step) -> list[dict[str, Any]]:
+        # A step's reasoning comes before its answer, and is never read for calls: a call written while
+        # thinking is part of the thought.
+        events = self._piece("thinking", step.reasoning) if step.reasoning else []
         if self._follower is None:
-            return self._text(step.text) if step.text else []
-        return self._events(self._follower.feed(step))
+            return events + (self._piece("text", step.text) if step.text else [])
+        return events + self._events(self._follower.feed(step))
 
     def finish(self, done: Done) -> list[dict[str, Any]]:
         """Close the answer: the last block, and its stop reason (and the stop string, when one ended it)."""
@@ -54,7 +62,7 @@ class MessageBlocks:
         events = []
         for delta in deltas:
             if delta.get("content"):
-                events += self._text(delta["content"])
+                events += self._piece("text", delta["content"])
             for piece in delta.get("tool_calls", ()):
                 if "id" in piece:
                     events += self._start(
@@ -66,10 +74,11 @@ class MessageBlocks:
                     events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 
-    def _text(self, text: str) -> list[dict[str, Any]]:
-        events = [] if self._open and self.content[-1]["type"] == "text" else self._start({"type": "text", "text": ""})
+    def _piece(self, kind: str, text: str) -> list[dict[str, Any]]:
+        """A piece of a text block or (kind "thinking") a thinking block, opening it if it is not the open one."""
+        events = [] if self._open and self.content[-1]["type"] == kind else self._start(dict(_EMPTY[kind]))
         self._pieces.append(text)
-        events.append(self._delta({"type": "text_delta", "text": text}))
+        events.append(self._delta({"type": f"{kind}_delta", kind: text}))
         return events
 
     def _start(self, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -86,12 +95,15 @@ class MessageBlocks:
         if not self._open:
             return []
         block, joined = self.content[-1], "".join(self._pieces)
-        if block["type"] == "text":
-            block["text"] = joined
-        else:
+        events = []
+        if block["type"] == "tool_use":
             block["input"] = _arguments(joined)
+        else:
+            block[block["type"]] = joined
+        if block["type"] == "thinking":
+            events.append(self._delta({"type": "signature_delta", "signature": ""}))
         self._open, self._pieces = False, []
-        return [{"type": "content_block_stop", "index": len(self.content) - 1}]
+        return events + [{"type": "content_block_stop", "index": len(self.content) - 1}]
 
 
 def usage_body(usage: Usage | None) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Anthropic's fields become chat completions' (system -> a system message, tool_use blocks ->
 an assistant's tool_calls, tool_result blocks -> tool messages, input_schema -> parameters,
-tool_choice any -> required, stop_sequences -> stop), and every other field goes to
+tool_choice any -> required, stop_sequences -> stop, thinking -> the reasoning budget, thinking
+blocks -> an assistant's reasoning_content), and every other field goes to
 parse_chat as it is: temperature, top_p, top_k, stream, and helios's extension fields
 (sampler, processors, lora, logit_bias, min_p, json_schema, ...) mean what they mean on chat.
 
@@ -17,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from helios_http import reasoning_fields
 from helios_http.errors import APIError, invalid
 from helios_http.schemas import MAX_STOPS, ChatRequest, parse_chat
 
@@ -35,8 +37,6 @@ REFUSED_FIELDS = {
     "mcp_servers": "the MCP connector runs on Anthropic's servers; give the tools as tools",
     "container": "there is no code execution container here",
 }
-# Anthropic asks for at least this many thinking tokens.
-MIN_THINKING_BUDGET = 1024
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -46,8 +46,6 @@ class MessagesRequest:
 
     chat: ChatRequest
     model: str | None
-    # Checked and kept for the reasoning work (issue 24); until it lands, thinking changes nothing.
-    thinking: dict[str, Any] | None = None
 
 
 def parse_messages(body: dict[str, Any], served_model: str, *, count_only: bool = False) -> MessagesRequest:
@@ -76,12 +74,12 @@ def parse_messages(body: dict[str, Any], served_model: str, *, count_only: bool 
     if parallel is not None:
         chat["parallel_tool_calls"] = parallel
     _metadata(body.get("metadata"))
-    thinking = _thinking(body.get("thinking"), None if count_only else body.get("max_tokens"))
     try:
         parsed = parse_chat(chat)
     except APIError as error:
         raise _in_anthropic_terms(error) from None
-    return MessagesRequest(parsed, model, thinking)
+    _thinking(parsed, body.get("thinking"), None if count_only else body.get("max_tokens"))
+    return MessagesRequest(parsed, model)
 
 
 # --- system and messages ---------------------------------------------------------------------
@@ -117,7 +115,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(role, str) or role not in _ROLE_BLOCKS:
             raise invalid(f'{where}.role must be "user" or "assistant"; got {role!r}', f"{where}.role")
         blocks = _blocks(message.get("content"), where)
-        texts, items = _read_blocks(blocks, where, role, called)
+        texts, items, thoughts = _read_blocks(blocks, where, role, called)
         if role == "system":
             out.append({"role": "system", "content": "\n".join(texts)})
         elif role == "assistant":
@@ -127,7 +125,10 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                     f"{where}: a final assistant message (a prefill) is not supported; end with a user message",
                     f"{where}.content",
                 )
-            out.append({"role": "assistant", "content": "\n".join(texts), **({"tool_calls": items} if items else {})})
+            message = {"role": "assistant", "content": "\n".join(texts), **({"tool_calls": items} if items else {})}
+            if thoughts:  # the template keeps this turn's thinking or drops it, as it was trained to
+                message |= reasoning_fields.message_reasoning({"reasoning_content": "\n".join(thoughts)}, role, where)
+            out.append(message)
         else:
             out += items  # tool results first: Anthropic's clients put them before any text of the turn
             if texts or not items:
@@ -155,9 +156,10 @@ _ROLE_BLOCKS = {"assistant": ("tool_use", "thinking", "redacted_thinking"), "use
 
 def _read_blocks(
     blocks: list[dict[str, Any]], where: str, role: str, called: set[str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """A message's texts, and its tool_use blocks as chat's tool_calls or its tool_result blocks as tool messages."""
-    texts, items = [], []
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """A message's texts; its tool_use blocks as chat's tool_calls or its tool_result blocks as tool messages;
+    and its thinking blocks' text."""
+    texts, items, thoughts = [], [], []
     for j, block in enumerate(blocks):
         at = f"{where}.content[{j}]"
         kind = block["type"]
@@ -170,8 +172,12 @@ def _read_blocks(
             called.add(items[-1]["id"])
         elif kind == "tool_result":
             items.append(_tool_result(block, at, called))
-        # thinking and redacted_thinking: earlier reasoning, dropped (as templates drop it) until the reasoning work
-    return texts, items
+        elif kind == "thinking":
+            if not isinstance(block.get("thinking"), str):
+                raise invalid(f"{at}.thinking must be a string, the block's thought", f"{at}.thinking")
+            thoughts.append(block["thinking"])
+        # redacted_thinking: Claude's encrypted thought, which no template here can read
+    return texts, items, thoughts
 
 
 def _text_of(block: Any, where: str) -> str:
@@ -303,22 +309,15 @@ def _metadata(raw: Any) -> None:
         raise invalid("metadata.user_id must be a string", "metadata.user_id")
 
 
-def _thinking(raw: Any, max_tokens: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    if kind in ("disabled", "adaptive"):
-        return raw
-    if kind != "enabled":
-        raise invalid('thinking must be {"type": "enabled", "budget_tokens": N} or {"type": "disabled"}', "thinking")
-    budget = raw.get("budget_tokens")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
-        raise invalid(f"thinking.budget_tokens must be an integer >= {MIN_THINKING_BUDGET}", "thinking.budget_tokens")
-    if isinstance(max_tokens, int) and budget >= max_tokens:
+def _thinking(parsed: ChatRequest, raw: Any, max_tokens: Any) -> None:
+    """thinking as the request's reasoning budget (reasoning_fields.apply_thinking). Anthropic's own floor of
+    1024 budget tokens is not kept: a small local model thinks usefully in fewer, and llama-server takes any."""
+    reasoning_fields.apply_thinking(parsed, raw)
+    budget = raw.get("budget_tokens") if isinstance(raw, dict) and raw.get("type") == "enabled" else None
+    if isinstance(budget, int) and isinstance(max_tokens, int) and budget >= max_tokens:
         raise invalid(
             f"thinking.budget_tokens ({budget}) must be less than max_tokens ({max_tokens})", "thinking.budget_tokens"
         )
-    return raw
 
 
 # Chat's names for the fields translated above, and Anthropic's.

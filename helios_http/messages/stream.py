@@ -1,9 +1,9 @@
 """A Messages stream: Anthropic's server-sent events, each an `event:` line and its JSON.
 
 message_start, ping (again every few seconds while a long prompt is read), then per content
-block content_block_start, its deltas (text_delta, input_json_delta) and content_block_stop,
-then message_delta (stop reason, usage) and message_stop. An error after the stream has
-started is an `error` event that ends it.
+block content_block_start, its deltas (thinking_delta and a signature_delta, text_delta,
+input_json_delta) and content_block_stop, then message_delta (stop reason, usage) and
+message_stop. An error after the stream has started is an `error` event that ends it.
 """
 
 from __future__ import annotations
