@@ -67,7 +67,7 @@ def texts(n: int = N_TEXTS) -> list[str]:
 def start(kind: str, threads: int, model: Path) -> Server:
     port = free_port()
     if kind == "helios":
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
+        argv = [sys.executable, "-m", "helios_cli", "serve", "--model", str(model), "--port", str(port),
                 "--threads", str(threads), "--pooling", "mean"]
     else:
         binary = vendor_build.tools_dir() / "llama-server"

@@ -57,7 +57,7 @@ def start(kind: str, threads: int, model: Path, adapters: list[Path]) -> Server:
     port = free_port()
     if kind == "helios":
         lora = [arg for path in adapters for arg in ("--lora", f"{path}:0")]
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
+        argv = [sys.executable, "-m", "helios_cli", "serve", "--model", str(model), "--port", str(port),
                 "--parallel", str(CLIENTS), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *lora,
                 "--spec", "off"]
     else:

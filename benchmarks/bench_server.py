@@ -76,7 +76,7 @@ def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str,
         # Like for like with llama-server, which drafts nothing unless told: helios's speculative
         # decoding (on by default) is measured against llama-server's own by bench_speculative.
         spec = () if "--spec" in extra else ("--spec", "off")
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
+        argv = [sys.executable, "-m", "helios_cli", "serve", "--model", str(model), "--port", str(port),
                 "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *spec,
                 *extra]
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.metadata
 import logging
 import os
 import re
@@ -121,6 +122,14 @@ def errors_captured() -> Iterator[list[str]]:
         yield lines
     finally:
         _line_logger.captured.lines = None
+
+
+def version() -> str:
+    """The installed helios-engine distribution's version (the CLI's --version, doctor, /props)."""
+    try:
+        return importlib.metadata.version("helios-engine")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def system_info() -> str:

@@ -116,7 +116,7 @@ def test_files_that_do_not_fit_are_one_line_errors(model, tmp_path):
 
 def test_generate_takes_control_vector_files_and_names_a_bad_one(model, tmp_path):
     write_vector(tmp_path / "v.gguf", {layer: np.full(model.n_embd, 0.0) for layer in (1, 2)})
-    args = [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "3",
+    args = [sys.executable, "-m", "helios_cli", "generate", "--prompt", PROMPT, "--max-tokens", "3",
             "--temperature", "0", "--ctx-size", "128", "--threads", str(THREADS)]
     steered = subprocess.run([*args, "--control-vector", f"{tmp_path / 'v.gguf'}:2", "--control-vector-layers", "1-2"],
                              capture_output=True, text=True, timeout=300)

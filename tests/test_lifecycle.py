@@ -120,18 +120,18 @@ def test_closing_everything_while_the_engine_thread_is_inside_a_step_does_not_cr
 def test_help_works_without_a_built_library(tmp_path):
     env = {**os.environ, "HELIOS_LIB_DIR": str(tmp_path)}
     for args in (["--help"], ["serve", "--help"], ["generate", "--help"]):
-        result = subprocess.run([sys.executable, "-m", "helios_http.cli", *args], cwd=ROOT, env=env,
+        result = subprocess.run([sys.executable, "-m", "helios_cli", *args], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: helios-engine" in result.stdout, result.stderr
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "generate", "--prompt", "hi"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "helios_cli", "generate", "--prompt", "hi"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "libllama not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_generate_command_frees_what_it_made_when_it_fails(monkeypatch, capsys):
+    from helios_cli import main as cli
     from helios_core.generate import Generator as RealGenerator
     from helios_core.model import Model as RealModel
-    from helios_http import cli
 
     closed = []
     for cls in (RealModel, RealGenerator):

@@ -206,7 +206,7 @@ def test_two_requests_with_different_adapters_each_get_what_they_get_alone(model
                                         ("missing", "no such file")])
 def test_generate_refuses_a_bad_adapter_in_one_line(files, name, says):
     result = subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "2",
+        [sys.executable, "-m", "helios_cli", "generate", "--prompt", PROMPT, "--max-tokens", "2",
          "--lora", str(files[name])], capture_output=True, text=True, timeout=PATIENCE,
     )
     assert result.returncode == 2
@@ -214,14 +214,14 @@ def test_generate_refuses_a_bad_adapter_in_one_line(files, name, says):
 
 
 def test_serve_refuses_a_bad_adapter_before_loading(files):
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "serve", "--port", str(free_port()),
+    result = subprocess.run([sys.executable, "-m", "helios_cli", "serve", "--port", str(free_port()),
                              "--lora", f"{files['truncated']}:0.5"], capture_output=True, text=True, timeout=PATIENCE)
     assert result.returncode == 2
     assert "truncated" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_generate_applies_an_adapter_at_its_scale(files):
-    args = [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "4",
+    args = [sys.executable, "-m", "helios_cli", "generate", "--prompt", PROMPT, "--max-tokens", "4",
             "--temperature", "0", "--ctx-size", "128", "--threads", str(THREADS), "--lora"]
     tuned = subprocess.run([*args, f"{files['a']}:1"], capture_output=True, text=True, timeout=PATIENCE)
     off = subprocess.run([*args, f"{files['a']}:0"], capture_output=True, text=True, timeout=PATIENCE)

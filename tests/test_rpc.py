@@ -28,7 +28,7 @@ class Workers:
     def __init__(self, count: int, threads: int = 1):
         self.ports = [free_port() for _ in range(count)]
         self.processes = [
-            subprocess.Popen([sys.executable, "-m", "helios_http.cli", "rpc-worker", "--port", str(port),
+            subprocess.Popen([sys.executable, "-m", "helios_cli", "rpc-worker", "--port", str(port),
                               "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for port in self.ports
         ]
@@ -137,7 +137,7 @@ def test_a_worker_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_w
 
 def test_an_unreachable_worker_stops_start_up_with_one_line_naming_it():
     port = free_port()  # nothing listens there
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "serve", "--rpc", f"127.0.0.1:{port}",
+    result = subprocess.run([sys.executable, "-m", "helios_cli", "serve", "--rpc", f"127.0.0.1:{port}",
                              "--n-gpu-layers", "-1"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr == f"helios-engine: RPC worker 127.0.0.1:{port} is unreachable: Connection refused\n"
