@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> None:
     # Closing the model closes the generator's context with it, on errors too.
     with (
         Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split) as model,
-        Generator(model, n_ctx=args.ctx_size, n_threads=args.threads,
-                  speculation=speculation(args, model, 1, args.ctx_size)) as generator,
+        Generator(
+            model, n_ctx=args.ctx_size, n_threads=args.threads, speculation=speculation(args, model, 1, args.ctx_size)
+        ) as generator,
     ):
         apply_control_vectors(args, model, generator.ctx)
         verdict = backend.cpu_verdict()

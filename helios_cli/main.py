@@ -23,11 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_command(commands)
     serve.add_command(commands)
     doctor = commands.add_parser(
-        "doctor", help="say which llama.cpp build and CPU path this machine runs, and why",
+        "doctor",
+        help="say which llama.cpp build and CPU path this machine runs, and why",
         formatter_class=HelpFormatter,
     )
-    doctor.add_argument("--reprobe", action="store_true",
-                        help="prove the CPU variants again instead of reading the cached verdict")
+    doctor.add_argument(
+        "--reprobe", action="store_true", help="prove the CPU variants again instead of reading the cached verdict"
+    )
     rpc_worker.add_command(commands)
     return parser
 

@@ -17,8 +17,12 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        unset = action.default is None or action.default is False or action.default == [] or (
-            action.default == argparse.SUPPRESS)
+        unset = (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or (action.default == argparse.SUPPRESS)
+        )
         if "default" in text or unset or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
@@ -59,7 +63,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", "-t", type=positive_int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument(
-        "--n-gpu-layers", "-ngl", type=int, default=0,
+        "--n-gpu-layers",
+        "-ngl",
+        type=int,
+        default=0,
         help="layers to offload to the GPU in a CUDA build, or to --rpc workers (-1 = all)",
     )
     parser.add_argument(
@@ -96,7 +103,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATH[:SCALE]",
         help="load a LoRA adapter GGUF, applied at SCALE (default 1) unless a request says otherwise; repeatable. "
-        "The server names each by its file's stem: model \"BASE:STEM\" picks it",
+        'The server names each by its file\'s stem: model "BASE:STEM" picks it',
     )
     templates = parser.add_mutually_exclusive_group()
     templates.add_argument(

@@ -18,8 +18,13 @@ def add_command(commands) -> None:
     )
     worker.add_argument("--host", default="127.0.0.1", help="address to listen on; RPC has no authentication")
     worker.add_argument("--port", type=number(int, 1, 65535), default=50052, help="port to listen on")
-    worker.add_argument("--threads", "-t", type=positive_int, default=os.cpu_count() or 1,
-                        help="CPU threads for the computations clients send")
+    worker.add_argument(
+        "--threads",
+        "-t",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="CPU threads for the computations clients send",
+    )
     worker.add_argument(
         "--cache",
         nargs="?",
@@ -39,14 +44,19 @@ def run(args: argparse.Namespace) -> None:
     from helios_core.resolve import helios_cache
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"helios-engine: warning: the RPC worker listens on {args.host}; RPC has no authentication, so "
-              "anyone who can reach it can run computations on this machine and read what clients send",
-              file=sys.stderr)
+        print(
+            f"helios-engine: warning: the RPC worker listens on {args.host}; RPC has no authentication, so "
+            "anyone who can reach it can run computations on this machine and read what clients send",
+            file=sys.stderr,
+        )
     cache = None if args.cache is None else (args.cache or helios_cache() / "rpc")
     # ggml's server loop never returns: it runs on a daemon thread, so Ctrl+C and SIGTERM end the process.
     worker = threading.Thread(
-        target=rpc.serve_worker, args=(args.host, args.port), kwargs={"n_threads": args.threads, "cache_dir": cache},
-        name="rpc-worker", daemon=True,
+        target=rpc.serve_worker,
+        args=(args.host, args.port),
+        kwargs={"n_threads": args.threads, "cache_dir": cache},
+        name="rpc-worker",
+        daemon=True,
     )
     worker.start()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

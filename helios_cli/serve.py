@@ -112,14 +112,14 @@ def add_command(commands) -> None:
         action="append",
         default=[],
         metavar="NAME=MODULE:CALLABLE",
-        help="serve a plug-in sampler factory, picked by a request's \"sampler\": NAME (repeatable)",
+        help='serve a plug-in sampler factory, picked by a request\'s "sampler": NAME (repeatable)',
     )
     serve.add_argument(
         "--processor",
         action="append",
         default=[],
         metavar="NAME=MODULE:CALLABLE",
-        help="serve a plug-in logits processor factory, picked by a request's \"processors\": [NAME] (repeatable)",
+        help='serve a plug-in logits processor factory, picked by a request\'s "processors": [NAME] (repeatable)',
     )
     serve.add_argument(
         "--model-alias",

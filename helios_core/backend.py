@@ -170,13 +170,15 @@ def devices() -> list[Device]:
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         _ggml.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
         kind = _ggml.ggml_backend_dev_type(device)
-        found.append(Device(
-            _ggml.ggml_backend_dev_name(device).decode(),
-            _ggml.ggml_backend_dev_description(device).decode(),
-            _DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
-            free.value,
-            total.value,
-        ))
+        found.append(
+            Device(
+                _ggml.ggml_backend_dev_name(device).decode(),
+                _ggml.ggml_backend_dev_description(device).decode(),
+                _DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
+                free.value,
+                total.value,
+            )
+        )
     return found
 
 

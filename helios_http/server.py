@@ -100,11 +100,18 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         state.embeddings = EmbeddingWorker(
             model, pooling=args.pooling, n_batch=args.embedding_batch, n_threads=args.threads
         )
-        logger.info("helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
-                    state.embeddings.pooling, args.embedding_batch)
+        logger.info(
+            "helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
+            state.embeddings.pooling,
+            args.embedding_batch,
+        )
     warm.join()  # before state.engine: /health says 200 from then on
-    state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue,
-                          speculation=speculation(args, model, args.parallel, args.ctx_size))
+    state.engine = Engine(
+        ctx,
+        n_ctx_per_seq=args.ctx_size,
+        max_queue=args.max_queue,
+        speculation=speculation(args, model, args.parallel, args.ctx_size),
+    )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
         "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
@@ -123,8 +130,10 @@ def check_model_aliases(args: argparse.Namespace, model_path) -> None:
     served = [model_path.stem] + [f"{model_path.stem}:{lora.adapter_name(path_and_scale(s)[0])}" for s in args.lora]
     for pattern, target in args.model_alias:
         if target not in served:
-            raise ValueError(f"--model-alias {pattern}={target}: {target!r} is not served here; the names are "
-                             f"{', '.join(map(repr, served))}")
+            raise ValueError(
+                f"--model-alias {pattern}={target}: {target!r} is not served here; the names are "
+                f"{', '.join(map(repr, served))}"
+            )
 
 
 def _warm_vocabulary_caches(model: Model) -> None:

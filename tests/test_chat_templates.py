@@ -331,9 +331,7 @@ def test_a_broken_template_file_is_a_one_line_error_at_start_up(tmp_path, comman
     args = [command, "--chat-template-file", str(broken)]
     if command == "generate":
         args += ["--prompt", "hi", "--chat"]
-    result = subprocess.run(
-        [sys.executable, "-m", "helios_cli", *args], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-m", "helios_cli", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith(f"helios-engine: chat template file {broken}: the chat template does not parse")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

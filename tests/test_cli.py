@@ -97,10 +97,28 @@ def test_the_cli_and_the_server_read_sampling_settings_alike():
     from helios_core.sampling import DEFAULT_TEMPERATURE
 
     assert parsed().temperature == served().temperature == GenerationParams().temperature == DEFAULT_TEMPERATURE
-    cli = parsed("--typical-p", "0.9", "--dry-multiplier", "0.8", "--mirostat", "2", "--min-tokens", "3",
-                 "--ignore-eos", "--presence-penalty", "0.5")
-    server = served(typical_p=0.9, dry_multiplier=0.8, mirostat=2, min_tokens=3, ignore_eos=True,
-                    presence_penalty=0.5, max_tokens=256)
+    cli = parsed(
+        "--typical-p",
+        "0.9",
+        "--dry-multiplier",
+        "0.8",
+        "--mirostat",
+        "2",
+        "--min-tokens",
+        "3",
+        "--ignore-eos",
+        "--presence-penalty",
+        "0.5",
+    )
+    server = served(
+        typical_p=0.9,
+        dry_multiplier=0.8,
+        mirostat=2,
+        min_tokens=3,
+        ignore_eos=True,
+        presence_penalty=0.5,
+        max_tokens=256,
+    )
     names = ("typical_p", "dry_multiplier", "mirostat", "min_tokens", "ignore_eos", "presence_penalty", "max_tokens")
     assert [getattr(cli, n) for n in names] == [getattr(server, n) for n in names]
 
