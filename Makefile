@@ -59,9 +59,12 @@ eval-test: build model
 	$(PY) -m pip install --quiet -e '.[eval]'
 	$(PY) -m pytest -m eval tests/test_lm_eval.py
 
+# ruff, then the layers contract (tests/test_layers.py reads imports with ast: no library, no model).
+LINTED := helios_core helios_http helios_cli tests benchmarks vendor/*.py setup.py
 lint: install
-	$(VENV)/bin/ruff check helios_core helios_http tests benchmarks vendor/*.py
-	$(VENV)/bin/ruff format --check helios_core helios_http tests benchmarks vendor/*.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(PY) -m pytest -q tests/test_layers.py
 
 # vendor/llama.cpp is a link into the cache; the cache itself is kept.
 clean:

@@ -25,8 +25,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
     slots = max(args.sizes)
-    with Model(default_model_path()) as model, \
-            Context(model, n_ctx=1024 * slots, n_seq_max=slots, n_threads=args.threads) as ctx:
+    with (
+        Model(default_model_path()) as model,
+        Context(model, n_ctx=1024 * slots, n_seq_max=slots, n_threads=args.threads) as ctx,
+    ):
         batch = Batch(64)
         for seq in range(slots):
             batch.set([model.vocab.bos] + [100 + seq] * (HISTORY - 1), 0, seq)
@@ -46,8 +48,10 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             median = sorted(times)[len(times) // 2]
             rates[k] = k / median
-            print(f"batch of {k}: {1000 * median:6.1f} ms per decode, {rates[k]:6.1f} tok/s, "
-                  f"{rates[k] / rates[args.sizes[0]]:.2f}x one sequence")
+            print(
+                f"batch of {k}: {1000 * median:6.1f} ms per decode, {rates[k]:6.1f} tok/s, "
+                f"{rates[k] / rates[args.sizes[0]]:.2f}x one sequence"
+            )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ from helios_core.sequence import Step
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = 8
 SCHEMA = {
-    "type": "array", "minItems": RECORDS, "maxItems": RECORDS,
+    "type": "array",
+    "minItems": RECORDS,
+    "maxItems": RECORDS,
     "items": {
         "type": "object",
         "properties": {
@@ -76,11 +78,18 @@ SCHEMA = {
 }
 PROMPT = 'People as JSON: [{"name": "Ana", "age": 31, "city": "Lima", "member": true}, '
 # One prompt per slot in the batched runs, so the sequences (and their matchers' states) differ.
-PROMPTS = [PROMPT] + [f'People as JSON: [{{"name": "{name}", "age": {age}, "city": "{city}", "member": {member}}}, '
-                      for name, age, city, member in (("Bob", 45, "Oslo", "false"), ("Chen", 27, "Tokyo", "true"),
-                                                      ("Dara", 62, "Cairo", "false"), ("Eli", 8, "Paris", "true"),
-                                                      ("Fay", 90, "Lima", "false"), ("Gus", 19, "Oslo", "true"),
-                                                      ("Hana", 33, "Tokyo", "false"))]
+PROMPTS = [PROMPT] + [
+    f'People as JSON: [{{"name": "{name}", "age": {age}, "city": "{city}", "member": {member}}}, '
+    for name, age, city, member in (
+        ("Bob", 45, "Oslo", "false"),
+        ("Chen", 27, "Tokyo", "true"),
+        ("Dara", 62, "Cairo", "false"),
+        ("Eli", 8, "Paris", "true"),
+        ("Fay", 90, "Lima", "false"),
+        ("Gus", 19, "Oslo", "true"),
+        ("Hana", 33, "Tokyo", "false"),
+    )
+]
 MAX_TOKENS = 400
 
 
@@ -125,8 +134,9 @@ def decode(generator: Generator, params: GenerationParams) -> tuple[float, float
     return n / wall, overhead_us, generation.sequence.generated.tolist(), "".join(s.text for s in steps), masks_us
 
 
-def decode_together(scheduler: Scheduler, params: list[GenerationParams]) -> tuple[float, float, list[list[int]],
-                                                                                 list[str], float]:
+def decode_together(
+    scheduler: Scheduler, params: list[GenerationParams]
+) -> tuple[float, float, list[list[int]], list[str], float]:
     """len(params) sequences in one scheduler, from PROMPTS: aggregate tok/s after every one has its first token,
     Python's share per step (us: wall time minus llama.cpp's), each sequence's generated tokens, each text,
     and the scheduler's mask computation per step (us)."""
@@ -264,16 +274,25 @@ def replay_split(model: Model, tokens: list[int]) -> tuple[list[float], list[flo
 
 def way_summary(times: dict[str, list[float]]) -> dict:
     """Step and decode times (ms) and Python's share (us) of one way of computing masks: median and mean."""
+
     def stats(values, scale):
         return {"median": scale * statistics.median(values), "mean": scale * statistics.fmean(values)}
 
-    return {"steps": len(times["step"]), "step_ms": stats(times["step"], 1e3), "decode_ms": stats(times["decode"], 1e3),
-            "python_us": stats(times["python"], 1e6)}
+    return {
+        "steps": len(times["step"]),
+        "step_ms": stats(times["step"], 1e3),
+        "decode_ms": stats(times["decode"], 1e3),
+        "python_us": stats(times["python"], 1e6),
+    }
 
 
 def us(values: list[float]) -> dict[str, float]:
-    return {"median": 1e6 * statistics.median(values), "p99": 1e6 * float(np.percentile(values, 99)),
-            "max": 1e6 * max(values), "count": len(values)}
+    return {
+        "median": 1e6 * statistics.median(values),
+        "p99": 1e6 * float(np.percentile(values, 99)),
+        "max": 1e6 * max(values),
+        "count": len(values),
+    }
 
 
 def main() -> None:
@@ -288,9 +307,11 @@ def main() -> None:
 
     load_before = os.getloadavg()
     spec = json_schema(SCHEMA)
-    runs: dict[str, list[float]] = {f"{side}{kind}": [] for side in ("constrained", "unconstrained")
-                                    for kind in ("", "_us", "_masks_us", "_batched", "_batched_us",
-                                                 "_batched_masks_us")}
+    runs: dict[str, list[float]] = {
+        f"{side}{kind}": []
+        for side in ("constrained", "unconstrained")
+        for kind in ("", "_us", "_masks_us", "_batched", "_batched_us", "_batched_masks_us")
+    }
     call_times: list[float] = []
     with Model(resolve_model(args.model)) as model:
         started = time.perf_counter()
@@ -299,16 +320,17 @@ def main() -> None:
         no_eog = {t: -100.0 for t in range(model.vocab.n_vocab) if model.vocab.is_eog(t)}
         ctx = Context(model, n_ctx=1024, n_batch=512, n_threads=args.threads)
         generator = Generator(model, ctx)
-        ctx_batched = Context(model, n_ctx=1024 * args.slots, n_batch=512, n_seq_max=args.slots,
-                              n_threads=args.threads)
+        ctx_batched = Context(model, n_ctx=1024 * args.slots, n_batch=512, n_seq_max=args.slots, n_threads=args.threads)
         scheduler = Scheduler(ctx_batched)
 
         def constrained() -> GenerationParams:
-            return GenerationParams(max_tokens=MAX_TOKENS, temperature=0.0,
-                                    processors=[TimedProcessor(model, call_times)])
+            return GenerationParams(
+                max_tokens=MAX_TOKENS, temperature=0.0, processors=[TimedProcessor(model, call_times)]
+            )
 
-        constrained_batched = [GenerationParams(max_tokens=MAX_TOKENS, temperature=0.0, constraint=spec)
-                               for _ in range(args.slots)]
+        constrained_batched = [
+            GenerationParams(max_tokens=MAX_TOKENS, temperature=0.0, constraint=spec) for _ in range(args.slots)
+        ]
 
         # Warm-ups, and the lengths the unconstrained runs match.
         _, _, tokens, text, _ = decode(generator, constrained())
@@ -319,8 +341,9 @@ def main() -> None:
             jsonschema.validate(json.loads(batched_text), SCHEMA)
         call_times.clear()
         unconstrained = GenerationParams(max_tokens=n_tokens, temperature=0.0, logit_bias=no_eog)
-        unconstrained_batched = [GenerationParams(max_tokens=len(t), temperature=0.0, logit_bias=no_eog)
-                                 for t in batched_tokens]
+        unconstrained_batched = [
+            GenerationParams(max_tokens=len(t), temperature=0.0, logit_bias=no_eog) for t in batched_tokens
+        ]
 
         def record(side: str, single: tuple, batched: tuple) -> None:
             for suffix, values in (("", single), ("_batched", batched)):
@@ -341,11 +364,12 @@ def main() -> None:
                 else:
                     free = decode(generator, unconstrained), decode_together(scheduler, unconstrained_batched)
                     record(side, *free)
-            print(f"round {round_ + 1}/{args.rounds}: unconstrained {free[0][0]:.1f} tok/s, "
-                  f"constrained {bound[0][0]:.1f} tok/s ({len(bound[0][2])} tokens); {args.slots} sequences: "
-                  f"unconstrained {free[1][0]:.1f} tok/s, constrained {bound[1][0]:.1f} tok/s")
-        ways = {n: mask_ways_alternating(s, n, runs=3)
-                for n, s in ((1, generator.scheduler), (args.slots, scheduler))}
+            print(
+                f"round {round_ + 1}/{args.rounds}: unconstrained {free[0][0]:.1f} tok/s, "
+                f"constrained {bound[0][0]:.1f} tok/s ({len(bound[0][2])} tokens); {args.slots} sequences: "
+                f"unconstrained {free[1][0]:.1f} tok/s, constrained {bound[1][0]:.1f} tok/s"
+            )
+        ways = {n: mask_ways_alternating(s, n, runs=3) for n, s in ((1, generator.scheduler), (args.slots, scheduler))}
         compute, apply = replay_split(model, tokens)
         serial, together = replay_masks_together(model, batched_tokens)
         ctx_batched.close()
@@ -357,18 +381,24 @@ def main() -> None:
     ratios, round_ratios = {}, {}
     for suffix in ("", "_batched"):
         ratios[suffix] = mean[f"constrained{suffix}"] / mean[f"unconstrained{suffix}"]
-        round_ratios[suffix] = [c / u for c, u in zip(runs[f"constrained{suffix}"], runs[f"unconstrained{suffix}"],
-                                                      strict=True)]
+        round_ratios[suffix] = [
+            c / u for c, u in zip(runs[f"constrained{suffix}"], runs[f"unconstrained{suffix}"], strict=True)
+        ]
     result = {
         "benchmark": "bench_constrained",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": description,
         "threads": args.threads,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info(),
-                    # Other work on the machine moves both speeds; the ratio of each round's pair moves least.
-                    "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]}},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "llama": backend.system_info(),
+            # Other work on the machine moves both speeds; the ratio of each round's pair moves least.
+            "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
+        },
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "schema": SCHEMA,
         "prompt": PROMPT,
         "constrained_text": text,
@@ -376,9 +406,12 @@ def main() -> None:
         "tokenizer_build_s": tokenizer_s,
         "tokens_per_s": {k: summary(runs[k]) for k in ("constrained", "unconstrained")},
         "python_overhead_us_per_token": {k: summary(runs[f"{k}_us"]) for k in ("constrained", "unconstrained")},
-        "constraint_us_per_token": {"processor_call": us(call_times), "masks_ahead": summary(
-                                        runs["constrained_masks_us"]),
-                                    "llguidance_mask": us(compute), "numpy_masking": us(apply)},
+        "constraint_us_per_token": {
+            "processor_call": us(call_times),
+            "masks_ahead": summary(runs["constrained_masks_us"]),
+            "llguidance_mask": us(compute),
+            "numpy_masking": us(apply),
+        },
         "ratio": ratios[""],
         "ratio_per_round": {"median": statistics.median(round_ratios[""]), "runs": round_ratios[""]},
         "batched": {
@@ -386,13 +419,16 @@ def main() -> None:
             "prompts": PROMPTS[: args.slots],
             "tokens": [len(t) for t in batched_tokens],
             "tokens_per_s": {k: summary(runs[f"{k}_batched"]) for k in ("constrained", "unconstrained")},
-            "python_overhead_us_per_step": {k: summary(runs[f"{k}_batched_us"])
-                                            for k in ("constrained", "unconstrained")},
+            "python_overhead_us_per_step": {
+                k: summary(runs[f"{k}_batched_us"]) for k in ("constrained", "unconstrained")
+            },
             "masks_ahead_us_per_step": summary(runs["constrained_batched_masks_us"]),
             "llguidance_masks_us_per_step": {"one_after_another": us(serial), "pool": us(together)},
             "ratio": ratios["_batched"],
-            "ratio_per_round": {"median": statistics.median(round_ratios["_batched"]),
-                                "runs": round_ratios["_batched"]},
+            "ratio_per_round": {
+                "median": statistics.median(round_ratios["_batched"]),
+                "runs": round_ratios["_batched"],
+            },
         },
         "mask_ways": {str(n): {way: way_summary(t) for way, t in by_way.items()} for n, by_way in ways.items()},
         "target": 0.9,
@@ -402,29 +438,42 @@ def main() -> None:
     out = out_dir / f"bench_constrained-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"\n{description}, {args.threads} threads, {args.rounds} rounds, {n_tokens} tokens, "
-          f"tokenizer built in {tokenizer_s:.2f} s, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(
+        f"\n{description}, {args.threads} threads, {args.rounds} rounds, {n_tokens} tokens, "
+        f"tokenizer built in {tokenizer_s:.2f} s, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     for suffix, label in (("", "one sequence"), ("_batched", f"{args.slots} sequences")):
-        print(f"{label}, greedy tok/s: unconstrained {mean[f'unconstrained{suffix}']:.1f}, constrained "
-              f"{mean[f'constrained{suffix}']:.1f}, ratio {ratios[suffix]:.3f} (median of rounds "
-              f"{statistics.median(round_ratios[suffix]):.3f}; target 0.90)")
-        print(f"  python per step: unconstrained {mean[f'unconstrained{suffix}_us']:.0f} us, constrained "
-              f"{mean[f'constrained{suffix}_us']:.0f} us (of which masks computed ahead "
-              f"{mean[f'constrained{suffix}_masks_us']:.0f} us)")
-    for label, key in (("processor call", "processor_call"), ("  llguidance mask", "llguidance_mask"),
-                       ("  numpy masking", "numpy_masking")):
+        print(
+            f"{label}, greedy tok/s: unconstrained {mean[f'unconstrained{suffix}']:.1f}, constrained "
+            f"{mean[f'constrained{suffix}']:.1f}, ratio {ratios[suffix]:.3f} (median of rounds "
+            f"{statistics.median(round_ratios[suffix]):.3f}; target 0.90)"
+        )
+        print(
+            f"  python per step: unconstrained {mean[f'unconstrained{suffix}_us']:.0f} us, constrained "
+            f"{mean[f'constrained{suffix}_us']:.0f} us (of which masks computed ahead "
+            f"{mean[f'constrained{suffix}_masks_us']:.0f} us)"
+        )
+    for label, key in (
+        ("processor call", "processor_call"),
+        ("  llguidance mask", "llguidance_mask"),
+        ("  numpy masking", "numpy_masking"),
+    ):
         t = result["constraint_us_per_token"][key]
         print(f"{label:20} median {t['median']:7.1f} us   p99 {t['p99']:7.1f} us   max {t['max']:7.1f} us")
     for label, key in (("one after another", "one_after_another"), ("on llguidance's pool", "pool")):
         t = result["batched"]["llguidance_masks_us_per_step"][key]
-        print(f"{args.slots} masks, {label:18} median {t['median']:7.1f} us   p99 {t['p99']:7.1f} us   "
-              f"max {t['max']:7.1f} us")
+        print(
+            f"{args.slots} masks, {label:18} median {t['median']:7.1f} us   p99 {t['p99']:7.1f} us   "
+            f"max {t['max']:7.1f} us"
+        )
     for n, by_way in result["mask_ways"].items():
         base = by_way["in_processor"]["step_ms"]["mean"]
         for way, t in by_way.items():
-            print(f"{n} constrained, masks {way:13} step median {t['step_ms']['median']:6.2f} ms, mean "
-                  f"{t['step_ms']['mean']:6.2f} ms ({t['step_ms']['mean'] / base:.3f}x); python median "
-                  f"{t['python_us']['median']:6.0f} us, mean {t['python_us']['mean']:6.0f} us; {t['steps']} steps")
+            print(
+                f"{n} constrained, masks {way:13} step median {t['step_ms']['median']:6.2f} ms, mean "
+                f"{t['step_ms']['mean']:6.2f} ms ({t['step_ms']['mean'] / base:.3f}x); python median "
+                f"{t['python_us']['median']:6.0f} us, mean {t['python_us']['mean']:6.0f} us; {t['steps']} steps"
+            )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

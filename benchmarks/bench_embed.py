@@ -67,14 +67,41 @@ def texts(n: int = N_TEXTS) -> list[str]:
 def start(kind: str, threads: int, model: Path) -> Server:
     port = free_port()
     if kind == "helios":
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
-                "--threads", str(threads), "--pooling", "mean"]
+        argv = [
+            sys.executable,
+            "-m",
+            "helios_cli",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--pooling",
+            "mean",
+        ]
     else:
         binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
-        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--embeddings",
-                "--pooling", "mean", "-t", str(threads), "-tb", str(threads), "--no-webui"]
+        argv = [
+            str(binary),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--embeddings",
+            "--pooling",
+            "mean",
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-webui",
+        ]
     return Server(kind, argv, port)
 
 
@@ -103,8 +130,6 @@ async def run_mode(url: str, mode: str, items: list[str], clients: int) -> dict:
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -131,17 +156,25 @@ def main() -> None:
                     runs[kind][mode].append(result["tokens_per_s"])
                     tokens[kind] = result["tokens"]
             load.append(os.getloadavg()[0])
-            print(f"round {round_ + 1}/{args.rounds} " + "  ".join(
-                f"{mode}: helios {runs['helios'][mode][-1]:6.1f}, llama-server {runs['llama-server'][mode][-1]:6.1f}"
-                for mode in MODES) + f" tok/s (load {load[-1]:.1f})", flush=True)
+            print(
+                f"round {round_ + 1}/{args.rounds} "
+                + "  ".join(
+                    f"{mode}: helios {runs['helios'][mode][-1]:6.1f}, "
+                    f"llama-server {runs['llama-server'][mode][-1]:6.1f}"
+                    for mode in MODES
+                )
+                + f" tok/s (load {load[-1]:.1f})",
+                flush=True,
+            )
     finally:
         for server in servers.values():
             server.stop()
 
     mean = {kind: {mode: statistics.fmean(v) for mode, v in modes.items()} for kind, modes in runs.items()}
     ratios = {mode: mean["helios"][mode] / mean["llama-server"][mode] for mode in MODES}
-    round_ratios = {mode: [h / ls for h, ls in zip(runs["helios"][mode], runs["llama-server"][mode], strict=True)]
-                    for mode in MODES}
+    round_ratios = {
+        mode: [h / ls for h, ls in zip(runs["helios"][mode], runs["llama-server"][mode], strict=True)] for mode in MODES
+    }
     result = {
         "benchmark": "bench_embed",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -150,10 +183,14 @@ def main() -> None:
         "texts": len(items),
         "tokens": tokens,  # per pass, as each server's usage counted them
         "clients": args.clients,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1min": load},  # before the first round and after each: other work on the machine
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1min": load,
+        },  # before the first round and after each: other work on the machine
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "tokens_per_s": {kind: {mode: summary(v) for mode, v in modes.items()} for kind, modes in runs.items()},
         "ratios": ratios,  # of the means
         "ratio_per_round": {mode: {"median": statistics.median(r), "runs": r} for mode, r in round_ratios.items()},
@@ -164,12 +201,16 @@ def main() -> None:
     out = out_dir / f"bench_embed-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"\n{model.name}, {args.threads} threads, {len(items)} texts ({tokens.get('helios')} tokens), "
-          f"{args.rounds} rounds, load average {' '.join(f'{x:.1f}' for x in load)}")
+    print(
+        f"\n{model.name}, {args.threads} threads, {len(items)} texts ({tokens.get('helios')} tokens), "
+        f"{args.rounds} rounds, load average {' '.join(f'{x:.1f}' for x in load)}"
+    )
     print(f"{'':24}{'helios':>10}{'llama-server':>14}{'ratio':>8}{'median ratio of rounds':>24}")
     for mode in MODES:
-        print(f"{mode + ' tok/s':24}{mean['helios'][mode]:>10.1f}{mean['llama-server'][mode]:>14.1f}"
-              f"{ratios[mode]:>8.3f}{statistics.median(round_ratios[mode]):>24.3f}")
+        print(
+            f"{mode + ' tok/s':24}{mean['helios'][mode]:>10.1f}{mean['llama-server'][mode]:>14.1f}"
+            f"{ratios[mode]:>8.3f}{statistics.median(round_ratios[mode]):>24.3f}"
+        )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

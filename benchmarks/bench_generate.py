@@ -43,9 +43,24 @@ def llama_bench(model: Path, threads: int) -> dict[str, float]:
     if not binary.exists():
         sys.exit(f"{binary} is missing: run `make tools` first")
     out = subprocess.run(
-        [str(binary), "-m", str(model), "-t", str(threads), "-p", str(N_PROMPT), "-n", str(N_GEN),
-         "-r", "1", "-o", "json"],
-        check=True, capture_output=True, text=True,
+        [
+            str(binary),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-p",
+            str(N_PROMPT),
+            "-n",
+            str(N_GEN),
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     results = {}
     for test in json.loads(out):
@@ -85,8 +100,11 @@ def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": values}
+    return {
+        "mean": statistics.fmean(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "runs": values,
+    }
 
 
 def main() -> None:
@@ -99,8 +117,9 @@ def main() -> None:
     path = resolve_model(args.model)
     greedy = GenerationParams(max_tokens=N_GEN, temperature=0.0)
     sampled = GenerationParams(max_tokens=N_GEN, temperature=0.8, top_p=0.95, seed=0)
-    runs: dict[str, list[float]] = {k: [] for k in
-                                    ("pp512", "tg128", "greedy", "sampled", "prompt", "greedy_us", "sampled_us")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("pp512", "tg128", "greedy", "sampled", "prompt", "greedy_us", "sampled_us")
+    }
     with Model(path) as model:
         # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
         ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
@@ -117,8 +136,10 @@ def main() -> None:
             runs["sampled"].append(s["tokens_per_s"])
             runs["sampled_us"].append(s["python_overhead_us_per_token"])
             runs["prompt"].append(helios_prompt(model, ctx, generator))
-            print(f"round {round_ + 1}/{args.rounds}: tg128 {theirs['tg128']:.1f}, greedy {g['tokens_per_s']:.1f}, "
-                  f"sampled {s['tokens_per_s']:.1f}, pp512 {theirs['pp512']:.1f}, prompt {runs['prompt'][-1]:.1f}")
+            print(
+                f"round {round_ + 1}/{args.rounds}: tg128 {theirs['tg128']:.1f}, greedy {g['tokens_per_s']:.1f}, "
+                f"sampled {s['tokens_per_s']:.1f}, pp512 {theirs['pp512']:.1f}, prompt {runs['prompt'][-1]:.1f}"
+            )
         ctx.close()
         description = model.description
 
@@ -134,8 +155,9 @@ def main() -> None:
         "model": description,
         "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info()},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "tokens_per_s": {k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
         "python_overhead_us_per_token": {"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
         "ratios": ratios,
@@ -148,12 +170,15 @@ def main() -> None:
 
     print(f"\n{description}, {args.threads} threads, {args.rounds} rounds")
     print(f"{'':24}{'helios':>10}{'llama-bench':>13}{'ratio':>8}{'target':>8}")
-    rows = [("greedy decode tok/s", "greedy", "tg128", "greedy_vs_tg128"),
-            ("sampled decode tok/s", "sampled", "tg128", "sampled_vs_tg128"),
-            ("prompt tok/s (512)", "prompt", "pp512", "prompt_vs_pp512")]
+    rows = [
+        ("greedy decode tok/s", "greedy", "tg128", "greedy_vs_tg128"),
+        ("sampled decode tok/s", "sampled", "tg128", "sampled_vs_tg128"),
+        ("prompt tok/s (512)", "prompt", "pp512", "prompt_vs_pp512"),
+    ]
     for label, ours, theirs, ratio in rows:
-        print(f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}"
-              f"{result['targets'][ratio]:>8.2f}")
+        print(
+            f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}{result['targets'][ratio]:>8.2f}"
+        )
     print(f"python overhead per token: greedy {mean['greedy_us']:.0f} us, sampled {mean['sampled_us']:.0f} us")
     print(f"wrote {out.relative_to(ROOT)}")
 

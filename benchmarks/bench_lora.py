@@ -57,17 +57,50 @@ def start(kind: str, threads: int, model: Path, adapters: list[Path]) -> Server:
     port = free_port()
     if kind == "helios":
         lora = [arg for path in adapters for arg in ("--lora", f"{path}:0")]
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
-                "--parallel", str(CLIENTS), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *lora,
-                "--spec", "off"]
+        argv = [
+            sys.executable,
+            "-m",
+            "helios_cli",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--parallel",
+            str(CLIENTS),
+            "--ctx-size",
+            str(CTX_PER_SLOT),
+            "--threads",
+            str(threads),
+            *lora,
+            "--spec",
+            "off",
+        ]
     else:
         binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
         lora = [arg for path in adapters for arg in ("--lora", str(path))]
-        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(CLIENTS),
-                "-c", str(CTX_PER_SLOT * CLIENTS), "-t", str(threads), "-tb", str(threads), "--no-webui",
-                "--lora-init-without-apply", *lora]
+        argv = [
+            str(binary),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-np",
+            str(CLIENTS),
+            "-c",
+            str(CTX_PER_SLOT * CLIENTS),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-webui",
+            "--lora-init-without-apply",
+            *lora,
+        ]
     return Server(kind, argv, port)
 
 
@@ -75,8 +108,15 @@ async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_token
     """One streamed greedy completion under `lora` ([] is the server's default: no adapter); its tokens."""
     # ignore_eos: every completion is max_tokens long, whatever an adapter makes of the text (random adapters
     # end some early), so the configurations generate the same tokens.
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True, "lora": lora,
-            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "lora": lora,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
     tokens = chunks = 0
     async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
         response.raise_for_status()
@@ -96,8 +136,9 @@ async def load(url: str, config: str, max_tokens: int) -> float:
     async with http_client() as client:
         await asyncio.gather(*(stream_one(client, url, "Warm up.", 2, CONFIGS[config](i)) for i in range(CLIENTS)))
         started = time.perf_counter()
-        tokens = await asyncio.gather(*(stream_one(client, url, PROMPTS[i], max_tokens, CONFIGS[config](i))
-                                        for i in range(CLIENTS)))
+        tokens = await asyncio.gather(
+            *(stream_one(client, url, PROMPTS[i], max_tokens, CONFIGS[config](i)) for i in range(CLIENTS))
+        )
         wall = time.perf_counter() - started
         assert tokens == [max_tokens] * CLIENTS, f"{url}: {config} generated {tokens} tokens"
         return sum(tokens) / wall
@@ -119,8 +160,10 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("aggregate generated tok/s (median)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"{CLIENTS} streaming clients, {result['threads']} threads, max_tokens {result['max_tokens']}, "
-                 f"load {result['load_average']['before'][0]:.1f}")
+    ax.set_title(
+        f"{CLIENTS} streaming clients, {result['threads']} threads, max_tokens {result['max_tokens']}, "
+        f"load {result['load_average']['before'][0]:.1f}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -136,8 +179,9 @@ def main() -> None:
     runs: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
         with Model(model_path, vocab_only=False) as model:
-            adapters = [write_adapter(Path(folder) / f"{name}.gguf", model, seed=seed)
-                        for seed, name in enumerate(("a", "b"))]
+            adapters = [
+                write_adapter(Path(folder) / f"{name}.gguf", model, seed=seed) for seed, name in enumerate(("a", "b"))
+            ]
         for kind in ("llama-server", "helios"):
             server = start(kind, args.threads, model_path, adapters)
             runs[kind] = {config: [] for config in CONFIGS}
@@ -149,8 +193,10 @@ def main() -> None:
             finally:
                 server.stop()
     medians = {kind: {config: statistics.median(v) for config, v in configs.items()} for kind, configs in runs.items()}
-    ratios = {kind: {"two_sets_over_one_set": m["two sets"] / m["one set"],
-                     "one_set_over_base": m["one set"] / m["base"]} for kind, m in medians.items()}
+    ratios = {
+        kind: {"two_sets_over_one_set": m["two sets"] / m["one set"], "one_set_over_base": m["one set"] / m["base"]}
+        for kind, m in medians.items()
+    }
     result = {
         "benchmark": "bench_lora",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -160,8 +206,9 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "adapters": "2 random LoRA adapters, rank 8, attention q/k/v/output of every layer (tests/test_lora.py)",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "cpu_count": os.cpu_count(),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "servers": list(runs),
@@ -175,9 +222,12 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, stem.with_suffix(".png"))
     for kind, m in medians.items():
-        print(f"{kind:13} " + "  ".join(f"{config} {value:6.1f}" for config, value in m.items())
-              + f"  two/one {ratios[kind]['two_sets_over_one_set']:.3f}"
-              + f"  one/base {ratios[kind]['one_set_over_base']:.3f}")
+        print(
+            f"{kind:13} "
+            + "  ".join(f"{config} {value:6.1f}" for config, value in m.items())
+            + f"  two/one {ratios[kind]['two_sets_over_one_set']:.3f}"
+            + f"  one/base {ratios[kind]['one_set_over_base']:.3f}"
+        )
     print(f"load average before {load_before[0]:.2f}, after {result['load_average']['after'][0]:.2f}")
     print(f"wrote {stem.relative_to(ROOT)}.json and .png")
 

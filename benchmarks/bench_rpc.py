@@ -42,8 +42,11 @@ def measure(kinds, clients, args, model, extra=()) -> dict[str, dict[str, dict]]
                 server.stop()
             r = runs[kind][str(k)]
             where = "rpc" if extra else "local"
-            print(f"{where:5} K={k} {kind:13} aggregate {r['aggregate_tokens_per_s']:6.1f} tok/s  "
-                  f"TTFT p50 {r['ttft_p50_s']:.2f}s", flush=True)
+            print(
+                f"{where:5} K={k} {kind:13} aggregate {r['aggregate_tokens_per_s']:6.1f} tok/s  "
+                f"TTFT p50 {r['ttft_p50_s']:.2f}s",
+                flush=True,
+            )
     return runs
 
 
@@ -56,10 +59,14 @@ def plot(result: dict, path: Path) -> None:
     ks = result["clients"]
     fig, ax = plt.subplots(figsize=(7, 4))
     for kind, style in (("helios", "o-"), ("llama-server", "s--")):
-        ax.plot(ks, [result["rpc"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks], style,
-                label=f"{kind} --rpc")
-        ax.plot(ks, [result["local"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks], style, alpha=0.35,
-                label=f"{kind} local")
+        ax.plot(ks, [result["rpc"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks], style, label=f"{kind} --rpc")
+        ax.plot(
+            ks,
+            [result["local"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks],
+            style,
+            alpha=0.35,
+            label=f"{kind} local",
+        )
     ax.set_title("aggregate generated tok/s")
     ax.set_xlabel("concurrent streaming clients (= slots)")
     ax.set_xticks(ks)
@@ -75,8 +82,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=2, help="completions each client streams")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--worker-threads", type=int, default=1,
-                        help="threads of each worker, and of each server (the local runs compute with these)")
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=1,
+        help="threads of each worker, and of each server (the local runs compute with these)",
+    )
     args = parser.parse_args()
     model = default_model_path()
 
@@ -98,14 +109,19 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "clients": args.clients,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "rpc": rpc,
         "local": local,
         "helios_over_llama_server_rpc": {k: ratio(rpc, k) for k in rpc["helios"]},
         "helios_over_llama_server_local": {k: ratio(local, k) for k in local["helios"]},
-        "rpc_over_local": {kind: {k: rpc[kind][k]["aggregate_tokens_per_s"] / local[kind][k]["aggregate_tokens_per_s"]
-                                  for k in rpc[kind]} for kind in KINDS},
+        "rpc_over_local": {
+            kind: {
+                k: rpc[kind][k]["aggregate_tokens_per_s"] / local[kind][k]["aggregate_tokens_per_s"] for k in rpc[kind]
+            }
+            for kind in KINDS
+        },
         "targets": {"helios_over_llama_server_rpc": 1.0},
     }
     out_dir = ROOT / "benchmarks" / "results"
@@ -116,10 +132,12 @@ def main() -> None:
 
     print(f"\n{'K':>3} {'helios rpc':>11} {'llama rpc':>10} {'ratio':>6} {'helios local':>13} {'llama local':>12}")
     for k in map(str, args.clients):
-        print(f"{k:>3} {rpc['helios'][k]['aggregate_tokens_per_s']:>11.1f} "
-              f"{rpc['llama-server'][k]['aggregate_tokens_per_s']:>10.1f} {ratio(rpc, k):>6.3f} "
-              f"{local['helios'][k]['aggregate_tokens_per_s']:>13.1f} "
-              f"{local['llama-server'][k]['aggregate_tokens_per_s']:>12.1f}")
+        print(
+            f"{k:>3} {rpc['helios'][k]['aggregate_tokens_per_s']:>11.1f} "
+            f"{rpc['llama-server'][k]['aggregate_tokens_per_s']:>10.1f} {ratio(rpc, k):>6.3f} "
+            f"{local['helios'][k]['aggregate_tokens_per_s']:>13.1f} "
+            f"{local['llama-server'][k]['aggregate_tokens_per_s']:>12.1f}"
+        )
     print(f"wrote {stem.relative_to(ROOT)}.json and .png")
 
 

@@ -83,8 +83,13 @@ def run(generator: Generator, chain: Chain, bias: dict[int, float], seed: int) -
     def on_odd_tokens(process):
         return lambda logits, state: process(logits, state) if state.step % 2 else logits
 
-    params = GenerationParams(max_tokens=N_GEN, seed=seed, logit_bias=bias, sampler=alternate,
-                              processors=[on_odd_tokens(make()) for make in new_processors])
+    params = GenerationParams(
+        max_tokens=N_GEN,
+        seed=seed,
+        logit_bias=bias,
+        sampler=alternate,
+        processors=[on_odd_tokens(make()) for make in new_processors],
+    )
     generator.cache.forget(generator.ctx)
     count = sum(1 for _ in generator.generate(PROMPT, params))
     if count != N_GEN:
@@ -92,10 +97,13 @@ def run(generator: Generator, chain: Chain, bias: dict[int, float], seed: int) -
     # Interval i runs from sampler call i to call i + 1: sampler i, the loop, the decode of token i.
     intervals = np.diff(np.array(stamps))
     greedy_s, chain_s = intervals[0::2], intervals[1::2]
-    return {"ratio": float(greedy_s.mean() / chain_s.mean()), "tokens_per_s": float(1 / chain_s.mean()),
-            "greedy_tokens_per_s": float(1 / greedy_s.mean()),
-            # a step that another process preempted weighs on a mean: the median step resists that
-            "ratio_of_median_steps": float(np.median(greedy_s) / np.median(chain_s))}
+    return {
+        "ratio": float(greedy_s.mean() / chain_s.mean()),
+        "tokens_per_s": float(1 / chain_s.mean()),
+        "greedy_tokens_per_s": float(1 / greedy_s.mean()),
+        # a step that another process preempted weighs on a mean: the median step resists that
+        "ratio_of_median_steps": float(np.median(greedy_s) / np.median(chain_s)),
+    }
 
 
 def record_rows(generator: Generator, bias: dict[int, float]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -166,10 +174,15 @@ def main() -> None:
         "threads": args.threads,
         "rounds": args.rounds,
         "tokens": N_GEN,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info(),
-                    "load_average": os.getloadavg()},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "llama": backend.system_info(),
+            "load_average": os.getloadavg(),
+        },
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "median": median,
         "runs": runs,
         "sampler_us_per_token": {name: {"median": m, "p90": p90} for name, (m, p90) in costs.items()},
@@ -186,8 +199,10 @@ def main() -> None:
     for name in names:
         m = median[name]
         flag = "" if m["ratio"] >= TARGET else "  below target"
-        print(f"{name:24}{m['tokens_per_s']:>8.1f}{m['greedy_tokens_per_s']:>8.1f}{m['ratio']:>8.3f}"
-              f"{m['ratio_of_median_steps']:>12.3f}{costs[name][0]:>19.0f}{costs[name][1]:>6.0f}{flag}")
+        print(
+            f"{name:24}{m['tokens_per_s']:>8.1f}{m['greedy_tokens_per_s']:>8.1f}{m['ratio']:>8.3f}"
+            f"{m['ratio_of_median_steps']:>12.3f}{costs[name][0]:>19.0f}{costs[name][1]:>6.0f}{flag}"
+        )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

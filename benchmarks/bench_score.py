@@ -30,8 +30,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def tool(name: str) -> Path:
-    bin_dir = subprocess.run([sys.executable, str(ROOT / "vendor" / "build.py"), "--print-bin-dir"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir = subprocess.run(
+        [sys.executable, str(ROOT / "vendor" / "build.py"), "--print-bin-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     path = Path(bin_dir) / name
     if not path.exists():
         sys.exit(f"{path} is missing: run `make tools`")
@@ -42,9 +46,22 @@ def run_llama_perplexity(binary: Path, text_file: Path, args) -> tuple[float, fl
     """(perplexity, seconds after load, tokens scored) of one llama-perplexity run."""
     started = time.perf_counter()
     result = subprocess.run(
-        [str(binary), "-m", str(default_model_path()), "-f", str(text_file), "-c", str(args.n_ctx),
-         "-b", str(args.n_batch), "-t", str(args.threads)],
-        capture_output=True, text=True, check=True,
+        [
+            str(binary),
+            "-m",
+            str(default_model_path()),
+            "-f",
+            str(text_file),
+            "-c",
+            str(args.n_ctx),
+            "-b",
+            str(args.n_batch),
+            "-t",
+            str(args.threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     wall = time.perf_counter() - started
     log = result.stdout + result.stderr
@@ -78,8 +95,10 @@ def main() -> None:
                 result = perplexity(model, text, n_ctx=args.n_ctx, n_batch=args.n_batch, n_threads=args.threads)
                 ours.append((result.value, time.perf_counter() - started, result.count))
                 theirs.append(run_llama_perplexity(binary, text_file, args))
-                print(f"round {round_ + 1}: helios {ours[-1][2] / ours[-1][1]:.1f} tok/s (PPL {ours[-1][0]:.4f}), "
-                      f"llama-perplexity {theirs[-1][2] / theirs[-1][1]:.1f} tok/s (PPL {theirs[-1][0]:.4f})")
+                print(
+                    f"round {round_ + 1}: helios {ours[-1][2] / ours[-1][1]:.1f} tok/s (PPL {ours[-1][0]:.4f}), "
+                    f"llama-perplexity {theirs[-1][2] / theirs[-1][1]:.1f} tok/s (PPL {theirs[-1][0]:.4f})"
+                )
 
     ours_rate = statistics.median(count / seconds for _, seconds, count in ours)
     theirs_rate = statistics.median(count / seconds for _, seconds, count in theirs)

@@ -76,22 +76,59 @@ def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str,
         # Like for like with llama-server, which drafts nothing unless told: helios's speculative
         # decoding (on by default) is measured against llama-server's own by bench_speculative.
         spec = () if "--spec" in extra else ("--spec", "off")
-        argv = [sys.executable, "-m", "helios_http.cli", "serve", "--model", str(model), "--port", str(port),
-                "--parallel", str(parallel), "--ctx-size", str(CTX_PER_SLOT), "--threads", str(threads), *spec,
-                *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "helios_cli",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--parallel",
+            str(parallel),
+            "--ctx-size",
+            str(CTX_PER_SLOT),
+            "--threads",
+            str(threads),
+            *spec,
+            *extra,
+        ]
     else:
         binary = vendor_build.tools_dir() / "llama-server"
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `make tools` first")
-        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
-                "-c", str(CTX_PER_SLOT * parallel), "-t", str(threads), "-tb", str(threads), "--no-webui", *extra]
+        argv = [
+            str(binary),
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-np",
+            str(parallel),
+            "-c",
+            str(CTX_PER_SLOT * parallel),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-webui",
+            *extra,
+        ]
     return Server(kind, argv, port)
 
 
 async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> dict:
     """One streamed greedy completion: (time to first token, tokens, seconds from first to last token)."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     sent = time.perf_counter()
     first = last = None
     chunks = 0
@@ -111,8 +148,11 @@ async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_token
                     last = now
                     chunks += 1
     tokens = usage_tokens or chunks
-    return {"ttft": (first or time.perf_counter()) - sent, "tokens": tokens,
-            "stream_seconds": (last - first) if first and last and last > first else 0.0}
+    return {
+        "ttft": (first or time.perf_counter()) - sent,
+        "tokens": tokens,
+        "stream_seconds": (last - first) if first and last and last > first else 0.0,
+    }
 
 
 def http_client() -> httpx.AsyncClient:
@@ -126,8 +166,10 @@ async def load(url: str, clients: int, rounds: int, max_tokens: int) -> dict:
         await stream_one(client, url, "Warm up.", 4)
 
         async def user(i: int) -> list[dict]:
-            return [await stream_one(client, url, PROMPTS[(i + r * clients) % len(PROMPTS)], max_tokens)
-                    for r in range(rounds)]
+            return [
+                await stream_one(client, url, PROMPTS[(i + r * clients) % len(PROMPTS)], max_tokens)
+                for r in range(rounds)
+            ]
 
         started = time.perf_counter()
         results = [r for rs in await asyncio.gather(*(user(i) for i in range(clients))) for r in rs]
@@ -167,8 +209,9 @@ def plot(result: dict, path: Path) -> None:
         axes[1].plot(ks, [r["ttft_p50_s"] for r in rows], style, label=f"{kind} p50")
         axes[1].plot(ks, [r["ttft_p95_s"] for r in rows], style, alpha=0.4, label=f"{kind} p95")
         axes[2].plot(ks, [r["per_stream_tokens_per_s"] for r in rows], style, label=kind)
-    for ax, title in zip(axes, ("aggregate generated tok/s", "time to first token (s)", "per-stream tok/s"),
-                         strict=True):
+    for ax, title in zip(
+        axes, ("aggregate generated tok/s", "time to first token (s)", "per-stream tok/s"), strict=True
+    ):
         ax.set_title(title)
         ax.set_xlabel("concurrent streaming clients (= slots)")
         ax.set_xticks(ks)
@@ -197,9 +240,12 @@ def main() -> None:
             finally:
                 server.stop()
             r = runs[kind][str(k)]
-            print(f"K={k} {kind:13} aggregate {r['aggregate_tokens_per_s']:6.1f} tok/s  "
-                  f"TTFT p50 {r['ttft_p50_s']:.2f}s p95 {r['ttft_p95_s']:.2f}s  "
-                  f"per-stream {r['per_stream_tokens_per_s']:5.1f} tok/s", flush=True)
+            print(
+                f"K={k} {kind:13} aggregate {r['aggregate_tokens_per_s']:6.1f} tok/s  "
+                f"TTFT p50 {r['ttft_p50_s']:.2f}s p95 {r['ttft_p95_s']:.2f}s  "
+                f"per-stream {r['per_stream_tokens_per_s']:5.1f} tok/s",
+                flush=True,
+            )
     hits = {}
     for kind in ("llama-server", "helios"):
         server = start(kind, 1, args.threads, model)
@@ -207,17 +253,24 @@ def main() -> None:
             hits[kind] = asyncio.run(cache_hit(server.url))
         finally:
             server.stop()
-        print(f"cache hit {kind:13} cold {hits[kind]['cold_ttft_s']:.2f}s, hit {hits[kind]['hit_ttft_s']:.3f}s "
-              f"({100 * hits[kind]['hit_over_cold']:.1f}% of cold)", flush=True)
+        print(
+            f"cache hit {kind:13} cold {hits[kind]['cold_ttft_s']:.2f}s, hit {hits[kind]['hit_ttft_s']:.3f}s "
+            f"({100 * hits[kind]['hit_over_cold']:.1f}% of cold)",
+            flush=True,
+        )
 
-    ratio = {k: runs["helios"][k]["aggregate_tokens_per_s"] / runs["llama-server"][k]["aggregate_tokens_per_s"]
-             for k in runs["helios"]}
+    ratio = {
+        k: runs["helios"][k]["aggregate_tokens_per_s"] / runs["llama-server"][k]["aggregate_tokens_per_s"]
+        for k in runs["helios"]
+    }
     scaling = {}
     if "1" in runs["helios"] and "4" in runs["helios"]:
-        scaling["helios_k4_over_k1"] = (runs["helios"]["4"]["aggregate_tokens_per_s"]
-                                        / runs["helios"]["1"]["aggregate_tokens_per_s"])
-        scaling["llama_server_k4_over_k1"] = (runs["llama-server"]["4"]["aggregate_tokens_per_s"]
-                                              / runs["llama-server"]["1"]["aggregate_tokens_per_s"])
+        scaling["helios_k4_over_k1"] = (
+            runs["helios"]["4"]["aggregate_tokens_per_s"] / runs["helios"]["1"]["aggregate_tokens_per_s"]
+        )
+        scaling["llama_server_k4_over_k1"] = (
+            runs["llama-server"]["4"]["aggregate_tokens_per_s"] / runs["llama-server"]["1"]["aggregate_tokens_per_s"]
+        )
     result = {
         "benchmark": "bench_server",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -226,8 +279,9 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "clients": args.clients,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "runs": runs,
         "helios_over_llama_server": ratio,
         "scaling": scaling,
@@ -242,8 +296,10 @@ def main() -> None:
 
     print(f"\n{'K':>3} {'helios tok/s':>13} {'llama-server':>13} {'ratio':>7}")
     for k in args.clients:
-        print(f"{k:>3} {runs['helios'][str(k)]['aggregate_tokens_per_s']:>13.1f} "
-              f"{runs['llama-server'][str(k)]['aggregate_tokens_per_s']:>13.1f} {ratio[str(k)]:>7.3f}")
+        print(
+            f"{k:>3} {runs['helios'][str(k)]['aggregate_tokens_per_s']:>13.1f} "
+            f"{runs['llama-server'][str(k)]['aggregate_tokens_per_s']:>13.1f} {ratio[str(k)]:>7.3f}"
+        )
     for name, value in scaling.items():
         print(f"{name}: {value:.2f}")
     print(f"wrote {stem.relative_to(ROOT)}.json and .png")

@@ -116,9 +116,9 @@ COPY_PROMPTS = [
     f"```python\n{INVENTORY}```\n\nThe same code again, with `total` renamed to `count_all`:\n\n```python\n",
     f"```python\n{PARSER}```\n\nThe same code again, with `merge` renamed to `combine`:\n\n```python\n",
     f"Passage: {PASSAGE}\n\nQuestion: What happened in 1912, and when was the light automated? "
-    "Answer by quoting the passage word for word.\nAnswer: \"",
+    'Answer by quoting the passage word for word.\nAnswer: "',
     f"Passage: {PASSAGE}\n\nQuestion: Who kept the light, and what is the cottage today? "
-    "Answer by quoting the passage word for word.\nAnswer: \"",
+    'Answer by quoting the passage word for word.\nAnswer: "',
 ]
 
 FREE_PROMPTS = [
@@ -133,8 +133,11 @@ WORKLOADS = {"copy": COPY_PROMPTS, "free": FREE_PROMPTS}
 
 def engines() -> dict[str, tuple[str, tuple[str, ...]]]:
     """name -> (server kind, its extra options)."""
-    table = {"helios-plain": ("helios", ("--spec", "off")), "helios-spec": ("helios", ("--spec", "prompt-lookup")),
-             "llama-plain": ("llama-server", ())}
+    table = {
+        "helios-plain": ("helios", ("--spec", "off")),
+        "helios-spec": ("helios", ("--spec", "prompt-lookup")),
+        "llama-plain": ("llama-server", ()),
+    }
     for kind in SPEC_TYPES:
         table[f"llama-{kind}"] = ("llama-server", ("--spec-type", kind))
     return table
@@ -149,8 +152,11 @@ async def complete(client, url: str, prompt: str, workload: str, seed: int) -> d
     response.raise_for_status()
     data = response.json()
     timings = data.get("timings") or {}
-    return {"tokens": data["usage"]["completion_tokens"], "drafted": timings.get("draft_n", 0),
-            "accepted": timings.get("draft_n_accepted", 0)}
+    return {
+        "tokens": data["usage"]["completion_tokens"],
+        "drafted": timings.get("draft_n", 0),
+        "accepted": timings.get("draft_n_accepted", 0),
+    }
 
 
 async def run_workload(url: str, workload: str, clients: int) -> dict:
@@ -160,8 +166,10 @@ async def run_workload(url: str, workload: str, clients: int) -> dict:
 
         async def user(i: int) -> list[dict]:
             # Each client runs every prompt, starting at a different one.
-            return [await complete(client, url, prompts[(i + j) % len(prompts)], workload, 1000 + j)
-                    for j in range(len(prompts))]
+            return [
+                await complete(client, url, prompts[(i + j) % len(prompts)], workload, 1000 + j)
+                for j in range(len(prompts))
+            ]
 
         started = time.perf_counter()
         results = [r for rs in await asyncio.gather(*(user(i) for i in range(clients))) for r in rs]
@@ -218,9 +226,11 @@ def main() -> None:
             try:
                 for workload in WORKLOADS:
                     r = runs[name][workload][str(k)] = asyncio.run(run_workload(server.url, workload, k))
-                    print(f"K={k} {workload:4} {name:18} {r['tokens_per_s']:6.1f} tok/s  "
-                          f"accepted {r['accepted']:5d}/{r['drafted']:5d}  {r['tokens_per_step']:.2f} tokens/step",
-                          flush=True)
+                    print(
+                        f"K={k} {workload:4} {name:18} {r['tokens_per_s']:6.1f} tok/s  "
+                        f"accepted {r['accepted']:5d}/{r['drafted']:5d}  {r['tokens_per_step']:.2f} tokens/step",
+                        flush=True,
+                    )
             finally:
                 server.stop()
             load.append(os.getloadavg()[0])
@@ -246,14 +256,20 @@ def main() -> None:
         "engines": {name: [kind, *extra] for name, (kind, extra) in table.items()},
         "runs": runs,
         "ratios": ratios,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1min": load, "load_average_median": statistics.median(load)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1min": load,
+            "load_average_median": statistics.median(load),
+        },
         "commit": commit.stdout.strip(),
     }
     for key, r in ratios.items():
-        print(f"{key:7} helios spec/plain {r['helios_spec_over_plain']:.2f}  "
-              f"spec/llama best spec {r['helios_spec_over_best_llama_spec']:.2f}  "
-              f"(llama spec/plain {r['llama_best_spec_over_plain']:.2f})")
+        print(
+            f"{key:7} helios spec/plain {r['helios_spec_over_plain']:.2f}  "
+            f"spec/llama best spec {r['helios_spec_over_best_llama_spec']:.2f}  "
+            f"(llama spec/plain {r['llama_best_spec_over_plain']:.2f})"
+        )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"bench_speculative-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -68,10 +68,17 @@ def main() -> None:
         for k in args.drafts:
             every = chunk_ms(ctx, batch, k, True, args.repeats)
             last = chunk_ms(ctx, batch, k, False, args.repeats)
-            rows[k] = {"all_rows_ms": every, "last_row_ms": last, "all_rows_steps": every / one,
-                       "last_row_steps": last / one}
-            print(f"1+{k:2d} tokens: logits for every row {every:6.1f} ms = {every / one:5.2f} steps, "
-                  f"last row only {last:6.1f} ms = {last / one:5.2f} steps", flush=True)
+            rows[k] = {
+                "all_rows_ms": every,
+                "last_row_ms": last,
+                "all_rows_steps": every / one,
+                "last_row_steps": last / one,
+            }
+            print(
+                f"1+{k:2d} tokens: logits for every row {every:6.1f} ms = {every / one:5.2f} steps, "
+                f"last row only {last:6.1f} ms = {last / one:5.2f} steps",
+                flush=True,
+            )
     ceilings = {}
     for a in ACCEPTANCE:
         gains = {k: (1 - a ** (k + 1)) / (1 - a) / r["all_rows_steps"] for k, r in rows.items()}
@@ -87,9 +94,13 @@ def main() -> None:
         "one_token_ms": one,
         "chunks": rows,
         "speedup_ceiling": ceilings,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "devices": [d.description for d in backend.devices()], "ggml": backend.system_info(),
-                    "load_average_1min": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "devices": [d.description for d in backend.devices()],
+            "ggml": backend.system_info(),
+            "load_average_1min": os.getloadavg()[0],
+        },
     }
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,13 @@ import numpy as np
 
 from helios_core import GenerationParams, Generator, Model, default_model_path
 
-PROMPTS = ["Here is a story about a dragon who", "The three primary colors are", "def fibonacci(n):",
-           "In 1492, Columbus", "Dear Sir,"]
+PROMPTS = [
+    "Here is a story about a dragon who",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "In 1492, Columbus",
+    "Dear Sir,",
+]
 TEMPERATURE = 0.8
 CUTOFFS = (17.0, 20.0, 30.0)
 
@@ -42,8 +47,10 @@ def main() -> None:
             weights = np.exp(scaled)
             kept.append(int((scaled >= -cutoff).sum()))
             dropped.append(float(weights[scaled < -cutoff].sum() / weights.sum()))
-        print(f"C={cutoff:>4}: candidates median {int(np.median(kept)):>6}, p90 {int(np.percentile(kept, 90)):>6}, "
-              f"max {max(kept):>6}; dropped mass median {np.median(dropped):.1e}, max {max(dropped):.1e}")
+        print(
+            f"C={cutoff:>4}: candidates median {int(np.median(kept)):>6}, p90 {int(np.percentile(kept, 90)):>6}, "
+            f"max {max(kept):>6}; dropped mass median {np.median(dropped):.1e}, max {max(dropped):.1e}"
+        )
 
 
 if __name__ == "__main__":

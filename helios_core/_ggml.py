@@ -62,12 +62,19 @@ def _proc(prototype: str, restype, *argtypes) -> None:
     RPC_PROCS[name] = (CFUNCTYPE(restype, *argtypes), prototype)
 
 
-_fn("ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)",
-    ggml_abort_callback_t, ggml_abort_callback_t)
+_fn(
+    "ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)",
+    ggml_abort_callback_t,
+    ggml_abort_callback_t,
+)
 _fn("ggml_backend_reg_t ggml_backend_reg_by_name(const char * name)", ggml_backend_reg_t, c_char_p)
 _fn("const char * ggml_backend_reg_name(ggml_backend_reg_t reg)", c_char_p, ggml_backend_reg_t)
-_fn("void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)",
-    c_void_p, ggml_backend_reg_t, c_char_p)
+_fn(
+    "void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)",
+    c_void_p,
+    ggml_backend_reg_t,
+    c_char_p,
+)
 _fn("void ggml_backend_register(ggml_backend_reg_t reg)", None, ggml_backend_reg_t)
 _fn("ggml_backend_reg_t ggml_backend_load(const char * path)", ggml_backend_reg_t, c_char_p)
 _fn("size_t ggml_backend_dev_count(void)", c_size_t)
@@ -75,34 +82,63 @@ _fn("ggml_backend_dev_t ggml_backend_dev_get(size_t index)", ggml_backend_dev_t,
 _fn("ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type)", ggml_backend_dev_t, c_int)
 _fn("const char * ggml_backend_dev_name(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
 _fn("const char * ggml_backend_dev_description(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
-_fn("void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total)",
-    None, ggml_backend_dev_t, POINTER(c_size_t), POINTER(c_size_t))
+_fn(
+    "void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total)",
+    None,
+    ggml_backend_dev_t,
+    POINTER(c_size_t),
+    POINTER(c_size_t),
+)
 _fn("enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device)", c_int, ggml_backend_dev_t)
-_fn("ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)",
-    ggml_backend_reg_t, ggml_backend_dev_t)
+_fn(
+    "ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)", ggml_backend_reg_t, ggml_backend_dev_t
+)
 
-_fn("struct gguf_context * gguf_init_from_file(const char * fname, struct gguf_init_params params)",
-    gguf_context_p, c_char_p, gguf_init_params)
+_fn(
+    "struct gguf_context * gguf_init_from_file(const char * fname, struct gguf_init_params params)",
+    gguf_context_p,
+    c_char_p,
+    gguf_init_params,
+)
 _fn("void gguf_free(struct gguf_context * ctx)", None, gguf_context_p)
 _fn("int64_t gguf_find_key(const struct gguf_context * ctx, const char * key)", c_int64, gguf_context_p, c_char_p)
-_fn("enum gguf_type gguf_get_kv_type(const struct gguf_context * ctx, int64_t key_id)",
-    c_int, gguf_context_p, c_int64)
+_fn("enum gguf_type gguf_get_kv_type(const struct gguf_context * ctx, int64_t key_id)", c_int, gguf_context_p, c_int64)
 _fn("const char * gguf_get_val_str(const struct gguf_context * ctx, int64_t key_id)", c_char_p, gguf_context_p, c_int64)
 _fn("size_t gguf_get_data_offset(const struct gguf_context * ctx)", c_size_t, gguf_context_p)
 _fn("int64_t gguf_get_n_tensors(const struct gguf_context * ctx)", c_int64, gguf_context_p)
-_fn("const char * gguf_get_tensor_name(const struct gguf_context * ctx, int64_t tensor_id)",
-    c_char_p, gguf_context_p, c_int64)
-_fn("size_t gguf_get_tensor_offset(const struct gguf_context * ctx, int64_t tensor_id)",
-    c_size_t, gguf_context_p, c_int64)
-_fn("enum ggml_type gguf_get_tensor_type(const struct gguf_context * ctx, int64_t tensor_id)",
-    c_int, gguf_context_p, c_int64)
-_fn("size_t gguf_get_tensor_size(const struct gguf_context * ctx, int64_t tensor_id)",
-    c_size_t, gguf_context_p, c_int64)
+_fn(
+    "const char * gguf_get_tensor_name(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_char_p,
+    gguf_context_p,
+    c_int64,
+)
+_fn(
+    "size_t gguf_get_tensor_offset(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_size_t,
+    gguf_context_p,
+    c_int64,
+)
+_fn(
+    "enum ggml_type gguf_get_tensor_type(const struct gguf_context * ctx, int64_t tensor_id)",
+    c_int,
+    gguf_context_p,
+    c_int64,
+)
+_fn(
+    "size_t gguf_get_tensor_size(const struct gguf_context * ctx, int64_t tensor_id)", c_size_t, gguf_context_p, c_int64
+)
 
 _proc("ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint)", ggml_backend_reg_t, c_char_p)
-_proc("void ggml_backend_rpc_start_server(const char * endpoint, const char * cache_dir, size_t n_threads, "
-      "size_t n_devices, ggml_backend_dev_t * devices)",
-      None, c_char_p, c_char_p, c_size_t, c_size_t, POINTER(ggml_backend_dev_t))
+_proc(
+    "void ggml_backend_rpc_start_server(const char * endpoint, const char * cache_dir, size_t n_threads, "
+    "size_t n_devices, ggml_backend_dev_t * devices)",
+    None,
+    c_char_p,
+    c_char_p,
+    c_size_t,
+    c_size_t,
+    POINTER(ggml_backend_dev_t),
+)
 
 _bound: dict[str, object] = {}
 

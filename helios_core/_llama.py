@@ -301,9 +301,7 @@ _fn("llama_model_size", c_uint64, llama_model_p)
 _fn("llama_model_desc", c_int32, llama_model_p, c_char_p, c_size_t)
 _fn("llama_model_meta_val_str", c_int32, llama_model_p, c_char_p, c_char_p, c_size_t)
 _fn("llama_model_meta_count", c_int32, llama_model_p)
-_fn(
-    "llama_model_meta_key_by_index", c_int32, llama_model_p, c_int32, c_char_p, c_size_t
-)
+_fn("llama_model_meta_key_by_index", c_int32, llama_model_p, c_int32, c_char_p, c_size_t)
 _fn("llama_model_chat_template", c_char_p, llama_model_p, c_char_p)
 _fn("llama_model_has_encoder", c_bool, llama_model_p)
 
@@ -319,21 +317,47 @@ _fn("llama_vocab_get_attr", c_enum, llama_vocab_p, llama_token)
 _fn("llama_vocab_get_text", c_char_p, llama_vocab_p, llama_token)
 
 _fn(
-    "llama_tokenize", c_int32,
-    llama_vocab_p, c_char_p, c_int32, POINTER(llama_token), c_int32, c_bool, c_bool,
+    "llama_tokenize",
+    c_int32,
+    llama_vocab_p,
+    c_char_p,
+    c_int32,
+    POINTER(llama_token),
+    c_int32,
+    c_bool,
+    c_bool,
 )
 _fn(
-    "llama_token_to_piece", c_int32,
-    llama_vocab_p, llama_token, POINTER(c_char), c_int32, c_int32, c_bool,
+    "llama_token_to_piece",
+    c_int32,
+    llama_vocab_p,
+    llama_token,
+    POINTER(c_char),
+    c_int32,
+    c_int32,
+    c_bool,
 )
 _fn(
-    "llama_detokenize", c_int32,
-    llama_vocab_p, POINTER(llama_token), c_int32, POINTER(c_char), c_int32, c_bool, c_bool,
+    "llama_detokenize",
+    c_int32,
+    llama_vocab_p,
+    POINTER(llama_token),
+    c_int32,
+    POINTER(c_char),
+    c_int32,
+    c_bool,
+    c_bool,
 )
 
 _fn(
-    "llama_chat_apply_template", c_int32,
-    c_char_p, POINTER(llama_chat_message), c_size_t, c_bool, POINTER(c_char), c_int32,
+    "llama_chat_apply_template",
+    c_int32,
+    c_char_p,
+    POINTER(llama_chat_message),
+    c_size_t,
+    c_bool,
+    POINTER(c_char),
+    c_int32,
 )
 _fn("llama_chat_builtin_templates", c_int32, POINTER(c_char_p), c_size_t)
 
@@ -352,22 +376,56 @@ _fn("llama_set_adapter_cvec", c_int32, llama_context_p, POINTER(c_float), c_size
 _fn("llama_pooling_type", c_enum, llama_context_p)
 
 # LoRA adapters (lora.py). An adapter belongs to its model; llama.cpp frees the ones left when the model goes.
-_c("struct llama_adapter_lora * llama_adapter_lora_init(struct llama_model * model, const char * path_lora)",
-   llama_adapter_lora_p, llama_model_p, c_char_p)
+_c(
+    "struct llama_adapter_lora * llama_adapter_lora_init(struct llama_model * model, const char * path_lora)",
+    llama_adapter_lora_p,
+    llama_model_p,
+    c_char_p,
+)
 _c("void llama_adapter_lora_free(struct llama_adapter_lora * adapter)", None, llama_adapter_lora_p)
-_c("int32_t llama_adapter_meta_val_str(const struct llama_adapter_lora * adapter, const char * key, char * buf, "
-   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_char_p, c_char_p, c_size_t)
+_c(
+    "int32_t llama_adapter_meta_val_str(const struct llama_adapter_lora * adapter, const char * key, char * buf, "
+    "size_t buf_size)",
+    c_int32,
+    llama_adapter_lora_p,
+    c_char_p,
+    c_char_p,
+    c_size_t,
+)
 _c("int32_t llama_adapter_meta_count(const struct llama_adapter_lora * adapter)", c_int32, llama_adapter_lora_p)
-_c("int32_t llama_adapter_meta_key_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
-   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_int32, c_char_p, c_size_t)
-_c("int32_t llama_adapter_meta_val_str_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
-   "size_t buf_size)", c_int32, llama_adapter_lora_p, c_int32, c_char_p, c_size_t)
-_c("uint64_t llama_adapter_get_alora_n_invocation_tokens(const struct llama_adapter_lora * adapter)",
-   c_uint64, llama_adapter_lora_p)
+_c(
+    "int32_t llama_adapter_meta_key_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
+    "size_t buf_size)",
+    c_int32,
+    llama_adapter_lora_p,
+    c_int32,
+    c_char_p,
+    c_size_t,
+)
+_c(
+    "int32_t llama_adapter_meta_val_str_by_index(const struct llama_adapter_lora * adapter, int32_t i, char * buf, "
+    "size_t buf_size)",
+    c_int32,
+    llama_adapter_lora_p,
+    c_int32,
+    c_char_p,
+    c_size_t,
+)
+_c(
+    "uint64_t llama_adapter_get_alora_n_invocation_tokens(const struct llama_adapter_lora * adapter)",
+    c_uint64,
+    llama_adapter_lora_p,
+)
 # Replaces the context's whole set; a no-op when the set (zero scales left out) is unchanged.
-_c("int32_t llama_set_adapters_lora(struct llama_context * ctx, struct llama_adapter_lora ** adapters, "
-   "size_t n_adapters, float * scales)", c_int32, llama_context_p, POINTER(llama_adapter_lora_p), c_size_t,
-   POINTER(c_float))
+_c(
+    "int32_t llama_set_adapters_lora(struct llama_context * ctx, struct llama_adapter_lora ** adapters, "
+    "size_t n_adapters, float * scales)",
+    c_int32,
+    llama_context_p,
+    POINTER(llama_adapter_lora_p),
+    c_size_t,
+    POINTER(c_float),
+)
 
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)

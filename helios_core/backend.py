@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.metadata
 import logging
 import os
 import re
@@ -123,6 +124,14 @@ def errors_captured() -> Iterator[list[str]]:
         _line_logger.captured.lines = None
 
 
+def version() -> str:
+    """The installed helios-engine distribution's version (the CLI's --version, doctor, /props)."""
+    try:
+        return importlib.metadata.version("helios-engine")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def system_info() -> str:
     """llama.cpp's own summary of the CPU features and backends it was built with."""
     ensure_initialized()
@@ -161,13 +170,15 @@ def devices() -> list[Device]:
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         _ggml.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
         kind = _ggml.ggml_backend_dev_type(device)
-        found.append(Device(
-            _ggml.ggml_backend_dev_name(device).decode(),
-            _ggml.ggml_backend_dev_description(device).decode(),
-            _DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
-            free.value,
-            total.value,
-        ))
+        found.append(
+            Device(
+                _ggml.ggml_backend_dev_name(device).decode(),
+                _ggml.ggml_backend_dev_description(device).decode(),
+                _DEVICE_KINDS[kind] if 0 <= kind < len(_DEVICE_KINDS) else str(kind),
+                free.value,
+                total.value,
+            )
+        )
     return found
 
 

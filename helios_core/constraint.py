@@ -260,8 +260,9 @@ class ConstraintProcessor:
         return out
 
 
-def compute_masks(items: Sequence[tuple[ConstraintProcessor, np.ndarray]],
-                  executor: llguidance.LLExecutor | None = None) -> None:
+def compute_masks(
+    items: Sequence[tuple[ConstraintProcessor, np.ndarray]], executor: llguidance.LLExecutor | None = None
+) -> None:
     """Compute the next mask of many processors in one llguidance call, with the GIL released.
 
     items: (processor, generated tokens so far) pairs, e.g. one per constrained

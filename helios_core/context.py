@@ -57,10 +57,22 @@ class Context:
     its contexts.
     """
 
-    def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: int = 512, n_ubatch: int = 512,
-                 n_seq_max: int = 1, n_threads: int | None = None, n_threads_batch: int | None = None,
-                 swa_full: bool = True, flash_attn: str = "auto", kv_unified: bool = True,
-                 embeddings: bool = False, pooling: int = _llama.LLAMA_POOLING_TYPE_UNSPECIFIED):
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_seq_max: int = 1,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        swa_full: bool = True,
+        flash_attn: str = "auto",
+        kv_unified: bool = True,
+        embeddings: bool = False,
+        pooling: int = _llama.LLAMA_POOLING_TYPE_UNSPECIFIED,
+    ):
         if model.vocab_only:
             raise ContextError(f"{model.path.name} was loaded with vocab_only=True; a context needs its weights")
         if flash_attn not in _FLASH_ATTN:

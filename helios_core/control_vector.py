@@ -54,13 +54,17 @@ def load(path: str | os.PathLike, model: Model, scale: float = 1.0) -> np.ndarra
             tensor = _ggml.gguf_get_tensor_name(gguf, i).decode(errors="replace")
             prefix, _, layer = tensor.partition(".")
             if prefix != "direction" or not layer.isdigit() or not 1 <= int(layer) < model.n_layer:
-                raise ModelLoadError(f"control vector {name}: tensor {tensor!r} is not direction.<layer> for a "
-                                     f"layer in 1..{model.n_layer - 1}")
+                raise ModelLoadError(
+                    f"control vector {name}: tensor {tensor!r} is not direction.<layer> for a "
+                    f"layer in 1..{model.n_layer - 1}"
+                )
             if _ggml.gguf_get_tensor_type(gguf, i) != _ggml.GGML_TYPE_F32:
                 raise ModelLoadError(f"control vector {name}: {tensor} is not F32")
             if _ggml.gguf_get_tensor_size(gguf, i) != 4 * model.n_embd:
-                raise ModelLoadError(f"control vector {name}: {tensor} does not hold n_embd = {model.n_embd} values "
-                                     "(a vector for another model?)")
+                raise ModelLoadError(
+                    f"control vector {name}: {tensor} does not hold n_embd = {model.n_embd} values "
+                    "(a vector for another model?)"
+                )
             offset = data_offset + _ggml.gguf_get_tensor_offset(gguf, i)
             direction = np.fromfile(name, dtype="<f4", count=model.n_embd, offset=offset)
             if direction.size != model.n_embd:
@@ -71,8 +75,9 @@ def load(path: str | os.PathLike, model: Model, scale: float = 1.0) -> np.ndarra
     return vector * np.float32(scale)
 
 
-def apply(ctx: Context, vector: np.ndarray | None, *, scale: float = 1.0,
-          layers: tuple[int, int] | None = None) -> None:
+def apply(
+    ctx: Context, vector: np.ndarray | None, *, scale: float = 1.0, layers: tuple[int, int] | None = None
+) -> None:
     """Steer every later decode of `ctx` by `scale * vector` on layers[0]..layers[1] (inclusive; default all).
 
     vector None turns steering off. The KV cache keeps what earlier decodes computed: clear
@@ -84,8 +89,9 @@ def apply(ctx: Context, vector: np.ndarray | None, *, scale: float = 1.0,
         return
     steer = np.ascontiguousarray(vector, dtype=np.float32) * np.float32(scale)
     if steer.shape != (model.n_layer, model.n_embd):
-        raise ValueError(f"a control vector for this model has shape ({model.n_layer}, {model.n_embd}); got "
-                         f"{steer.shape}")
+        raise ValueError(
+            f"a control vector for this model has shape ({model.n_layer}, {model.n_embd}); got {steer.shape}"
+        )
     if np.any(steer[0]):
         raise ValueError("row 0 of a control vector must be zero: llama.cpp never steers layer 0")
     if not np.isfinite(steer).all():

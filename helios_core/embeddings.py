@@ -135,15 +135,31 @@ class Embedder:
     One thread at a time, as for any Context.
     """
 
-    def __init__(self, model: Model, *, pooling: str | None = None, n_batch: int = DEFAULT_BATCH,
-                 n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None):
+    def __init__(
+        self,
+        model: Model,
+        *,
+        pooling: str | None = None,
+        n_batch: int = DEFAULT_BATCH,
+        n_seq_max: int = DEFAULT_SEQUENCES,
+        n_threads: int | None = None,
+    ):
         pooling = checked_pooling(model, pooling)
         self.pooling = pooling
         self.model = model
         # llama.cpp aborts when a context's sequences outnumber its output rows (n_batch).
         n_seq_max = min(n_seq_max, n_batch, MAX_SEQUENCES)
-        self.ctx = Context(model, n_ctx=n_batch, n_batch=n_batch, n_ubatch=n_batch, n_seq_max=n_seq_max,
-                           n_threads=n_threads, swa_full=False, embeddings=True, pooling=POOLING[pooling])
+        self.ctx = Context(
+            model,
+            n_ctx=n_batch,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_seq_max=n_seq_max,
+            n_threads=n_threads,
+            swa_full=False,
+            embeddings=True,
+            pooling=POOLING[pooling],
+        )
         self.n_batch = self.ctx.n_batch  # llama.cpp may round n_ctx up, never n_batch
         self.n_seq_max = self.ctx.n_seq_max
         self.n_embd = embedding_size(model)
@@ -206,9 +222,15 @@ def groups(lengths: Sequence[int], n_batch: int, n_seq_max: int) -> Iterator[sli
         yield slice(start, len(lengths))
 
 
-def embed(model: Model, inputs: Input | Sequence[Input], pooling: str | None = None, *,
-          n_batch: int = DEFAULT_BATCH, n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None
-          ) -> np.ndarray:
+def embed(
+    model: Model,
+    inputs: Input | Sequence[Input],
+    pooling: str | None = None,
+    *,
+    n_batch: int = DEFAULT_BATCH,
+    n_seq_max: int = DEFAULT_SEQUENCES,
+    n_threads: int | None = None,
+) -> np.ndarray:
     """Embeddings of texts or token-id lists: float32 (n, n_embd), each row of unit L2 norm.
 
     Texts are tokenized with the model's BOS (and EOS where its GGUF adds
@@ -282,8 +304,15 @@ class EmbeddingWorker:
     pooling, n_batch, n_seq_max, n_threads: as for Embedder.
     """
 
-    def __init__(self, model: Model, *, pooling: str | None = None, n_batch: int = DEFAULT_BATCH,
-                 n_seq_max: int = DEFAULT_SEQUENCES, n_threads: int | None = None):
+    def __init__(
+        self,
+        model: Model,
+        *,
+        pooling: str | None = None,
+        n_batch: int = DEFAULT_BATCH,
+        n_seq_max: int = DEFAULT_SEQUENCES,
+        n_threads: int | None = None,
+    ):
         pooling = checked_pooling(model, pooling)
         if n_batch < 1 or n_seq_max < 1:
             raise ValueError(f"n_batch and n_seq_max must be positive, got {n_batch}, {n_seq_max}")
@@ -385,4 +414,3 @@ class EmbeddingWorker:
         for (job, i), vector in zip(group, vectors, strict=True):
             if not job.done:
                 job._put(i, vector)
-

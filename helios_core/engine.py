@@ -90,8 +90,10 @@ class PromptTooLongError(HeliosError, ValueError):
     """A prompt does not fit one slot's context."""
 
     def __init__(self, n_prompt: int, n_ctx: int):
-        super().__init__(f"the prompt has {n_prompt} tokens, but the context holds {n_ctx} per sequence "
-                         f"(and generation needs at least one more)")
+        super().__init__(
+            f"the prompt has {n_prompt} tokens, but the context holds {n_ctx} per sequence "
+            f"(and generation needs at least one more)"
+        )
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
 
@@ -262,8 +264,15 @@ class SchedulerStats:
 class Scheduler:
     """Slots over one context. Not thread-safe: one thread calls submit/step."""
 
-    def __init__(self, ctx: Context, *, prefill_per_step: int = PREFILL_PER_STEP, n_ctx_per_seq: int | None = None,
-                 on_dequeue: Callable[[Request], None] | None = None, speculation: Speculation | None = None):
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        prefill_per_step: int = PREFILL_PER_STEP,
+        n_ctx_per_seq: int | None = None,
+        on_dequeue: Callable[[Request], None] | None = None,
+        speculation: Speculation | None = None,
+    ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
@@ -295,8 +304,13 @@ class Scheduler:
         self.check_prompt(request.prompt)
         request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
         params = request.params
-        request.speculates = (self.speculation is not None and params.speculative and params.constraint is None
-                              and params.batch_sampler is None and can_verify(request.seq.sampler))
+        request.speculates = (
+            self.speculation is not None
+            and params.speculative
+            and params.constraint is None
+            and params.batch_sampler is None
+            and can_verify(request.seq.sampler)
+        )
         self.waiting.append(request)
 
     @property
@@ -403,12 +417,24 @@ class Scheduler:
             offer = offers.get(slot.cache.seq_id)
             draft = offer.draft if offer is not None else EMPTY
             last = slot.request.seq.tokens[-1:]
-            rows = batch.add(np.concatenate((last, draft)) if draft.size else last, slot.next_pos, slot.cache.seq_id,
-                             logits_last=True)
+            rows = batch.add(
+                np.concatenate((last, draft)) if draft.size else last,
+                slot.next_pos,
+                slot.cache.seq_id,
+                logits_last=True,
+            )
             if draft.size:
                 batch.logits[rows] = 1
-            plan.chunks.append(Chunk(slot, rows, slot.next_pos, samples=True, draft=draft,
-                                     draft_key=offer.key if offer is not None else ()))
+            plan.chunks.append(
+                Chunk(
+                    slot,
+                    rows,
+                    slot.next_pos,
+                    samples=True,
+                    draft=draft,
+                    draft_key=offer.key if offer is not None else (),
+                )
+            )
         room = batch.capacity - batch.n_tokens
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
@@ -452,8 +478,12 @@ class Scheduler:
             seq = slot.request.seq
             if not slot.request.speculates or (seq.reasoning is not None and seq.reasoning.forced):
                 continue  # tokens the engine writes next need no draft
-            k = min(spec.draft_max, seq.max_new - seq.usage.completion_tokens - 1,
-                    self.n_ctx_per_seq - 2 - slot.next_pos, room)
+            k = min(
+                spec.draft_max,
+                seq.max_new - seq.usage.completion_tokens - 1,
+                self.n_ctx_per_seq - 2 - slot.next_pos,
+                room,
+            )
             if k <= 0:
                 continue
             offer = spec.offer(slot.drafter, slot.acceptance, seq.tokens, k, seq.sampler is greedy)
@@ -461,10 +491,17 @@ class Scheduler:
                 offers[slot.cache.seq_id] = offer
         if not offers:  # no slot drafts (and maybe none generates: a step of prompts alone)
             return {}
-        lengths = allocate([(o.draft.size, o.acceptance) for o in offers.values()], len(generating),
-                           min(spec.draft_budget, room), spec.cost)
-        return {seq_id: Offer(offer.draft[:k], offer.acceptance, offer.key)
-                for (seq_id, offer), k in zip(offers.items(), lengths, strict=True) if k}
+        lengths = allocate(
+            [(o.draft.size, o.acceptance) for o in offers.values()],
+            len(generating),
+            min(spec.draft_budget, room),
+            spec.cost,
+        )
+        return {
+            seq_id: Offer(offer.draft[:k], offer.acceptance, offer.key)
+            for (seq_id, offer), k in zip(offers.items(), lengths, strict=True)
+            if k
+        }
 
     # --- the commit -----------------------------------------------------------------
 
@@ -709,10 +746,22 @@ class Engine:
     context: its owner does, after close().
     """
 
-    def __init__(self, ctx: Context, *, max_queue: int = 64, prefill_per_step: int = PREFILL_PER_STEP,
-                 n_ctx_per_seq: int | None = None, speculation: Speculation | None = None):
-        self.scheduler = Scheduler(ctx, prefill_per_step=prefill_per_step, n_ctx_per_seq=n_ctx_per_seq,
-                                   on_dequeue=self._dequeued, speculation=speculation)
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        max_queue: int = 64,
+        prefill_per_step: int = PREFILL_PER_STEP,
+        n_ctx_per_seq: int | None = None,
+        speculation: Speculation | None = None,
+    ):
+        self.scheduler = Scheduler(
+            ctx,
+            prefill_per_step=prefill_per_step,
+            n_ctx_per_seq=n_ctx_per_seq,
+            on_dequeue=self._dequeued,
+            speculation=speculation,
+        )
         self.max_queue = max_queue
         self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -810,8 +859,9 @@ class Engine:
                 if item is None:
                     break
                 if item is _FAIL_WAITING:
-                    scheduler.fail_waiting(EngineShutdownError("the server is shutting down; the request was "
-                                                               "still waiting for a slot"))
+                    scheduler.fail_waiting(
+                        EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
+                    )
                 else:
                     self._take(item)
             if self._stopping:

@@ -32,8 +32,16 @@ class Generator:
     speculation: speculative decoding (helios_core.speculative.Speculation), off by default.
     """
 
-    def __init__(self, model: Model, ctx: Context | None = None, *, n_ctx: int = 4096,
-                 n_threads: int | None = None, n_batch: int = 512, speculation: Speculation | None = None):
+    def __init__(
+        self,
+        model: Model,
+        ctx: Context | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        speculation: Speculation | None = None,
+    ):
         self.model = model
         self._owns_ctx = ctx is None
         self.ctx = ctx or Context(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)

@@ -169,15 +169,23 @@ def check_file(path: str | os.PathLike, architecture: str | None = None) -> None
             raise ModelLoadError(f"LoRA adapter {path}: not a readable GGUF file (truncated or damaged header)")
         kind, adapter_type = _meta_str(gguf, "general.type"), _meta_str(gguf, "adapter.type")
         if kind != "adapter" or adapter_type != "lora":
-            raise ModelLoadError(f"LoRA adapter {path}: not a LoRA adapter (general.type={kind!r}, "
-                                 f"adapter.type={adapter_type!r}; a model file?)")
+            raise ModelLoadError(
+                f"LoRA adapter {path}: not a LoRA adapter (general.type={kind!r}, "
+                f"adapter.type={adapter_type!r}; a model file?)"
+            )
         arch = _meta_str(gguf, "general.architecture")
         if architecture is not None and arch != architecture:
-            raise ModelLoadError(f"LoRA adapter {path}: made for architecture {arch!r}, not this model's "
-                                 f"{architecture!r}")
+            raise ModelLoadError(
+                f"LoRA adapter {path}: made for architecture {arch!r}, not this model's {architecture!r}"
+            )
         data = _ggml.gguf_get_data_offset(gguf)
-        end = max((data + _ggml.gguf_get_tensor_offset(gguf, i) + _ggml.gguf_get_tensor_size(gguf, i)
-                   for i in range(_ggml.gguf_get_n_tensors(gguf))), default=data)
+        end = max(
+            (
+                data + _ggml.gguf_get_tensor_offset(gguf, i) + _ggml.gguf_get_tensor_size(gguf, i)
+                for i in range(_ggml.gguf_get_n_tensors(gguf))
+            ),
+            default=data,
+        )
     size = path.stat().st_size
     if size < end:
         raise ModelLoadError(f"LoRA adapter {path}: truncated ({size} bytes; its tensors end at byte {end})")

@@ -29,8 +29,15 @@ class Model:
     vocab_only: load only the tokenizer (fast; no weights, no contexts).
     """
 
-    def __init__(self, path: str | os.PathLike, *, n_gpu_layers: int = 0, tensor_split: Sequence[float] | None = None,
-                 use_mmap: bool = True, vocab_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        n_gpu_layers: int = 0,
+        tensor_split: Sequence[float] | None = None,
+        use_mmap: bool = True,
+        vocab_only: bool = False,
+    ):
         self.path = Path(path)
         check_gguf_file(self.path)
         backend.ensure_initialized()

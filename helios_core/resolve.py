@@ -115,9 +115,7 @@ def _hub_file(text: str) -> Path:
     except LocalEntryNotFoundError:
         if not offline:  # the probe connected, then the download failed to
             why = "the hub is unreachable"
-        raise ModelNotFoundError(
-            f"{filename} from {repo_id} is not in the Hugging Face cache and {why}"
-        ) from None
+        raise ModelNotFoundError(f"{filename} from {repo_id} is not in the Hugging Face cache and {why}") from None
     except HfHubHTTPError as e:
         raise ModelNotFoundError(f"cannot fetch {filename} from {repo_id}: {e}") from None
 

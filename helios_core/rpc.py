@@ -33,7 +33,7 @@ _lock = threading.Lock()
 
 
 def parse_endpoints(text: str) -> list[str]:
-    """"host:port,host:port" (as llama.cpp's --rpc takes it) -> the endpoints; BackendError if one is malformed."""
+    """ "host:port,host:port" (as llama.cpp's --rpc takes it) -> the endpoints; BackendError if one is malformed."""
     endpoints = [part.strip() for part in text.split(",") if part.strip()]
     if not endpoints:
         raise BackendError("--rpc needs at least one worker as host:port")
@@ -106,4 +106,5 @@ def _is_local_gpu(device) -> bool:
     kind = _ggml.ggml_backend_dev_type(device)
     registry = _ggml.ggml_backend_dev_backend_reg(device)
     return kind in (_ggml.GGML_BACKEND_DEVICE_TYPE_GPU, _ggml.GGML_BACKEND_DEVICE_TYPE_IGPU) and (
-        _ggml.ggml_backend_reg_name(registry) != b"RPC")
+        _ggml.ggml_backend_reg_name(registry) != b"RPC"
+    )

@@ -40,8 +40,12 @@ class Scored:
         """Arrays for `tokens`, to be filled as their rows are reduced."""
         tokens = np.asarray(tokens, dtype=np.int32)
         n = max(tokens.size - 1, 0)
-        return cls(tokens, np.zeros(n, dtype=np.float64), np.zeros((n, top_logprobs), dtype=np.int32),
-                   np.zeros((n, top_logprobs), dtype=np.float64))
+        return cls(
+            tokens,
+            np.zeros(n, dtype=np.float64),
+            np.zeros((n, top_logprobs), dtype=np.int32),
+            np.zeros((n, top_logprobs), dtype=np.float64),
+        )
 
     def fill(self, at: int, rows: np.ndarray) -> None:
         """Reduce logits rows predicting tokens[at + 1], tokens[at + 2], ... into the arrays."""
@@ -104,8 +108,9 @@ class _Window:
     first_row: int
 
 
-def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: int = 0,
-          stride: int | None = None) -> list[Scored]:
+def score(
+    ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: int = 0, stride: int | None = None
+) -> list[Scored]:
     """Score texts (tokenized with BOS) or token lists under the model, as many at once as the context holds.
 
     Up to ctx.n_seq_max sequences share each decode, and each decode asks for
@@ -162,8 +167,9 @@ def score(ctx: Context, inputs: Sequence[str | Sequence[int]], *, top_logprobs: 
     return results
 
 
-def score_rows(rows: np.ndarray, targets: np.ndarray, top_logprobs: int = 0
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_rows(
+    rows: np.ndarray, targets: np.ndarray, top_logprobs: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For logits rows (n, n_vocab): log p(targets[r]), and each row's top_logprobs best tokens
     (int32, best first) with their logprobs, for every row at once (logprobs in float64)."""
     n = rows.shape[0]
@@ -197,8 +203,9 @@ def _windows(result: Scored, width: int, stride: int, bos: int | None) -> list[_
     return windows
 
 
-def perplexity(model: Model, text: str, *, n_ctx: int = 512, n_batch: int = 128,
-               n_threads: int | None = None) -> Perplexity:
+def perplexity(
+    model: Model, text: str, *, n_ctx: int = 512, n_batch: int = 128, n_threads: int | None = None
+) -> Perplexity:
     """Perplexity of `text` exactly as llama.cpp's llama-perplexity defines it.
 
     The text is tokenized with BOS and cut into chunks of n_ctx tokens (a
@@ -222,8 +229,9 @@ def perplexity(model: Model, text: str, *, n_ctx: int = 512, n_batch: int = 128,
     first = n_ctx // 2
     nll, count = 0.0, 0
     # llama-perplexity's context: one sequence, its window cache, its own KV layout.
-    with Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads, swa_full=False,
-                 kv_unified=False) as ctx:
+    with Context(
+        model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads, swa_full=False, kv_unified=False
+    ) as ctx:
         batch = Batch(n_batch)
         for chunk_index in range(n_chunks):
             chunk = tokens[chunk_index * n_ctx : (chunk_index + 1) * n_ctx].copy()

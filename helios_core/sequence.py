@@ -146,9 +146,17 @@ class GenerationParams:
         if self.sampler_factory is not None:
             return self.sampler_factory()
         return sampling.make_sampler(
-            self.temperature, self.top_k, self.top_p, self.min_p, typical_p=self.typical_p,
-            top_n_sigma=self.top_n_sigma, xtc_threshold=self.xtc_threshold, xtc_probability=self.xtc_probability,
-            mirostat=self.mirostat, mirostat_tau=self.mirostat_tau, mirostat_eta=self.mirostat_eta,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.min_p,
+            typical_p=self.typical_p,
+            top_n_sigma=self.top_n_sigma,
+            xtc_threshold=self.xtc_threshold,
+            xtc_probability=self.xtc_probability,
+            mirostat=self.mirostat,
+            mirostat_tau=self.mirostat_tau,
+            mirostat_eta=self.mirostat_eta,
         )
 
     def build_processors(self, vocab=None) -> list[LogitsProcessor]:
@@ -166,8 +174,12 @@ class GenerationParams:
         if self.dry_multiplier:
             breakers = sampling.dry_sequence_breakers(vocab, self.dry_sequence_breakers) if vocab else ()
             # After the other penalties, before the bias: a bias of -100 then still bans outright.
-            built_in.insert(len(built_in) - bool(self.logit_bias), sampling.make_dry_penalty(
-                self.dry_multiplier, self.dry_base, self.dry_allowed_length, self.dry_penalty_last_n, breakers))
+            built_in.insert(
+                len(built_in) - bool(self.logit_bias),
+                sampling.make_dry_penalty(
+                    self.dry_multiplier, self.dry_base, self.dry_allowed_length, self.dry_penalty_last_n, breakers
+                ),
+            )
         if vocab is not None and self.ignore_eos:
             built_in.append(sampling.make_token_ban(vocab.eog_tokens))
         if vocab is not None and self.min_tokens:
@@ -234,8 +246,11 @@ class SequenceState:
         self.n_tokens = self.n_prompt
         self.sampler = params.build_sampler()
         self.processors = params.build_processors(model.vocab)
-        self.reasoning = None if params.reasoning is None else ReasoningTracker(
-            params.reasoning, model.vocab, params.reasoning_budget)
+        self.reasoning = (
+            None
+            if params.reasoning is None
+            else ReasoningTracker(params.reasoning, model.vocab, params.reasoning_budget)
+        )
         self._model = model
         self._constraint = None
         if params.constraint is not None:

@@ -129,8 +129,7 @@ class DraftModel:
     calls it (the engine thread); close() frees the context, not the model.
     """
 
-    def __init__(self, model, n_seq: int, *, n_ctx_per_seq: int = 4096, n_threads: int | None = None,
-                 target=None):
+    def __init__(self, model, n_seq: int, *, n_ctx_per_seq: int = 4096, n_threads: int | None = None, target=None):
         from helios_core.batch import Batch
         from helios_core.context import Context
         from helios_core.kvcache import CachedSequence
@@ -186,12 +185,15 @@ class _DraftSequence:
 def check_same_vocabulary(draft, target) -> None:
     """Raise ValueError unless `draft` (a Model) tokenizes like `target`: drafts are token ids of the target."""
     if draft.vocab.n_vocab != target.vocab.n_vocab:
-        raise ValueError(f"the draft model has {draft.vocab.n_vocab} tokens in its vocabulary and the target "
-                         f"{target.vocab.n_vocab}: a draft model must share the target's vocabulary")
+        raise ValueError(
+            f"the draft model has {draft.vocab.n_vocab} tokens in its vocabulary and the target "
+            f"{target.vocab.n_vocab}: a draft model must share the target's vocabulary"
+        )
     probe = "Speculative decoding, 2026: def f(x): return x ** 2  # ünïcode"
     if draft.vocab.tokenize(probe) != target.vocab.tokenize(probe):
-        raise ValueError("the draft model tokenizes text differently from the target: it must share the "
-                         "target's vocabulary")
+        raise ValueError(
+            "the draft model tokenizes text differently from the target: it must share the target's vocabulary"
+        )
 
 
 @dataclass(frozen=True)
@@ -314,8 +316,7 @@ class AcceptanceRates:
 
     def rate(self, key: tuple[bool, int]) -> float:
         greedy, bucket = key
-        return self.counts.setdefault(key, _Verdicts()).faded_rate(self.FADE, PRIOR_RATE[greedy][bucket],
-                                                                   PRIOR_WEIGHT)
+        return self.counts.setdefault(key, _Verdicts()).faded_rate(self.FADE, PRIOR_RATE[greedy][bucket], PRIOR_WEIGHT)
 
     def record(self, key: tuple[bool, int], drafted: int, kept: int) -> None:
         self.counts.setdefault(key, _Verdicts()).add(drafted, kept)
@@ -379,8 +380,9 @@ class Speculation:
     def drafter_for(self, seq_id: int) -> Drafter:
         return self.drafter.for_sequence(seq_id)
 
-    def offer(self, drafter: Drafter, record: SlotAcceptance, tokens: np.ndarray, k_max: int,
-              greedy: bool) -> Offer | None:
+    def offer(
+        self, drafter: Drafter, record: SlotAcceptance, tokens: np.ndarray, k_max: int, greedy: bool
+    ) -> Offer | None:
         """What one sequence could verify this step (at most k_max tokens), None for nothing.
 
         A drafter with `lookup` (prompt lookup) costs nothing to ask, so it is
@@ -453,4 +455,3 @@ def verify(seq, row: Callable[[int], np.ndarray], draft: np.ndarray) -> list:
         if step.finish_reason or i == draft.size or token != draft[i]:
             break
     return steps
-

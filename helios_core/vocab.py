@@ -135,8 +135,9 @@ class Vocab:
             self._pieces[key] = piece
         return piece
 
-    def detokenize(self, tokens: Sequence[int] | np.ndarray, *, remove_special: bool = False,
-                   unparse_special: bool = False) -> str:
+    def detokenize(
+        self, tokens: Sequence[int] | np.ndarray, *, remove_special: bool = False, unparse_special: bool = False
+    ) -> str:
         """Text of a whole token sequence (invalid UTF-8 is replaced, never raised)."""
         _ = self._model.handle()
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
@@ -224,7 +225,12 @@ _CHUNK = 4096
 def _piece_into():
     """llama_token_to_piece taking its buffer as an address, so a C-level map can fill rows of one array."""
     prototype = ctypes.CFUNCTYPE(
-        ctypes.c_int32, ctypes.c_void_p, _llama.llama_token, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        _llama.llama_token,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_int32,
         ctypes.c_bool,
     )
     return prototype(ctypes.cast(_llama.llama_token_to_piece, ctypes.c_void_p).value)
@@ -240,8 +246,15 @@ def _read_pieces(vocab_ptr: int, n_vocab: int) -> TokenPieces:
         stop = min(start + _CHUNK, n_vocab)
         count = stop - start
         rows = range(base + start * _STRIDE, base + stop * _STRIDE, _STRIDE)
-        calls = map(to_piece, repeat(vocab_ptr, count), range(start, stop), rows, repeat(_STRIDE, count),
-                    repeat(0, count), repeat(False, count))
+        calls = map(
+            to_piece,
+            repeat(vocab_ptr, count),
+            range(start, stop),
+            rows,
+            repeat(_STRIDE, count),
+            repeat(0, count),
+            repeat(False, count),
+        )
         got[start:stop] = np.fromiter(calls, dtype=np.int32, count=count)
     # One by one: pieces longer than a row (got < 0), and tokens that print nothing as text (got == 0),
     # whose special text is asked for.

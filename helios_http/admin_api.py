@@ -24,8 +24,12 @@ async def model(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     model_id = request.path_params["model_id"]
     if model_id not in model_ids(state):
-        raise APIError(404, f"the model {model_id!r} does not exist here; this server serves {state.model_id!r}",
-                       param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {model_id!r} does not exist here; this server serves {state.model_id!r}",
+            param="model",
+            code="model_not_found",
+        )
     return json_response(_model_object(state, model_id))
 
 

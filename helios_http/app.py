@@ -89,14 +89,16 @@ def build_app(state: ServerState, lifespan=None) -> Starlette:
     ]
     if state.cors_origins:
         # Before the key check: a browser's preflight (OPTIONS) never carries the Authorization header.
-        middleware.append(Middleware(
-            CORSMiddleware,
-            allow_origins=state.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["*"],
-            expose_headers=["Retry-After"],
-            max_age=600,
-        ))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=state.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["*"],
+                expose_headers=["Retry-After"],
+                max_age=600,
+            )
+        )
     middleware.append(Middleware(Admission, draining=lambda: state.draining))
     if state.api_key:
         open_paths = (OPEN_PATHS | {"/metrics"}) if state.metrics_public else OPEN_PATHS

@@ -36,14 +36,21 @@ async def chat_prompt(state: ServerState, parsed: ChatRequest) -> tuple[Engine, 
     Shared by every family that speaks in messages: each translates its body into a ChatRequest first.
     """
     model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed, state.reasoning,
-                                     state.reasoning_budget)
+    prompt = await run_in_threadpool(
+        render_chat, model, engine, state.chat_template, parsed, state.reasoning, state.reasoning_budget
+    )
     await check_constraint(model, parsed.sampling)
     return engine, prompt
 
 
-def render_chat(model: Model, engine: Engine, template: str | None, parsed: ChatRequest,
-                reasoning_format: reasoning.ReasoningFormat | None = None, reasoning_budget: int = -1) -> list[int]:
+def render_chat(
+    model: Model,
+    engine: Engine,
+    template: str | None,
+    parsed: ChatRequest,
+    reasoning_format: reasoning.ReasoningFormat | None = None,
+    reasoning_budget: int = -1,
+) -> list[int]:
     """The prompt's tokens; sets the request's tool plan (and so its constraint) and reasoning plan for its template.
 
     reasoning_format: how the served model writes its reasoning (None: it does not); reasoning_budget:
@@ -56,8 +63,9 @@ def render_chat(model: Model, engine: Engine, template: str | None, parsed: Chat
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
 
 
-def render_text(model: Model, template: str | None, parsed: ChatRequest,
-                reasoning_budget: int = -1) -> tuple[chat.ChatTemplate, str]:
+def render_text(
+    model: Model, template: str | None, parsed: ChatRequest, reasoning_budget: int = -1
+) -> tuple[chat.ChatTemplate, str]:
     """The chat template, and the prompt text it renders for the request's messages, tools and template variables."""
     offered = parsed.tools.definitions if parsed.tools else None
     try:

@@ -27,8 +27,9 @@ async def completions(request: Request) -> Response:
     await check_constraint(model, parsed.sampling)
     echoes = None
     if parsed.echo:  # each choice's text starts with its prompt: as given, or the token list's text
-        echoes = [p if isinstance(p, str) else await run_in_threadpool(model.vocab.detokenize, p)
-                  for p in parsed.prompts]
+        echoes = [
+            p if isinstance(p, str) else await run_in_threadpool(model.vocab.detokenize, p) for p in parsed.prompts
+        ]
     return await generate(request, state, engine, parsed, prompts, "completion", echoes)
 
 

@@ -111,8 +111,7 @@ async def submit(
     for p, prompt in enumerate(prompts):
         for i in range(n):
             index = p * n + i
-            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i, plugins=plugins[index],
-                                            lora=adapters)
+            params = parsed.sampling.params(model.vocab.n_vocab, seed_offset=i, plugins=plugins[index], lora=adapters)
             jobs.append((index, prompt, params))
     if len(jobs) > engine.max_queue:
         raise invalid(
@@ -183,9 +182,11 @@ async def _collect(state: ServerState, parsed, events, n_choices: int, kind: str
         for choice in ordered:
             tools.settle(choice, parsed.tool_plan)  # the text becomes content and tool_calls
     if kind == "chat":
-        body = shapes.chat_response(shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs,
-                                    tally.timings_body())
+        body = shapes.chat_response(
+            shapes.new_id("chatcmpl"), state.model_id, ordered, tally.body(), vocab, logprobs, tally.timings_body()
+        )
     else:
-        body = shapes.completion_response(shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs,
-                                          tally.timings_body())
+        body = shapes.completion_response(
+            shapes.new_id("cmpl"), state.model_id, ordered, tally.body(), vocab, logprobs, tally.timings_body()
+        )
     return json_response(body)

@@ -25,10 +25,12 @@ from helios_http.state import ServerState
 async def lora_adapters(request: Request) -> Response:
     """GET /lora-adapters: [{id, path, scale, name}], the scales being the defaults."""
     state = _loaded(request)
-    return json_response([
-        {"id": i, "path": str(adapter.path), "scale": scale, "name": adapter.name}
-        for i, (adapter, scale) in enumerate(zip(state.lora, state.lora_scales, strict=True))
-    ])
+    return json_response(
+        [
+            {"id": i, "path": str(adapter.path), "scale": scale, "name": adapter.name}
+            for i, (adapter, scale) in enumerate(zip(state.lora, state.lora_scales, strict=True))
+        ]
+    )
 
 
 async def set_lora_adapters(request: Request) -> Response:
@@ -59,8 +61,13 @@ def request_set(state: ServerState, sampling: SamplingFields) -> AdapterSet:
         for adapter in state.lora:
             if adapter.name == name:
                 return adapter_set([(adapter, 1.0)])
-        raise APIError(404, f"the model {sampling.model!r} does not exist here; this server serves "
-                            f"{', '.join(map(repr, model_ids(state)))}", param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {sampling.model!r} does not exist here; this server serves "
+            f"{', '.join(map(repr, model_ids(state)))}",
+            param="model",
+            code="model_not_found",
+        )
     return adapter_set(zip(state.lora, state.lora_scales, strict=True))
 
 
@@ -68,8 +75,11 @@ def _check_ids(state: ServerState, scales: dict[int, float], param: str | None) 
     for adapter_id in scales:
         if adapter_id >= len(state.lora):
             served = f"ids 0 to {len(state.lora) - 1}" if state.lora else "none (start it with --lora)"
-            raise invalid(f"{param or 'the request body'} names LoRA adapter {adapter_id}, but this server's "
-                          f"adapters are {served}", param)
+            raise invalid(
+                f"{param or 'the request body'} names LoRA adapter {adapter_id}, but this server's "
+                f"adapters are {served}",
+                param,
+            )
 
 
 def _loaded(request: Request) -> ServerState:

@@ -70,8 +70,12 @@ class Metrics:
                 [("", stats.prompt_tokens_decoded)],
             )
             metric("generated_tokens_total", "counter", "Tokens generated.", [("", stats.generated_tokens)])
-            metric("reasoning_tokens_total", "counter", "Of the tokens generated, those of finished answers' "
-                   "reasoning sections.", [("", stats.reasoning_tokens)])
+            metric(
+                "reasoning_tokens_total",
+                "counter",
+                "Of the tokens generated, those of finished answers' reasoning sections.",
+                [("", stats.reasoning_tokens)],
+            )
             metric(
                 "tokens_per_second",
                 "gauge",
@@ -115,8 +119,16 @@ class Metrics:
             )
         if devices:
             labels = [f'{{device="{d.name}",description="{d.description}",kind="{d.kind}"}}' for d in devices]
-            metric("device_memory_free_bytes", "gauge", "Free memory of each device the model may use, at load.",
-                   [(label, d.memory_free) for label, d in zip(labels, devices, strict=True)])
-            metric("device_memory_total_bytes", "gauge", "Total memory of each device the model may use.",
-                   [(label, d.memory_total) for label, d in zip(labels, devices, strict=True)])
+            metric(
+                "device_memory_free_bytes",
+                "gauge",
+                "Free memory of each device the model may use, at load.",
+                [(label, d.memory_free) for label, d in zip(labels, devices, strict=True)],
+            )
+            metric(
+                "device_memory_total_bytes",
+                "gauge",
+                "Total memory of each device the model may use.",
+                [(label, d.memory_total) for label, d in zip(labels, devices, strict=True)],
+            )
         return "\n".join(lines) + "\n"

@@ -86,8 +86,9 @@ def requested(body: Mapping[str, Any]) -> PluginRequest | None:
     uses: list[PluginUse] = []
     if processors is not None:
         if not isinstance(processors, list) or len(processors) > MAX_PROCESSORS:
-            raise invalid(f"processors must be a list of at most {MAX_PROCESSORS} names or {{name, args}} objects",
-                          "processors")
+            raise invalid(
+                f"processors must be a list of at most {MAX_PROCESSORS} names or {{name, args}} objects", "processors"
+            )
         for i, entry in enumerate(processors):
             param = f"processors[{i}]"
             if isinstance(entry, str) and entry:
@@ -128,8 +129,10 @@ class Plugins:
                         getattr(plugins, kind)[point.name] = _callable(point.load(), f"entry point {point.value}")
                     except Exception as error:  # a broken installed package must not stop the server
                         log.warning("skipping %s plug-in %r (%s): %s", group, point.name, point.value, error)
-        for kind, specs, option in (("samplers", sampler_specs, "--sampler"), ("processors", processor_specs,
-                                                                              "--processor")):
+        for kind, specs, option in (
+            ("samplers", sampler_specs, "--sampler"),
+            ("processors", processor_specs, "--processor"),
+        ):
             for spec in specs:
                 name, factory = parse_spec(spec, option)
                 getattr(plugins, kind)[name] = factory

@@ -66,8 +66,9 @@ async def count_input_tokens(request: Request) -> Response:
     parsed = _parse(state, parse_json(await request.body()))
     model, engine = state.ready_engine()
     try:
-        prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed.chat,
-                                         state.reasoning, state.reasoning_budget)
+        prompt = await run_in_threadpool(
+            render_chat, model, engine, state.chat_template, parsed.chat, state.reasoning, state.reasoning_budget
+        )
     except APIError as error:
         raise in_responses_terms(error) from None
     return json_response({"object": "response.input_tokens", "input_tokens": len(prompt)})

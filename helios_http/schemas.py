@@ -59,8 +59,9 @@ class SamplingFields:
     reasoning_budget: int | None = None
     reasoning: ReasoningPlan | None = None  # set once the prompt is rendered (chat only): how to read the output
 
-    def params(self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ()),
-               lora: tuple = ()) -> GenerationParams:
+    def params(
+        self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ()), lora: tuple = ()
+    ) -> GenerationParams:
         """One generation's settings; plugins: the (sampler, processors) made for it by plug-in factories;
         lora: the (adapter, scale) pairs it runs under (lora_api.request_set)."""
         for token in self.logit_bias:
@@ -329,8 +330,7 @@ def lora_scales(raw: Any, param: str | None) -> dict[int, float]:
             raise invalid(shape, param)
         adapter_id = entry.get("id")
         if not _is_token_id(adapter_id) or adapter_id < 0:  # an integer, not a bool
-            raise invalid(f"{where}[{i}].id must be an adapter's id, an integer (GET /lora-adapters lists them)",
-                          param)
+            raise invalid(f"{where}[{i}].id must be an adapter's id, an integer (GET /lora-adapters lists them)", param)
         scale = entry.get("scale")
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
             raise invalid(f"{where}[{i}].scale must be a number", param)
@@ -343,9 +343,14 @@ def lora_scales(raw: Any, param: str | None) -> dict[int, float]:
 def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
     """llama-server's sampler fields beyond OpenAI's, checked here so a bad one is a 400 naming it."""
     numbers = {  # name: (low, high)
-        "typical_p": (0.0, 1.0), "top_n_sigma": (-1.0, 100.0), "xtc_threshold": (0.0, 1.0),
-        "xtc_probability": (0.0, 1.0), "mirostat_tau": (0.0, 100.0), "mirostat_eta": (0.0, 1.0),
-        "dry_multiplier": (0.0, 100.0), "dry_base": (1.0, 100.0),
+        "typical_p": (0.0, 1.0),
+        "top_n_sigma": (-1.0, 100.0),
+        "xtc_threshold": (0.0, 1.0),
+        "xtc_probability": (0.0, 1.0),
+        "mirostat_tau": (0.0, 100.0),
+        "mirostat_eta": (0.0, 1.0),
+        "dry_multiplier": (0.0, 100.0),
+        "dry_base": (1.0, 100.0),
     }
     options: dict[str, Any] = {}
     for name, (low, high) in numbers.items():
@@ -363,8 +368,9 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
     breakers = body.get("dry_sequence_breakers")
     if breakers is not None:
         if not isinstance(breakers, list) or not all(isinstance(b, str) and b for b in breakers) or len(breakers) > 64:
-            raise invalid("dry_sequence_breakers must be a list of at most 64 non-empty strings",
-                          "dry_sequence_breakers")
+            raise invalid(
+                "dry_sequence_breakers must be a list of at most 64 non-empty strings", "dry_sequence_breakers"
+            )
         options["dry_sequence_breakers"] = tuple(breakers)
     mode = body.get("logprobs_mode")
     if mode is not None:
@@ -425,12 +431,14 @@ def _response_format(value: Any) -> Constraint | None:
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict):
-            raise invalid('response_format.json_schema must be an object with "name" and "schema"',
-                          "response_format.json_schema")
+            raise invalid(
+                'response_format.json_schema must be an object with "name" and "schema"', "response_format.json_schema"
+            )
         schema = spec.get("schema")
         return constraint.json_object() if schema is None else constraint.json_schema(schema)
-    raise invalid(f'response_format.type must be "text", "json_object" or "json_schema"; got {kind!r}',
-                  "response_format.type")
+    raise invalid(
+        f'response_format.type must be "text", "json_object" or "json_schema"; got {kind!r}', "response_format.type"
+    )
 
 
 def _logit_bias(raw: Any) -> dict[int, float]:

@@ -6,7 +6,7 @@ staying up unable to answer. The model path is resolved before the server
 starts, so a wrong --model fails at once.
 
 Exit codes: 0 after a graceful shutdown (SIGTERM, see lifecycle.py; 130
-after Ctrl+C), 1 when the model fails to load, 2 for bad options (cli.py),
+after Ctrl+C), 1 when the model fails to load, 2 for bad options (helios_cli),
 3 when the address cannot be bound (uvicorn's start-up failure).
 """
 
@@ -21,7 +21,18 @@ import threading
 
 import uvicorn
 
-from helios_core import backend, chat, constraint, reasoning, sampling
+from helios_cli.options import (
+    add_rpc_workers,
+    apply_control_vectors,
+    chat_template_option,
+    check_lora_options,
+    check_speculation_options,
+    load_lora_adapters,
+    no_chat_template_warning,
+    path_and_scale,
+    speculation,
+)
+from helios_core import backend, chat, constraint, lora, reasoning, sampling
 from helios_core.context import Context
 from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
@@ -30,17 +41,6 @@ from helios_core.model import Model, check_gguf_file
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
-from helios_http.cli import (
-    add_rpc_workers,
-    apply_control_vectors,
-    chat_template_option,
-    check_lora_options,
-    check_model_aliases,
-    check_speculation_options,
-    load_lora_adapters,
-    no_chat_template_warning,
-    speculation,
-)
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
@@ -100,11 +100,18 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         state.embeddings = EmbeddingWorker(
             model, pooling=args.pooling, n_batch=args.embedding_batch, n_threads=args.threads
         )
-        logger.info("helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
-                    state.embeddings.pooling, args.embedding_batch)
+        logger.info(
+            "helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
+            state.embeddings.pooling,
+            args.embedding_batch,
+        )
     warm.join()  # before state.engine: /health says 200 from then on
-    state.engine = Engine(ctx, n_ctx_per_seq=args.ctx_size, max_queue=args.max_queue,
-                          speculation=speculation(args, model, args.parallel, args.ctx_size))
+    state.engine = Engine(
+        ctx,
+        n_ctx_per_seq=args.ctx_size,
+        max_queue=args.max_queue,
+        speculation=speculation(args, model, args.parallel, args.ctx_size),
+    )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
         "helios-engine: serving %s (%s) with %d slots of %d tokens at http://%s:%d; endpoints: %s",
@@ -116,6 +123,17 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         args.port,
         endpoints,
     )
+
+
+def check_model_aliases(args: argparse.Namespace, model_path) -> None:
+    """Refuse a --model-alias whose SERVED is not a name the server answers to: the model's id, or ID:ADAPTER."""
+    served = [model_path.stem] + [f"{model_path.stem}:{lora.adapter_name(path_and_scale(s)[0])}" for s in args.lora]
+    for pattern, target in args.model_alias:
+        if target not in served:
+            raise ValueError(
+                f"--model-alias {pattern}={target}: {target!r} is not served here; the names are "
+                f"{', '.join(map(repr, served))}"
+            )
 
 
 def _warm_vocabulary_caches(model: Model) -> None:

@@ -38,8 +38,9 @@ class Choice:
     reasoning: list[str] = field(default_factory=list)  # chat: the reasoning section's text, apart from the content
 
 
-def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning_tokens: int | None = None
-               ) -> dict:
+def usage_body(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning_tokens: int | None = None
+) -> dict:
     """OpenAI's usage; reasoning_tokens (a served reasoning model's chat) adds completion_tokens_details."""
     body = {
         "prompt_tokens": prompt_tokens,
@@ -90,7 +91,9 @@ class UsageTally:
     def body(self) -> dict:
         usages = self.prompt_usage.values()
         return usage_body(
-            sum(u.prompt_tokens for u in usages), self.completion_tokens, sum(u.cached_tokens for u in usages),
+            sum(u.prompt_tokens for u in usages),
+            self.completion_tokens,
+            sum(u.cached_tokens for u in usages),
             self.reasoning_tokens,
         )
 
@@ -153,8 +156,11 @@ def completion_logprobs(vocab: Vocab, steps: list[Step], offset: int = 0, prompt
     if prompt is not None:
         add(int(prompt.tokens[0]), None, None)
         for token, logprob, best, best_logprobs in zip(
-            prompt.tokens[1:].tolist(), prompt.logprobs.tolist(), prompt.top_tokens.tolist(),
-            prompt.top_logprobs.tolist(), strict=True,
+            prompt.tokens[1:].tolist(),
+            prompt.logprobs.tolist(),
+            prompt.top_tokens.tolist(),
+            prompt.top_logprobs.tolist(),
+            strict=True,
         ):
             add(token, logprob, {_piece(vocab, t): lp for t, lp in zip(best, best_logprobs, strict=True)})
     for step in steps:
@@ -182,8 +188,9 @@ def envelope(id_: str, obj: str, created: int, model: str, choices: list[dict], 
     }
 
 
-def chat_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
-                  timings: dict | None = None) -> dict:
+def chat_response(
+    id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool, timings: dict | None = None
+) -> dict:
     return envelope(
         id_,
         "chat.completion",
@@ -213,8 +220,9 @@ def chat_message(choice: Choice) -> dict:
     return {"role": "assistant", "content": text or None, **thought, "refusal": None, "tool_calls": choice.tool_calls}
 
 
-def completion_response(id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool,
-                        timings: dict | None = None) -> dict:
+def completion_response(
+    id_: str, model: str, choices: list[Choice], usage: dict, vocab: Vocab, logprobs: bool, timings: dict | None = None
+) -> dict:
     return envelope(
         id_,
         "text_completion",

@@ -17,7 +17,6 @@ from starlette.responses import Response
 from helios_core import backend, chat
 from helios_core.sequence import GenerationParams
 from helios_http.chat_api import render_text
-from helios_http.cli import version
 from helios_http.responses import json_response
 from helios_http.schemas import parse_chat, parse_json
 from helios_http.state import ServerState
@@ -47,7 +46,7 @@ async def props(request: Request) -> Response:
             "chat_template": loaded.source if loaded.source is not None else loaded.builtin_name,
             "bos_token": _piece(vocab, vocab.bos),
             "eos_token": _piece(vocab, vocab.eos),
-            "build_info": f"helios-engine {version()}; {backend.system_info().strip()}",
+            "build_info": f"helios-engine {backend.version()}; {backend.system_info().strip()}",
             "endpoint_slots": False,
             "endpoint_props": False,
             "endpoint_metrics": True,

@@ -51,7 +51,7 @@ class LoggedServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "helios_http.cli", "serve", "--port", str(self.port), "--threads", str(threads)]
+            [sys.executable, "-m", "helios_cli", "serve", "--port", str(self.port), "--threads", str(threads)]
             + list(args),
             stdout=self._log,
             stderr=subprocess.STDOUT,

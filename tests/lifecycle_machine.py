@@ -97,8 +97,13 @@ class Lifecycle(RuleBasedStateMachine):
                 except EXPECTED:
                     pass
 
-    @rule(data=st.data(), tokens=st.lists(st.integers(-2, 262_200), min_size=0, max_size=40),
-          start=st.integers(-2, 300), seq=st.integers(-1, 2), keep=st.booleans())
+    @rule(
+        data=st.data(),
+        tokens=st.lists(st.integers(-2, 262_200), min_size=0, max_size=40),
+        start=st.integers(-2, 300),
+        seq=st.integers(-1, 2),
+        keep=st.booleans(),
+    )
     def decode(self, data, tokens, start, seq, keep):
         if not self.contexts:
             return
@@ -113,8 +118,11 @@ class Lifecycle(RuleBasedStateMachine):
         # A view is documented as valid until the next decode; close() must not free it.
         self.views = [view] if keep else []
 
-    @rule(data=st.data(), op=st.sampled_from(["seq_rm", "seq_pos_min", "seq_pos_max", "seq_keep", "seq_cp"]),
-          seq=st.integers(-2, 3))
+    @rule(
+        data=st.data(),
+        op=st.sampled_from(["seq_rm", "seq_pos_min", "seq_pos_max", "seq_keep", "seq_cp"]),
+        seq=st.integers(-2, 3),
+    )
     def memory(self, data, op, seq):
         if self.contexts:
             ctx = data.draw(st.sampled_from(self.contexts))
@@ -149,7 +157,13 @@ if __name__ == "__main__":
     examples = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     run_state_machine_as_test(
         Lifecycle,
-        settings=settings(max_examples=examples, stateful_step_count=25, deadline=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck), database=None),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=25,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        ),
     )
     print("lifecycle: no crash")

@@ -61,7 +61,7 @@ class ScriptedContext:
         assert p1 == -1, "the scheduler only ever cuts a sequence's tail"
         seqs = range(self.n_seq_max) if seq_id < 0 else [seq_id]
         for seq in seqs:
-            del self.memory[seq][max(p0, 0):]
+            del self.memory[seq][max(p0, 0) :]
         return True
 
     def seq_pos_min(self, seq_id: int) -> int:

@@ -57,7 +57,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "helios_http.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "helios_cli", "serve", "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

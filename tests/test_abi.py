@@ -38,8 +38,17 @@ def c_layout(tmp_path_factory) -> dict[tuple[str, str], int]:
     source, binary = folder / "layout.c", folder / "layout"
     source.write_text(_c_program())
     subprocess.run(
-        [cc, "-std=c11", "-I", str(LLAMA_CPP / "include"), "-I", str(LLAMA_CPP / "ggml" / "include"),
-         str(source), "-o", str(binary)],
+        [
+            cc,
+            "-std=c11",
+            "-I",
+            str(LLAMA_CPP / "include"),
+            "-I",
+            str(LLAMA_CPP / "ggml" / "include"),
+            str(source),
+            "-o",
+            str(binary),
+        ],
         check=True,
     )
     out = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
@@ -83,7 +92,8 @@ def test_ggml_prototypes_are_the_headers_own(tmp_path):
     source.write_text("\n".join(lines) + "\n")
     result = subprocess.run(
         [cc, "-std=c11", "-fsyntax-only", "-Werror", "-I", str(LLAMA_CPP / "ggml" / "include"), str(source)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
@@ -95,13 +105,23 @@ def test_ggml_ctypes_match_the_prototypes():
     from helios_core import _ggml
 
     c_types = {
-        "void": None, "const char *": ctypes.c_char_p, "void *": ctypes.c_void_p, "size_t": ctypes.c_size_t,
-        "size_t *": ctypes.POINTER(ctypes.c_size_t), "uint32_t": ctypes.c_uint32,
-        "enum ggml_backend_dev_type": ctypes.c_int, "ggml_backend_reg_t": ctypes.c_void_p,
-        "ggml_backend_dev_t": ctypes.c_void_p, "ggml_backend_dev_t *": ctypes.POINTER(ctypes.c_void_p),
-        "ggml_abort_callback_t": _ggml.ggml_abort_callback_t, "int64_t": ctypes.c_int64,
-        "enum ggml_type": ctypes.c_int, "enum gguf_type": ctypes.c_int, "struct gguf_context *": ctypes.c_void_p,
-        "const struct gguf_context *": ctypes.c_void_p, "struct gguf_init_params": _ggml.gguf_init_params,
+        "void": None,
+        "const char *": ctypes.c_char_p,
+        "void *": ctypes.c_void_p,
+        "size_t": ctypes.c_size_t,
+        "size_t *": ctypes.POINTER(ctypes.c_size_t),
+        "uint32_t": ctypes.c_uint32,
+        "enum ggml_backend_dev_type": ctypes.c_int,
+        "ggml_backend_reg_t": ctypes.c_void_p,
+        "ggml_backend_dev_t": ctypes.c_void_p,
+        "ggml_backend_dev_t *": ctypes.POINTER(ctypes.c_void_p),
+        "ggml_abort_callback_t": _ggml.ggml_abort_callback_t,
+        "int64_t": ctypes.c_int64,
+        "enum ggml_type": ctypes.c_int,
+        "enum gguf_type": ctypes.c_int,
+        "struct gguf_context *": ctypes.c_void_p,
+        "const struct gguf_context *": ctypes.c_void_p,
+        "struct gguf_init_params": _ggml.gguf_init_params,
     }
     for name, (c, restype, argtypes) in _ggml_prototypes().items():
         match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
@@ -132,8 +152,9 @@ def test_ggml_structs_match_the_headers(tmp_path):
     lines += ["  return 0;", "}"]
     source, binary = tmp_path / "layout.c", tmp_path / "layout"
     source.write_text("\n".join(lines))
-    subprocess.run([cc, "-std=c11", "-I", str(LLAMA_CPP / "ggml" / "include"), str(source), "-o", str(binary)],
-                   check=True)
+    subprocess.run(
+        [cc, "-std=c11", "-I", str(LLAMA_CPP / "ggml" / "include"), str(source), "-o", str(binary)], check=True
+    )
     out = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
     theirs = {(s, f): int(v) for s, f, v in (line.split() for line in out.splitlines())}
     for struct in _ggml.STRUCTS:
@@ -152,9 +173,19 @@ def test_llama_prototypes_are_the_headers_own(tmp_path):
     source = tmp_path / "llama_prototypes.c"
     source.write_text("\n".join(lines) + "\n")
     result = subprocess.run(
-        [cc, "-std=c11", "-fsyntax-only", "-Werror", "-I", str(LLAMA_CPP / "include"),
-         "-I", str(LLAMA_CPP / "ggml" / "include"), str(source)],
-        capture_output=True, text=True,
+        [
+            cc,
+            "-std=c11",
+            "-fsyntax-only",
+            "-Werror",
+            "-I",
+            str(LLAMA_CPP / "include"),
+            "-I",
+            str(LLAMA_CPP / "ggml" / "include"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
@@ -165,10 +196,17 @@ def test_llama_ctypes_match_the_prototypes():
 
     pointer = ctypes.c_void_p
     c_types = {
-        "void": None, "const char *": ctypes.c_char_p, "char *": ctypes.c_char_p, "size_t": ctypes.c_size_t,
-        "int32_t": ctypes.c_int32, "uint64_t": ctypes.c_uint64, "float *": ctypes.POINTER(ctypes.c_float),
-        "struct llama_model *": pointer, "struct llama_context *": pointer,
-        "struct llama_adapter_lora *": pointer, "const struct llama_adapter_lora *": pointer,
+        "void": None,
+        "const char *": ctypes.c_char_p,
+        "char *": ctypes.c_char_p,
+        "size_t": ctypes.c_size_t,
+        "int32_t": ctypes.c_int32,
+        "uint64_t": ctypes.c_uint64,
+        "float *": ctypes.POINTER(ctypes.c_float),
+        "struct llama_model *": pointer,
+        "struct llama_context *": pointer,
+        "struct llama_adapter_lora *": pointer,
+        "const struct llama_adapter_lora *": pointer,
         "struct llama_adapter_lora **": ctypes.POINTER(pointer),
     }
     assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.PROTOTYPES)
@@ -177,7 +215,9 @@ def test_llama_ctypes_match_the_prototypes():
         match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
         assert match, c
         params = [] if match[2].strip() == "void" else [p.strip() for p in match[2].split(",")]
-        declared = [re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").replace("* *", "**").strip()
-                    for p in params]
+        declared = [
+            re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").replace("* *", "**").strip()
+            for p in params
+        ]
         assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
         assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"

@@ -312,23 +312,50 @@ def test_a_body_declared_over_the_limit_is_413_before_the_handler_runs(recorded)
 
 def test_llama_server_sampler_fields_reach_the_generation(recorded):
     engine, client = recorded
-    fields = {"typical_p": 0.9, "top_n_sigma": 1.5, "xtc_threshold": 0.2, "xtc_probability": 0.5, "mirostat": 2,
-              "mirostat_tau": 4.0, "mirostat_eta": 0.2, "dry_multiplier": 0.8, "dry_base": 2.0,
-              "dry_allowed_length": 3, "dry_penalty_last_n": 128, "dry_sequence_breakers": ["\n", "."],
-              "min_tokens": 4, "ignore_eos": True, "stop_token_ids": [7, 9]}
+    fields = {
+        "typical_p": 0.9,
+        "top_n_sigma": 1.5,
+        "xtc_threshold": 0.2,
+        "xtc_probability": 0.5,
+        "mirostat": 2,
+        "mirostat_tau": 4.0,
+        "mirostat_eta": 0.2,
+        "dry_multiplier": 0.8,
+        "dry_base": 2.0,
+        "dry_allowed_length": 3,
+        "dry_penalty_last_n": 128,
+        "dry_sequence_breakers": ["\n", "."],
+        "min_tokens": 4,
+        "ignore_eos": True,
+        "stop_token_ids": [7, 9],
+    }
     r = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 3, **fields})
     assert r.status_code == 200, r.text
     params = engine.submitted[-1][1]
     assert {name: getattr(params, name) for name in fields} == {
-        **fields, "dry_sequence_breakers": ("\n", "."), "stop_token_ids": (7, 9)}
+        **fields,
+        "dry_sequence_breakers": ("\n", "."),
+        "stop_token_ids": (7, 9),
+    }
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("typical_p", 0), ("typical_p", 1.5), ("mirostat", 1), ("mirostat", 3), ("dry_base", 0.5),
-     ("dry_allowed_length", -1), ("dry_sequence_breakers", "\n"), ("dry_sequence_breakers", [""]),
-     ("xtc_probability", 2), ("min_tokens", -1), ("ignore_eos", "yes"), ("stop_token_ids", [300_000]),
-     ("stop_token_ids", 7)],
+    [
+        ("typical_p", 0),
+        ("typical_p", 1.5),
+        ("mirostat", 1),
+        ("mirostat", 3),
+        ("dry_base", 0.5),
+        ("dry_allowed_length", -1),
+        ("dry_sequence_breakers", "\n"),
+        ("dry_sequence_breakers", [""]),
+        ("xtc_probability", 2),
+        ("min_tokens", -1),
+        ("ignore_eos", "yes"),
+        ("stop_token_ids", [300_000]),
+        ("stop_token_ids", 7),
+    ],
 )
 def test_bad_sampler_fields_are_400s_naming_them(recorded, field, value):
     engine, client = recorded

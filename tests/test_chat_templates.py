@@ -16,13 +16,13 @@ from types import SimpleNamespace
 import pytest
 from starlette.testclient import TestClient
 
+from helios_cli.main import build_parser
 from helios_core import chat
 from helios_core.chat import ChatTemplate
 from helios_core.errors import ChatTemplateError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_http.app import build_app
-from helios_http.cli import build_parser
 from helios_http.state import ServerState
 from tests.conftest import VOCAB_MODELS
 
@@ -331,9 +331,7 @@ def test_a_broken_template_file_is_a_one_line_error_at_start_up(tmp_path, comman
     args = [command, "--chat-template-file", str(broken)]
     if command == "generate":
         args += ["--prompt", "hi", "--chat"]
-    result = subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", *args], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-m", "helios_cli", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith(f"helios-engine: chat template file {broken}: the chat template does not parse")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

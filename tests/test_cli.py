@@ -11,7 +11,7 @@ from tests.conftest import THREADS
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", *args, "--threads", str(THREADS)],
+        [sys.executable, "-m", "helios_cli", *args, "--threads", str(THREADS)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -78,7 +78,8 @@ def test_invalid_sampling_option_is_a_clear_error():
 
 
 def parsed(*argv: str):
-    from helios_http.cli import build_parser, generation_params
+    from helios_cli.generate import generation_params
+    from helios_cli.main import build_parser
 
     return generation_params(build_parser().parse_args(["generate", "--prompt", "hi", *argv]))
 
@@ -96,16 +97,34 @@ def test_the_cli_and_the_server_read_sampling_settings_alike():
     from helios_core.sampling import DEFAULT_TEMPERATURE
 
     assert parsed().temperature == served().temperature == GenerationParams().temperature == DEFAULT_TEMPERATURE
-    cli = parsed("--typical-p", "0.9", "--dry-multiplier", "0.8", "--mirostat", "2", "--min-tokens", "3",
-                 "--ignore-eos", "--presence-penalty", "0.5")
-    server = served(typical_p=0.9, dry_multiplier=0.8, mirostat=2, min_tokens=3, ignore_eos=True,
-                    presence_penalty=0.5, max_tokens=256)
+    cli = parsed(
+        "--typical-p",
+        "0.9",
+        "--dry-multiplier",
+        "0.8",
+        "--mirostat",
+        "2",
+        "--min-tokens",
+        "3",
+        "--ignore-eos",
+        "--presence-penalty",
+        "0.5",
+    )
+    server = served(
+        typical_p=0.9,
+        dry_multiplier=0.8,
+        mirostat=2,
+        min_tokens=3,
+        ignore_eos=True,
+        presence_penalty=0.5,
+        max_tokens=256,
+    )
     names = ("typical_p", "dry_multiplier", "mirostat", "min_tokens", "ignore_eos", "presence_penalty", "max_tokens")
     assert [getattr(cli, n) for n in names] == [getattr(server, n) for n in names]
 
 
 def test_every_option_says_what_it_does_and_its_default():
-    from helios_http.cli import build_parser
+    from helios_cli.main import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps sub-commands here

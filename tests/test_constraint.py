@@ -51,33 +51,83 @@ def _object(properties: dict, required: list[str]) -> dict:
 
 
 SCHEMAS = {
-    "nested_objects": _object({
-        "user": _object({"name": {"type": "string", "maxLength": 16},
-                         "id": {"type": "integer", "minimum": 1, "maximum": 9999}}, ["name", "id"]),
-    }, ["user"]),
+    "nested_objects": _object(
+        {
+            "user": _object(
+                {"name": {"type": "string", "maxLength": 16}, "id": {"type": "integer", "minimum": 1, "maximum": 9999}},
+                ["name", "id"],
+            ),
+        },
+        ["user"],
+    ),
     "array_min_max_items": _object(
         {"tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "minItems": 2, "maxItems": 4}},
-        ["tags"]),
-    "enums": _object({"color": {"enum": ["red", "green", "blue"]}, "size": {"type": "string", "enum": ["S", "M", "L"]}},
-                     ["color", "size"]),
-    "number_bounds": _object({"celsius": {"type": "number", "minimum": -50, "maximum": 50, "multipleOf": 0.5},
-                              "count": {"type": "integer", "exclusiveMinimum": 0, "maximum": 10}},
-                             ["celsius", "count"]),
-    "any_of": _object({"value": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 100},
-                                           {"type": "string", "enum": ["none", "all"]}]}}, ["value"]),
-    "optional_fields": _object({"title": {"type": "string", "maxLength": 20},
-                                "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
-                                "note": {"type": "string", "maxLength": 12}}, ["title"]),
-    "string_patterns": _object({"zip": {"type": "string", "pattern": "^[0-9]{5}$"},
-                                "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}}, ["zip", "code"]),
-    "array_of_objects": {"type": "array", "minItems": 1, "maxItems": 3,
-                         "items": _object({"x": {"type": "integer", "minimum": 0, "maximum": 9},
-                                           "y": {"type": "integer", "minimum": 0, "maximum": 9}}, ["x", "y"])},
-    "literals": _object({"ok": {"type": "boolean"}, "error": {"type": "null"}, "version": {"const": 2}},
-                        ["ok", "error", "version"]),
-    "refs": {"$defs": {"point": _object({"x": {"type": "integer", "minimum": 0, "maximum": 99},
-                                         "y": {"type": "integer", "minimum": 0, "maximum": 99}}, ["x", "y"])},
-             **_object({"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"}}, ["start", "end"])},
+        ["tags"],
+    ),
+    "enums": _object(
+        {"color": {"enum": ["red", "green", "blue"]}, "size": {"type": "string", "enum": ["S", "M", "L"]}},
+        ["color", "size"],
+    ),
+    "number_bounds": _object(
+        {
+            "celsius": {"type": "number", "minimum": -50, "maximum": 50, "multipleOf": 0.5},
+            "count": {"type": "integer", "exclusiveMinimum": 0, "maximum": 10},
+        },
+        ["celsius", "count"],
+    ),
+    "any_of": _object(
+        {
+            "value": {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 100},
+                    {"type": "string", "enum": ["none", "all"]},
+                ]
+            }
+        },
+        ["value"],
+    ),
+    "optional_fields": _object(
+        {
+            "title": {"type": "string", "maxLength": 20},
+            "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+            "note": {"type": "string", "maxLength": 12},
+        },
+        ["title"],
+    ),
+    "string_patterns": _object(
+        {
+            "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+        },
+        ["zip", "code"],
+    ),
+    "array_of_objects": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 3,
+        "items": _object(
+            {
+                "x": {"type": "integer", "minimum": 0, "maximum": 9},
+                "y": {"type": "integer", "minimum": 0, "maximum": 9},
+            },
+            ["x", "y"],
+        ),
+    },
+    "literals": _object(
+        {"ok": {"type": "boolean"}, "error": {"type": "null"}, "version": {"const": 2}}, ["ok", "error", "version"]
+    ),
+    "refs": {
+        "$defs": {
+            "point": _object(
+                {
+                    "x": {"type": "integer", "minimum": 0, "maximum": 99},
+                    "y": {"type": "integer", "minimum": 0, "maximum": 99},
+                },
+                ["x", "y"],
+            )
+        },
+        **_object({"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"}}, ["start", "end"]),
+    },
 }
 
 
@@ -118,8 +168,9 @@ def test_json_object_output_is_an_object(gen):
     assert_object_or_its_start(text, generation.finish_reason)
 
 
-@pytest.mark.parametrize("document", [
-    {"a": "x\\y\"z\u00e9\n", "b": [1, -2.5e-3, True, False, None, {}]}, [1, [2, []]], -1e7, "text"])
+@pytest.mark.parametrize(
+    "document", [{"a": 'x\\y"z\u00e9\n', "b": [1, -2.5e-3, True, False, None, {}]}, [1, [2, []]], -1e7, "text"]
+)
 def test_is_json_prefix_accepts_every_prefix_of_json_and_nothing_else(document):
     for text in (json.dumps(document), json.dumps(document, ensure_ascii=False, separators=(",", ":"))):
         assert all(is_json_prefix(text[:i]) for i in range(len(text) + 1))
@@ -134,11 +185,15 @@ def test_json_object_allows_any_object_and_nothing_else(model, gen):
     first = {text: model.vocab.tokenize(text, add_special=False)[0] for text in ("{", "[", '"', "7", "true")}
     assert {text for text, token in first.items() if np.isfinite(out[token])} == {"{"}
     # Keys no schema names, values of every type, nested: teacher-forced through the constraint, then it ends.
-    anything = json.dumps({"zebra": [1, {"x": None}], "q": "w\"v", "n": -2.5e-3, "t": True, "e": {}})
+    anything = json.dumps({"zebra": [1, {"x": None}], "q": 'w"v', "n": -2.5e-3, "t": True, "e": {}})
     script = model.vocab.tokenize(anything, add_special=False)
-    text, generation, steps = run(gen, "JSON:", constraint.json_object(), max_tokens=len(script) + 1,
-                                  sampler=lambda logits, state: script[state.step] if state.step < len(script)
-                                  else int(np.argmax(logits)))
+    text, generation, steps = run(
+        gen,
+        "JSON:",
+        constraint.json_object(),
+        max_tokens=len(script) + 1,
+        sampler=lambda logits, state: script[state.step] if state.step < len(script) else int(np.argmax(logits)),
+    )
     assert text == anything
     assert model.vocab.is_eog(steps[-1].token) and generation.finish_reason == "stop"
 
@@ -190,8 +245,9 @@ def test_max_tokens_cuts_a_constrained_output_with_length(gen):
 
 def test_logprobs_are_reported_under_a_constraint(gen):
     schema = SCHEMAS["enums"]
-    text, generation, steps = run(gen, "Data as JSON:\n", json_schema(schema), temperature=0.0,
-                                  logprobs=True, top_logprobs=3)
+    text, generation, steps = run(
+        gen, "Data as JSON:\n", json_schema(schema), temperature=0.0, logprobs=True, top_logprobs=3
+    )
     jsonschema.validate(json.loads(text), schema)
     assert all(s.logprob is not None and s.logprob <= 0.0 and len(s.top_logprobs) == 3 for s in steps)
 
@@ -199,8 +255,16 @@ def test_logprobs_are_reported_under_a_constraint(gen):
 def test_composes_with_penalties_and_logit_bias(model, gen):
     schema = SCHEMAS["string_patterns"]
     tempting = {t: 100.0 for t in model.vocab.tokenize(" hello world", add_special=False)}  # all forbidden here
-    text, generation, _ = run(gen, "Data as JSON:\n", json_schema(schema), temperature=0.9, seed=5,
-                              repetition_penalty=1.5, presence_penalty=2.0, logit_bias=tempting)
+    text, generation, _ = run(
+        gen,
+        "Data as JSON:\n",
+        json_schema(schema),
+        temperature=0.9,
+        seed=5,
+        repetition_penalty=1.5,
+        presence_penalty=2.0,
+        logit_bias=tempting,
+    )
     jsonschema.validate(json.loads(text), schema)
     assert generation.finish_reason == "stop"
 
@@ -217,8 +281,9 @@ def test_composes_with_a_custom_sampler(gen):
 
 def test_a_token_outside_the_constraint_ends_the_request_with_constraint_error(model, gen):
     banned = model.vocab.tokenize("zzz", add_special=False)[0]
-    params = GenerationParams(max_tokens=5, processors=[constraint.regex("[0-9]+").processor(model)],
-                              sampler=lambda logits, state: banned)  # ignores the mask
+    params = GenerationParams(
+        max_tokens=5, processors=[constraint.regex("[0-9]+").processor(model)], sampler=lambda logits, state: banned
+    )  # ignores the mask
     with pytest.raises(ConstraintError, match="does not continue the constraint"):
         gen.generate("Number:", params).text()
 
@@ -231,15 +296,18 @@ def test_a_processor_follows_one_request_only(model, gen):
         gen.generate("Another number:", params).text()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: json_schema({"type": "objekt"}), "objekt"),
-    (lambda: json_schema('{"type": "object",'), "not valid JSON"),
-    (lambda: json_schema(False), "allows no value"),
-    (lambda: json_schema({"$ref": "#/$defs/missing"}), "missing"),
-    (lambda: constraint.regex("[a-"), "unclosed character class"),
-    (lambda: constraint.grammar("start: undefined_rule"), "undefined_rule"),
-    (lambda: constraint.grammar('root ::= "a" missing'), "missing"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: json_schema({"type": "objekt"}), "objekt"),
+        (lambda: json_schema('{"type": "object",'), "not valid JSON"),
+        (lambda: json_schema(False), "allows no value"),
+        (lambda: json_schema({"$ref": "#/$defs/missing"}), "missing"),
+        (lambda: constraint.regex("[a-"), "unclosed character class"),
+        (lambda: constraint.grammar("start: undefined_rule"), "undefined_rule"),
+        (lambda: constraint.grammar('root ::= "a" missing'), "missing"),
+    ],
+)
 def test_invalid_specs_raise_constraint_error_with_llguidance_message(make, message):
     with pytest.raises(ConstraintError, match=message) as raised:
         make()
@@ -308,11 +376,14 @@ def run_together(s: Scheduler, prompts: list[str], params: list[GenerationParams
 
 def test_masks_of_constrained_slots_are_computed_in_one_call_per_step(model, batched, mask_calls):
     schema = SCHEMAS["enums"]
-    params = [GenerationParams(max_tokens=60, temperature=0.0, constraint=json_schema(schema)),
-              GenerationParams(max_tokens=60, temperature=0.0, constraint=constraint.regex("[0-9]{4}")),
-              GenerationParams(max_tokens=8, temperature=0.0)]
+    params = [
+        GenerationParams(max_tokens=60, temperature=0.0, constraint=json_schema(schema)),
+        GenerationParams(max_tokens=60, temperature=0.0, constraint=constraint.regex("[0-9]{4}")),
+        GenerationParams(max_tokens=8, temperature=0.0),
+    ]
     (text, done, steps), (digits, done_digits, digit_steps), (_, free, _) = run_together(
-        batched, ["Data as JSON:\n", "Year:", "Hello"], params)
+        batched, ["Data as JSON:\n", "Year:", "Hello"], params
+    )
     jsonschema.validate(json.loads(text), schema)
     assert re.fullmatch("[0-9]{4}", digits)
     assert done.finish_reason == done_digits.finish_reason == "stop" and free.error is None
@@ -324,8 +395,10 @@ def test_masks_of_constrained_slots_are_computed_in_one_call_per_step(model, bat
 def test_a_constraint_the_scheduler_cannot_see_computes_its_own_mask(model, batched, mask_calls):
     # Wrapped in a plain function, the processor is no ConstraintProcessor to the scheduler: it falls back.
     processor = constraint.regex("[0-9]{4}").processor(model)
-    params = [GenerationParams(max_tokens=10, temperature=0.0, processors=[lambda logits, st: processor(logits, st)]),
-              GenerationParams(max_tokens=10, temperature=0.0, constraint=constraint.regex("[a-z]{3}"))]
+    params = [
+        GenerationParams(max_tokens=10, temperature=0.0, processors=[lambda logits, st: processor(logits, st)]),
+        GenerationParams(max_tokens=10, temperature=0.0, constraint=constraint.regex("[a-z]{3}")),
+    ]
     (digits, done, _), (letters, _, letter_steps) = run_together(batched, ["Year:", "Word:"], params)
     assert re.fullmatch("[0-9]{4}", digits) and re.fullmatch("[a-z]{3}", letters)
     assert done.finish_reason == "stop"
@@ -341,10 +414,20 @@ def test_batched_constraints_compose_with_processors_before_them_and_logprobs(mo
         return logits
 
     tempting = {t: 100.0 for t in model.vocab.tokenize(" hello world", add_special=False)}  # all forbidden here
-    params = [GenerationParams(max_tokens=60, temperature=0.9, seed=5, constraint=json_schema(schema),
-                               processors=[before], logit_bias=tempting, repetition_penalty=1.5,
-                               logprobs=True, top_logprobs=2)
-              for _ in range(3)]
+    params = [
+        GenerationParams(
+            max_tokens=60,
+            temperature=0.9,
+            seed=5,
+            constraint=json_schema(schema),
+            processors=[before],
+            logit_bias=tempting,
+            repetition_penalty=1.5,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        for _ in range(3)
+    ]
     for text, done, steps in run_together(batched, ["Data as JSON:\n", "Codes:", "Zip codes, as JSON:"], params):
         jsonschema.validate(json.loads(text), schema)
         assert done.finish_reason == "stop"
@@ -362,8 +445,9 @@ class ArgmaxRows:
 def test_batched_constraints_compose_with_a_batch_sampler(model, batched, mask_calls):
     sampler = ArgmaxRows()
     schemas = [SCHEMAS["nested_objects"], SCHEMAS["literals"]]
-    params = [GenerationParams(max_tokens=80, batch_sampler=sampler, constraint=json_schema(schema))
-              for schema in schemas] + [GenerationParams(max_tokens=5, batch_sampler=sampler)]
+    params = [
+        GenerationParams(max_tokens=80, batch_sampler=sampler, constraint=json_schema(schema)) for schema in schemas
+    ] + [GenerationParams(max_tokens=5, batch_sampler=sampler)]
     results = run_together(batched, ["Data as JSON:\n", "Status:", "Hello"], params)
     for schema, (text, done, _) in zip(schemas, results, strict=False):
         jsonschema.validate(json.loads(text), schema)
@@ -376,14 +460,21 @@ def test_a_constraint_error_or_a_cancel_ends_its_request_only(model, batched):
     banned = model.vocab.tokenize("zzz", add_special=False)[0]
     schema = SCHEMAS["array_min_max_items"]
     events = [deque() for _ in range(3)]
-    ignores_the_mask = GenerationParams(max_tokens=5, constraint=constraint.regex("[0-9]+"),
-                                        sampler=lambda logits, state: banned)
+    ignores_the_mask = GenerationParams(
+        max_tokens=5, constraint=constraint.regex("[0-9]+"), sampler=lambda logits, state: banned
+    )
     requests = [
         Request(model.vocab.tokenize("Number:"), ignores_the_mask, events[0].append),
-        Request(model.vocab.tokenize("Tags:"), GenerationParams(
-            max_tokens=100, temperature=0.0, constraint=json_schema(schema)), events[1].append),
-        Request(model.vocab.tokenize("Year:"), GenerationParams(
-            max_tokens=100, temperature=0.0, constraint=constraint.regex("[0-9]{40}")), events[2].append),
+        Request(
+            model.vocab.tokenize("Tags:"),
+            GenerationParams(max_tokens=100, temperature=0.0, constraint=json_schema(schema)),
+            events[1].append,
+        ),
+        Request(
+            model.vocab.tokenize("Year:"),
+            GenerationParams(max_tokens=100, temperature=0.0, constraint=constraint.regex("[0-9]{40}")),
+            events[2].append,
+        ),
     ]
     for request in requests:
         batched.submit(request)

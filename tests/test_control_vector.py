@@ -107,8 +107,12 @@ def test_files_that_do_not_fit_are_one_line_errors(model, tmp_path):
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\0" * 20)
     write_vector(tmp_path / "wide.gguf", {1: np.ones(model.n_embd + 1)})
     write_vector(tmp_path / "deep.gguf", {model.n_layer: np.ones(model.n_embd)})
-    for name, words in [("junk.gguf", "not a readable GGUF"), ("wide.gguf", "another model"),
-                        ("deep.gguf", "is not direction.<layer>"), ("missing.gguf", "not a readable GGUF")]:
+    for name, words in [
+        ("junk.gguf", "not a readable GGUF"),
+        ("wide.gguf", "another model"),
+        ("deep.gguf", "is not direction.<layer>"),
+        ("missing.gguf", "not a readable GGUF"),
+    ]:
         with pytest.raises(ModelLoadError, match=words) as error:
             control_vector.load(tmp_path / name, model)
         assert "\n" not in str(error.value)
@@ -116,12 +120,31 @@ def test_files_that_do_not_fit_are_one_line_errors(model, tmp_path):
 
 def test_generate_takes_control_vector_files_and_names_a_bad_one(model, tmp_path):
     write_vector(tmp_path / "v.gguf", {layer: np.full(model.n_embd, 0.0) for layer in (1, 2)})
-    args = [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "3",
-            "--temperature", "0", "--ctx-size", "128", "--threads", str(THREADS)]
-    steered = subprocess.run([*args, "--control-vector", f"{tmp_path / 'v.gguf'}:2", "--control-vector-layers", "1-2"],
-                             capture_output=True, text=True, timeout=300)
+    args = [
+        sys.executable,
+        "-m",
+        "helios_cli",
+        "generate",
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "3",
+        "--temperature",
+        "0",
+        "--ctx-size",
+        "128",
+        "--threads",
+        str(THREADS),
+    ]
+    steered = subprocess.run(
+        [*args, "--control-vector", f"{tmp_path / 'v.gguf'}:2", "--control-vector-layers", "1-2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert steered.returncode == 0, steered.stderr
-    bad = subprocess.run([*args, "--control-vector", str(tmp_path / "absent.gguf")], capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [*args, "--control-vector", str(tmp_path / "absent.gguf")], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().endswith("not a readable GGUF file") and bad.stderr.count("\n") == 1

@@ -97,7 +97,7 @@ def test_generate_says_in_one_line_which_variant_faulted_and_still_runs(proved):
         [
             sys.executable,
             "-m",
-            "helios_http.cli",
+            "helios_cli",
             "generate",
             "--prompt",
             "The sky is",
@@ -119,9 +119,7 @@ def test_generate_says_in_one_line_which_variant_faulted_and_still_runs(proved):
 
 
 def test_doctor_names_the_cpu_path():
-    result = subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", "doctor"], capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-m", "helios_cli", "doctor"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("helios-engine ")
     assert ("CPU build: " in result.stdout) or ("CPU backend: linked into the build" in result.stdout)

@@ -131,9 +131,27 @@ def server():
 def llama_server():
     port = free_port()
     process = subprocess.Popen(
-        [str(_tool("llama-server")), "-m", str(default_model_path()), "--host", "127.0.0.1", "--port", str(port),
-         "--embeddings", "--pooling", "mean", "-c", "2048", "-t", str(THREADS), "-tb", str(THREADS), "--no-webui"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(_tool("llama-server")),
+            "-m",
+            str(default_model_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--embeddings",
+            "--pooling",
+            "mean",
+            "-c",
+            "2048",
+            "-t",
+            str(THREADS),
+            "-tb",
+            str(THREADS),
+            "--no-webui",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *([code] if code.endswith(".py") else ["-c", code]), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *([code] if code.endswith(".py") else ["-c", code]), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_no_crash(result: subprocess.CompletedProcess) -> None:
@@ -38,9 +43,17 @@ def test_everything_made_from_a_closed_model_refuses_use():
     vocab = model.vocab
     model.close()
     assert ctx.closed and generator.ctx.closed
-    for call in (lambda: vocab.tokenize("hi"), lambda: vocab.is_eog(1), lambda: vocab.token_to_piece(5),
-                 lambda: vocab.detokenize([5]), lambda: ctx.decode(Batch(1)), lambda: ctx.logits(),
-                 lambda: ctx.seq_rm(0), lambda: generator.generate("hi"), lambda: model.description):
+    for call in (
+        lambda: vocab.tokenize("hi"),
+        lambda: vocab.is_eog(1),
+        lambda: vocab.token_to_piece(5),
+        lambda: vocab.detokenize([5]),
+        lambda: ctx.decode(Batch(1)),
+        lambda: ctx.logits(),
+        lambda: ctx.seq_rm(0),
+        lambda: generator.generate("hi"),
+        lambda: model.description,
+    ):
         with pytest.raises(ClosedError, match="closed"):
             call()
 
@@ -120,18 +133,25 @@ def test_closing_everything_while_the_engine_thread_is_inside_a_step_does_not_cr
 def test_help_works_without_a_built_library(tmp_path):
     env = {**os.environ, "HELIOS_LIB_DIR": str(tmp_path)}
     for args in (["--help"], ["serve", "--help"], ["generate", "--help"]):
-        result = subprocess.run([sys.executable, "-m", "helios_http.cli", *args], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "helios_cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0 and "usage: helios-engine" in result.stdout, result.stderr
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "generate", "--prompt", "hi"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "helios_cli", "generate", "--prompt", "hi"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "libllama not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_generate_command_frees_what_it_made_when_it_fails(monkeypatch, capsys):
+    from helios_cli import main as cli
     from helios_core.generate import Generator as RealGenerator
     from helios_core.model import Model as RealModel
-    from helios_http import cli
 
     closed = []
     for cls in (RealModel, RealGenerator):

@@ -37,8 +37,16 @@ PROMPT = "The weather today is"
 PATIENCE = 300
 
 
-def write_adapter(path, model: Model, *, seed: int = 0, rank: int = 8, alpha: float = 16.0, std: float = 0.05,
-                  architecture: str | None = None) -> Path:
+def write_adapter(
+    path,
+    model: Model,
+    *,
+    seed: int = 0,
+    rank: int = 8,
+    alpha: float = 16.0,
+    std: float = 0.05,
+    architecture: str | None = None,
+) -> Path:
     """A LoRA GGUF for `model`'s attention projections, with random A and B (seeded)."""
     import gguf
 
@@ -75,8 +83,11 @@ def write_adapter(path, model: Model, *, seed: int = 0, rank: int = 8, alpha: fl
 @pytest.fixture(scope="module")
 def files(model, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("lora")
-    made = {"a": write_adapter(folder / "a.gguf", model, seed=0), "b": write_adapter(folder / "b.gguf", model, seed=1),
-            "llama": write_adapter(folder / "llama.gguf", model, architecture="llama")}
+    made = {
+        "a": write_adapter(folder / "a.gguf", model, seed=0),
+        "b": write_adapter(folder / "b.gguf", model, seed=1),
+        "llama": write_adapter(folder / "llama.gguf", model, architecture="llama"),
+    }
     data = made["a"].read_bytes()
     (folder / "truncated.gguf").write_bytes(data[: len(data) // 2])
     made["truncated"] = folder / "truncated.gguf"
@@ -142,8 +153,14 @@ def test_an_adapter_reads_its_metadata_and_closes_with_its_model(files):
         adapter.meta("adapter.type")
 
 
-@pytest.mark.parametrize("name, says", [("llama", "made for architecture 'llama', not this model's 'gemma3'"),
-                                        ("truncated", "truncated"), ("missing", "no such file")])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("llama", "made for architecture 'llama', not this model's 'gemma3'"),
+        ("truncated", "truncated"),
+        ("missing", "no such file"),
+    ],
+)
 def test_a_file_that_does_not_fit_is_a_one_line_error_naming_it(model, files, name, says):
     with pytest.raises(ModelLoadError, match=says) as error:
         lora.Adapter(model, files[name])
@@ -202,27 +219,69 @@ def test_two_requests_with_different_adapters_each_get_what_they_get_alone(model
 # --- the command line ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, says", [("llama", "made for architecture 'llama'"), ("truncated", "truncated"),
-                                        ("missing", "no such file")])
+@pytest.mark.parametrize(
+    "name, says", [("llama", "made for architecture 'llama'"), ("truncated", "truncated"), ("missing", "no such file")]
+)
 def test_generate_refuses_a_bad_adapter_in_one_line(files, name, says):
     result = subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "2",
-         "--lora", str(files[name])], capture_output=True, text=True, timeout=PATIENCE,
+        [
+            sys.executable,
+            "-m",
+            "helios_cli",
+            "generate",
+            "--prompt",
+            PROMPT,
+            "--max-tokens",
+            "2",
+            "--lora",
+            str(files[name]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
     )
     assert result.returncode == 2
     assert says in result.stderr and str(files[name]) in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_serve_refuses_a_bad_adapter_before_loading(files):
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "serve", "--port", str(free_port()),
-                             "--lora", f"{files['truncated']}:0.5"], capture_output=True, text=True, timeout=PATIENCE)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helios_cli",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--lora",
+            f"{files['truncated']}:0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
     assert result.returncode == 2
     assert "truncated" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_generate_applies_an_adapter_at_its_scale(files):
-    args = [sys.executable, "-m", "helios_http.cli", "generate", "--prompt", PROMPT, "--max-tokens", "4",
-            "--temperature", "0", "--ctx-size", "128", "--threads", str(THREADS), "--lora"]
+    args = [
+        sys.executable,
+        "-m",
+        "helios_cli",
+        "generate",
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--ctx-size",
+        "128",
+        "--threads",
+        str(THREADS),
+        "--lora",
+    ]
     tuned = subprocess.run([*args, f"{files['a']}:1"], capture_output=True, text=True, timeout=PATIENCE)
     off = subprocess.run([*args, f"{files['a']}:0"], capture_output=True, text=True, timeout=PATIENCE)
     assert tuned.returncode == off.returncode == 0, tuned.stderr
@@ -234,8 +293,9 @@ def test_generate_applies_an_adapter_at_its_scale(files):
 
 @pytest.fixture(scope="module")
 def server(files):
-    process = ServerProcess("--lora", str(files["a"]), "--lora", f"{files['b']}:0.5", "--ctx-size", "512",
-                            "--parallel", "2")
+    process = ServerProcess(
+        "--lora", str(files["a"]), "--lora", f"{files['b']}:0.5", "--ctx-size", "512", "--parallel", "2"
+    )
     yield process
     process.stop()
 
@@ -255,8 +315,10 @@ def scored(server, prompt: str, **fields) -> list[float]:
 
 def test_lora_adapters_lists_ids_paths_and_scales_and_post_sets_the_defaults(server, files):
     listed = httpx.get(f"{server.url}/lora-adapters", timeout=PATIENCE).json()
-    assert listed == [{"id": 0, "path": str(files["a"]), "scale": 1.0, "name": "a"},
-                      {"id": 1, "path": str(files["b"]), "scale": 0.5, "name": "b"}]
+    assert listed == [
+        {"id": 0, "path": str(files["a"]), "scale": 1.0, "name": "a"},
+        {"id": 1, "path": str(files["b"]), "scale": 0.5, "name": "b"},
+    ]
     try:
         set_ = httpx.post(f"{server.url}/lora-adapters", json=[{"id": 1, "scale": 0.25}], timeout=PATIENCE)
         assert set_.json() == {"success": True}
@@ -265,14 +327,16 @@ def test_lora_adapters_lists_ids_paths_and_scales_and_post_sets_the_defaults(ser
         assert unknown.status_code == 400 and "adapter 2" in unknown.json()["error"]["message"]
         assert [a["scale"] for a in httpx.get(f"{server.url}/lora-adapters", timeout=PATIENCE).json()] == [0.0, 0.25]
     finally:
-        httpx.post(f"{server.url}/lora-adapters", json=[{"id": 0, "scale": 1}, {"id": 1, "scale": 0.5}],
-                   timeout=PATIENCE)
+        httpx.post(
+            f"{server.url}/lora-adapters", json=[{"id": 0, "scale": 1}, {"id": 1, "scale": 0.5}], timeout=PATIENCE
+        )
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
-@pytest.mark.parametrize("lora_field, says", [([{"id": 2, "scale": 1}], "adapter 2"),
-                                              ([{"id": "a", "scale": 1}], "id must be"),
-                                              ({"id": 0}, "must be a list")])
+@pytest.mark.parametrize(
+    "lora_field, says",
+    [([{"id": 2, "scale": 1}], "adapter 2"), ([{"id": "a", "scale": 1}], "id must be"), ({"id": 0}, "must be a list")],
+)
 def test_a_request_naming_an_unknown_adapter_is_a_400_naming_lora(server, path, lora_field, says):
     body = {"model": "m", "max_tokens": 1, "lora": lora_field}
     body.update({"prompt": PROMPT} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "hi"}]})
@@ -305,10 +369,30 @@ def test_the_same_adapter_gives_llama_servers_greedy_text(server, files):
     prompt = "The best way to learn a new language is"
     port = free_port()
     process = subprocess.Popen(
-        [str(_tool("llama-server")), "-m", str(default_model_path()), "--lora", str(files["a"]), "--host",
-         "127.0.0.1", "--port", str(port), "-c", "1024", "-np", "2", "--kv-unified", "--swa-full",
-         "-t", str(THREADS), "-tb", str(THREADS), "--no-webui"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(_tool("llama-server")),
+            "-m",
+            str(default_model_path()),
+            "--lora",
+            str(files["a"]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-c",
+            "1024",
+            "-np",
+            "2",
+            "--kv-unified",
+            "--swa-full",
+            "-t",
+            str(THREADS),
+            "-tb",
+            str(THREADS),
+            "--no-webui",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     body = {"model": "m", "prompt": prompt, "max_tokens": 12, "temperature": 0}
@@ -318,6 +402,7 @@ def test_the_same_adapter_gives_llama_servers_greedy_text(server, files):
     finally:
         process.terminate()
         process.wait(timeout=30)
-    ours = httpx.post(f"{server.url}/v1/completions", json={**body, "lora": [{"id": 0, "scale": 1}]},
-                      timeout=PATIENCE).json()["choices"][0]["text"]
+    ours = httpx.post(
+        f"{server.url}/v1/completions", json={**body, "lora": [{"id": 0, "scale": 1}]}, timeout=PATIENCE
+    ).json()["choices"][0]["text"]
     assert ours == theirs

@@ -22,11 +22,14 @@ def test_a_request_without_plugin_fields_asks_for_none():
 
 
 def test_a_request_names_a_sampler_with_arguments_and_processors_in_order():
-    asked = fields(sampler="typical", sampler_args={"p": 0.9},
-                   processors=["lipogram", {"name": "ban", "args": {"letter": "a"}}]).plugins
+    asked = fields(
+        sampler="typical", sampler_args={"p": 0.9}, processors=["lipogram", {"name": "ban", "args": {"letter": "a"}}]
+    ).plugins
     assert (asked.sampler.name, dict(asked.sampler.args)) == ("typical", {"p": 0.9})
     assert [(use.name, dict(use.args), use.param) for use in asked.processors] == [
-        ("lipogram", {}, "processors[0]"), ("ban", {"letter": "a"}, "processors[1]")]
+        ("lipogram", {}, "processors[0]"),
+        ("ban", {"letter": "a"}, "processors[1]"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -76,8 +79,17 @@ PLUGINS = Plugins(samplers={"counter": stateful_sampler}, processors={"ban": ban
 
 
 def test_every_generation_gets_its_own_instances_from_the_factories():
-    made = PLUGINS.instantiate(requested({"sampler": "counter", "sampler_args": {"start": 10},
-                                          "processors": ["ban", {"name": "ban", "args": {"token": 3}}]}), None, 3)
+    made = PLUGINS.instantiate(
+        requested(
+            {
+                "sampler": "counter",
+                "sampler_args": {"start": 10},
+                "processors": ["ban", {"name": "ban", "args": {"token": 3}}],
+            }
+        ),
+        None,
+        3,
+    )
     samplers = [sampler for sampler, _ in made]
     assert len({id(s) for s in samplers}) == 3
     assert [s(None, None) for s in samplers] == [11, 11, 11]  # no state shared between generations
@@ -110,7 +122,8 @@ def test_a_factory_that_returns_no_callable_is_a_400():
 
 @pytest.fixture
 def plugin_module(tmp_path, monkeypatch):
-    (tmp_path / "my_plugins.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_plugins.py").write_text(
+        textwrap.dedent("""
         def lipogram(model, letter="e"):
             return lambda logits, state: logits
         NOT_CALLABLE = 3
@@ -118,7 +131,8 @@ def plugin_module(tmp_path, monkeypatch):
             @staticmethod
             def make(model):
                 return lambda logits, state: 0
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     sys.modules.pop("my_plugins", None)
@@ -174,9 +188,16 @@ def plugin_server(tmp_path_factory):
     where = tmp_path_factory.mktemp("plugins")
     (where / "lipogram.py").write_text(readme_block("plugin-module"))
     server = ServerProcess(
-        "--ctx-size", "256", "--parallel", "2",
-        "--processor", "lipogram=lipogram:lipogram", "--sampler", "typical=lipogram:typical",
-        "--cors-origin", "http://app.example",
+        "--ctx-size",
+        "256",
+        "--parallel",
+        "2",
+        "--processor",
+        "lipogram=lipogram:lipogram",
+        "--sampler",
+        "typical=lipogram:typical",
+        "--cors-origin",
+        "http://app.example",
         env={"PYTHONPATH": str(where)},
     )
     yield server
@@ -209,8 +230,9 @@ def test_served_plugins_answer_400s_naming_the_field(plugin_server):
         ({"sampler": "typical", "sampler_args": {"q": 1}}, "sampler_args"),
         ({"processors": [{"name": "lipogram", "args": {"letter": "ab"}}]}, "processors[0].args"),
     ]:
-        reply = httpx.post(f"{plugin_server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, **body},
-                           timeout=60)
+        reply = httpx.post(
+            f"{plugin_server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, **body}, timeout=60
+        )
         assert reply.status_code == 400, reply.text
         assert reply.json()["error"]["param"] == param
 
@@ -219,33 +241,49 @@ def test_logprobs_mode_reports_the_raw_or_the_processed_distribution(plugin_serv
     import httpx
 
     def top_alternatives(mode):
-        reply = httpx.post(f"{plugin_server.url}/v1/chat/completions", timeout=60, json={
-            "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 6, "temperature": 0,
-            "logprobs": True, "top_logprobs": 5, "logprobs_mode": mode, "processors": ["lipogram"]})
+        reply = httpx.post(
+            f"{plugin_server.url}/v1/chat/completions",
+            timeout=60,
+            json={
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 6,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": 5,
+                "logprobs_mode": mode,
+                "processors": ["lipogram"],
+            },
+        )
         assert reply.status_code == 200, reply.text
-        return [[alt["token"] for alt in item["top_logprobs"]]
-                for item in reply.json()["choices"][0]["logprobs"]["content"]]
+        return [
+            [alt["token"] for alt in item["top_logprobs"]] for item in reply.json()["choices"][0]["logprobs"]["content"]
+        ]
 
     processed = top_alternatives("processed_logprobs")
     assert processed and all("e" not in token.lower() for step in processed for token in step)
     # The model's own distribution lists tokens the processor banned (somewhere in six steps of five).
     assert any("e" in token.lower() for step in top_alternatives("raw_logprobs") for token in step)
-    reply = httpx.post(f"{plugin_server.url}/v1/completions", json={"prompt": "Hi", "logprobs_mode": "cooked"},
-                       timeout=60)
+    reply = httpx.post(
+        f"{plugin_server.url}/v1/completions", json={"prompt": "Hi", "logprobs_mode": "cooked"}, timeout=60
+    )
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "logprobs_mode"
 
 
 def test_cors_lets_the_named_origin_in_and_no_other(plugin_server):
     import httpx
 
-    preflight = {"Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
-    allowed = httpx.options(f"{plugin_server.url}/v1/chat/completions",
-                            headers={"Origin": "http://app.example", **preflight})
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    allowed = httpx.options(
+        f"{plugin_server.url}/v1/chat/completions", headers={"Origin": "http://app.example", **preflight}
+    )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://app.example"
-    refused = httpx.options(f"{plugin_server.url}/v1/chat/completions", headers={"Origin": "http://evil.example",
-                                                                                 **preflight})
+    refused = httpx.options(
+        f"{plugin_server.url}/v1/chat/completions", headers={"Origin": "http://evil.example", **preflight}
+    )
     assert "access-control-allow-origin" not in refused.headers
     plain = httpx.get(f"{plugin_server.url}/v1/models", headers={"Origin": "http://app.example"})
     assert plain.headers["access-control-allow-origin"] == "http://app.example"

@@ -60,9 +60,14 @@ def _run_python_block(marker: str, capsys, *, replacements: dict[str, str]) -> s
 
 def test_readme_scoring_example_runs(capsys):
     # perplexity() of a shorter piece of the same file, in shorter chunks: the whole README takes minutes.
-    printed = _run_python_block("scoring-example", capsys, replacements={
-        ".read()": ".read()[:4000]", "n_ctx=512)": f"n_ctx=256, n_threads={THREADS})",
-    }).splitlines()
+    printed = _run_python_block(
+        "scoring-example",
+        capsys,
+        replacements={
+            ".read()": ".read()[:4000]",
+            "n_ctx=512)": f"n_ctx=256, n_threads={THREADS})",
+        },
+    ).splitlines()
     paris, rome = (float(x) for x in printed[0].split())
     assert paris > rome  # the model knows which is right
     assert 1.0 < float(printed[-1]) < 100.0

@@ -55,14 +55,18 @@ def test_rows_come_after_each_sequences_own_processors(model):
     prompt = model.vocab.tokenize(PROMPTS[0])
     sampler = VectorisedGreedy()
     s = scheduler(model, 2)
-    plain, = run(s, [prompt], [GenerationParams(max_tokens=1, batch_sampler=sampler)])
+    (plain,) = run(s, [prompt], [GenerationParams(max_tokens=1, batch_sampler=sampler)])
     banned = tokens_of(plain)[0]
     s.ctx.close()
     s = scheduler(model, 2)
-    events = run(s, [prompt, prompt], [
-        GenerationParams(max_tokens=1, batch_sampler=sampler, logit_bias={banned: -100.0}),
-        GenerationParams(max_tokens=1, batch_sampler=sampler),
-    ])
+    events = run(
+        s,
+        [prompt, prompt],
+        [
+            GenerationParams(max_tokens=1, batch_sampler=sampler, logit_bias={banned: -100.0}),
+            GenerationParams(max_tokens=1, batch_sampler=sampler),
+        ],
+    )
     s.ctx.close()
     assert tokens_of(events[0]) != [banned]
     assert tokens_of(events[1]) == [banned]
@@ -71,10 +75,14 @@ def test_rows_come_after_each_sequences_own_processors(model):
 def test_a_failing_batch_sampler_ends_its_own_requests_only(model):
     prompts = [model.vocab.tokenize(p) for p in PROMPTS[:2]]
     s = scheduler(model, 2)
-    events = run(s, prompts, [
-        GenerationParams(max_tokens=3, batch_sampler=lambda rows, states: [0] * (len(states) + 1)),
-        GenerationParams(max_tokens=3, temperature=0.0),
-    ])
+    events = run(
+        s,
+        prompts,
+        [
+            GenerationParams(max_tokens=3, batch_sampler=lambda rows, states: [0] * (len(states) + 1)),
+            GenerationParams(max_tokens=3, temperature=0.0),
+        ],
+    )
     s.ctx.close()
     failed, fine = events[0][-1], events[1][-1]
     assert isinstance(failed, Done) and "returned 2 tokens for 1 rows" in str(failed.error)
@@ -110,8 +118,12 @@ def test_the_engine_runs_many_generations_submitted_from_python_together(engine,
     sampler = VectorisedGreedy()
     gate = threading.Event()
     generations = [
-        engine.generate(prompt, GenerationParams(max_tokens=8, batch_sampler=sampler, logit_bias=no_eog,
-                                                 processors=[held_at(0, gate)] if i == 0 else []))
+        engine.generate(
+            prompt,
+            GenerationParams(
+                max_tokens=8, batch_sampler=sampler, logit_bias=no_eog, processors=[held_at(0, gate)] if i == 0 else []
+            ),
+        )
         for i, prompt in enumerate(PROMPTS)
     ]
     gate.set()  # every request is queued before the first one takes its first token

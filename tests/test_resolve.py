@@ -80,8 +80,11 @@ def unreachable_hub(tmp_path, monkeypatch):
 
 def test_hub_spec_absent_when_the_hub_is_unreachable_is_one_line_without_retries(unreachable_hub):
     _, asked = unreachable_hub
-    with pytest.raises(ModelNotFoundError, match=r"not in the Hugging Face cache and the hub \(http://127.0.0.1:9\) "
-                                                 r"is unreachable"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"not in the Hugging Face cache and the hub \(http://127.0.0.1:9\) "
+        r"is unreachable",
+    ):
         resolve.resolve_model("someone/absent-GGUF:absent.gguf")
     # Only the cache was asked: huggingface_hub's network path (and its ~23 s of retries) never ran.
     assert asked == [True]

@@ -28,8 +28,11 @@ class Workers:
     def __init__(self, count: int, threads: int = 1):
         self.ports = [free_port() for _ in range(count)]
         self.processes = [
-            subprocess.Popen([sys.executable, "-m", "helios_http.cli", "rpc-worker", "--port", str(port),
-                              "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [sys.executable, "-m", "helios_cli", "rpc-worker", "--port", str(port), "--threads", str(threads)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for port in self.ports
         ]
         deadline = time.monotonic() + 60
@@ -85,8 +88,9 @@ with Model(default_model_path(), n_gpu_layers=-1 if sys.argv[1] else 0) as model
 
 def teacher_forced(tmp_path, rpc_spec: str) -> np.ndarray:
     out = tmp_path / f"logits-{bool(rpc_spec)}.npy"
-    subprocess.run([sys.executable, "-c", _TEACHER_FORCED, rpc_spec, str(out), str(THREADS), PROMPT],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", _TEACHER_FORCED, rpc_spec, str(out), str(THREADS), PROMPT], check=True, timeout=300
+    )
     return np.load(out)
 
 
@@ -106,8 +110,9 @@ def test_served_fully_offloaded_to_two_workers(workers):
         client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         completion = client.completions.create(model="m", prompt=PROMPT, max_tokens=8, temperature=0)
         assert completion.choices[0].text and completion.usage.completion_tokens >= 1
-        chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
-                                              temperature=0)
+        chat = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+        )
         assert chat.choices[0].message.content is not None
         assert 'helios_device_memory_total_bytes{device="RPC1"' in httpx.get(f"{server.url}/metrics").text
     finally:
@@ -137,8 +142,12 @@ def test_a_worker_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_w
 
 def test_an_unreachable_worker_stops_start_up_with_one_line_naming_it():
     port = free_port()  # nothing listens there
-    result = subprocess.run([sys.executable, "-m", "helios_http.cli", "serve", "--rpc", f"127.0.0.1:{port}",
-                             "--n-gpu-layers", "-1"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "helios_cli", "serve", "--rpc", f"127.0.0.1:{port}", "--n-gpu-layers", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr == f"helios-engine: RPC worker 127.0.0.1:{port} is unreachable: Connection refused\n"
 

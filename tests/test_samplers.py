@@ -125,8 +125,12 @@ def test_apply_min_p_keeps_tokens_above_a_fraction_of_the_best():
 # lie 0.364, 0.076, 0.329, 1.023 from H, so the ranking is token 1, 2, 0, 3 (cumulative 0.3, 0.5, 0.9, 1).
 @pytest.mark.parametrize(
     "p, kept",
-    [(0.25, {1: 1.0}), (0.35, {1: 0.6, 2: 0.4}), (0.6, {1: 1 / 3, 2: 2 / 9, 0: 4 / 9}),
-     (0.95, {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1})],
+    [
+        (0.25, {1: 1.0}),
+        (0.35, {1: 0.6, 2: 0.4}),
+        (0.6, {1: 1 / 3, 2: 2 / 9, 0: 4 / 9}),
+        (0.95, {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}),
+    ],
 )
 def test_apply_typical_keeps_the_tokens_whose_surprise_is_nearest_the_entropy(p, kept):
     assert_distribution(apply_typical(cut([0.4, 0.3, 0.2, 0.1]), p), kept)
@@ -157,8 +161,9 @@ def test_apply_typical_equals_the_plain_definition_on_random_rows(p):
         c = candidates(logits, cutoff=1e4)
         assert set(apply_typical(c, p).ids.tolist()) == typical_reference(logits, p)
         # the same when the set's best weighs less than 1 (as after XTC): only ratios count
-        assert set(apply_typical(c._replace(weights=c.weights * np.float32(0.3)), p).ids.tolist()) == \
-            typical_reference(logits, p)
+        assert set(apply_typical(c._replace(weights=c.weights * np.float32(0.3)), p).ids.tolist()) == typical_reference(
+            logits, p
+        )
 
 
 def test_apply_top_n_sigma_keeps_logits_within_n_deviations_of_the_best():
@@ -340,8 +345,9 @@ def test_mirostat_steers_the_average_surprise_to_tau():
 # --- make_sampler: the fast path and the chain are the pure filters composed ---------------
 
 
-def reference(temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, top_n_sigma=0.0,
-              xtc_threshold=0.1, xtc_probability=0.0):
+def reference(
+    temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, top_n_sigma=0.0, xtc_threshold=0.1, xtc_probability=0.0
+):
     """The chain of make_sampler's docstring, composed from the public filters."""
 
     def sample(logits, s):

@@ -101,11 +101,13 @@ def test_an_input_longer_than_a_sequence_is_scored_in_overlapping_windows(model)
         third = score(ctx, [[model.vocab.bos] + tokens[2 * stride + 1 :]])[0]
     assert windowed.logprobs.shape == (len(tokens) - 1,)
     # Row j of a window starting at input position p predicts position p + j + 1.
-    expected = np.concatenate([
-        first.logprobs,
-        second.logprobs[width - stride - 1 :],
-        third.logprobs[width - stride - 1 :],
-    ])
+    expected = np.concatenate(
+        [
+            first.logprobs,
+            second.logprobs[width - stride - 1 :],
+            third.logprobs[width - stride - 1 :],
+        ]
+    )
     # The hand-built windows flag more rows for output than score() does, and another CPU's kernels
     # may round a differently sized output matmul differently: within the batch tolerance, and on
     # average far closer than a window scored against the wrong targets (several nats off).
@@ -139,15 +141,18 @@ print(grown // 1024)
 """
 
 
-@pytest.mark.parametrize(
-    "n_tokens", [2_000, pytest.param(20_000, marks=pytest.mark.slow)], ids=["2k", "20k"]
-)
+@pytest.mark.parametrize("n_tokens", [2_000, pytest.param(20_000, marks=pytest.mark.slow)], ids=["2k", "20k"])
 def test_scoring_a_long_text_keeps_memory_bounded(n_tokens):
     # Held whole, the logits of N tokens would take N MiB (Gemma's rows are 1 MiB); scoring keeps
     # at most ROWS_PER_DECODE of them in llama.cpp's output buffer and in its compute buffer, and
     # reduces them in small blocks. 2,000 tokens are three windows, and 2 GiB held whole: four times the bound.
-    result = subprocess.run([sys.executable, "-c", _SCORE_AND_MEASURE, str(n_tokens), str(THREADS)],
-                            capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", _SCORE_AND_MEASURE, str(n_tokens), str(THREADS)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     grown_mib = int(result.stdout.split()[-1])
     assert grown_mib < 4 * ROWS_PER_DECODE, f"peak RSS grew {grown_mib} MiB while scoring {n_tokens} tokens"
@@ -195,9 +200,22 @@ def test_perplexity_equals_llama_perplexity_on_the_same_text(model, tmp_path):
     n_ctx, n_batch = 128, 64
     ours = perplexity(model, text, n_ctx=n_ctx, n_batch=n_batch, n_threads=THREADS)
     result = subprocess.run(
-        [str(binary), "-m", str(default_model_path()), "-f", str(path), "-c", str(n_ctx), "-b", str(n_batch),
-         "-t", str(THREADS)],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(binary),
+            "-m",
+            str(default_model_path()),
+            "-f",
+            str(path),
+            "-c",
+            str(n_ctx),
+            "-b",
+            str(n_batch),
+            "-t",
+            str(THREADS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     theirs = float(re.search(r"Final estimate: PPL = ([0-9.]+)", result.stdout + result.stderr).group(1))
@@ -206,8 +224,12 @@ def test_perplexity_equals_llama_perplexity_on_the_same_text(model, tmp_path):
 
 
 def _tool(name: str):
-    bin_dir = subprocess.run([sys.executable, str(ROOT / "vendor" / "build.py"), "--print-bin-dir"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir = subprocess.run(
+        [sys.executable, str(ROOT / "vendor" / "build.py"), "--print-bin-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     binary = ROOT / bin_dir / name if not bin_dir.startswith("/") else type(ROOT)(bin_dir) / name
     assert binary.exists(), f"{binary} is missing: `make test` builds it (vendor/build.py --tools)"
     return binary

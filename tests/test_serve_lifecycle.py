@@ -103,7 +103,7 @@ def test_a_port_in_use_fails_at_once_without_loading_the_model():
         taken.listen()
         port = str(taken.getsockname()[1])
         result = subprocess.run(
-            [sys.executable, "-m", "helios_http.cli", "serve", "--port", port, "--ctx-size", "256"],
+            [sys.executable, "-m", "helios_cli", "serve", "--port", port, "--ctx-size", "256"],
             capture_output=True,
             text=True,
             timeout=PATIENCE,
@@ -135,7 +135,7 @@ def test_a_port_in_use_fails_at_once_without_loading_the_model():
 )
 def test_absurd_options_exit_2_with_one_line(option):
     result = subprocess.run(
-        [sys.executable, "-m", "helios_http.cli", "serve", *option],
+        [sys.executable, "-m", "helios_cli", "serve", *option],
         capture_output=True,
         text=True,
         timeout=PATIENCE,

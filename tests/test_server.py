@@ -436,8 +436,10 @@ def test_logprobs_in_completions(client, no_eog):
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
     assert "".join(lp.tokens) == r.choices[0].text
     # The 2 best and, as OpenAI's legacy API, the chosen token when it is not among them.
-    assert all(2 <= len(alternatives) <= 3 and alternatives[token] == logprob
-               for token, logprob, alternatives in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True))
+    assert all(
+        2 <= len(alternatives) <= 3 and alternatives[token] == logprob
+        for token, logprob, alternatives in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True)
+    )
     assert lp.text_offset == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
 
 

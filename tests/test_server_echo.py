@@ -54,8 +54,9 @@ def test_echo_with_max_tokens_0_returns_the_prompt_and_its_logprobs_through_the_
     assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
     np.testing.assert_allclose(logprobs.token_logprobs[1:], scored.logprobs, atol=2 * LOGIT_TOLERANCE)
     assert logprobs.text_offset == [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
-    for token, chosen, top in zip(logprobs.tokens[1:], logprobs.token_logprobs[1:], logprobs.top_logprobs[1:],
-                                  strict=True):
+    for token, chosen, top in zip(
+        logprobs.tokens[1:], logprobs.token_logprobs[1:], logprobs.top_logprobs[1:], strict=True
+    ):
         # The 3 best and the chosen token, as OpenAI's legacy API: up to logprobs + 1 entries.
         assert 3 <= len(top) <= 4 and top[token] == chosen
         assert max(top.values()) >= chosen
@@ -89,8 +90,9 @@ def test_echo_then_generated_tokens_continue_the_logprobs_and_offsets(server):
 def test_token_list_prompts_come_back_as_one_scored_choice_each_in_order(server, model):
     # What lm-evaluation-harness's local-completions sends for log-likelihoods.
     prompts = [model.vocab.tokenize(text, add_special=False) for text in ("Paris is in", "One, two,", "Red")]
-    body = post(server, {"prompt": prompts, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True,
-                         "seed": 1234}).json()
+    body = post(
+        server, {"prompt": prompts, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True, "seed": 1234}
+    ).json()
     choices = sorted(body["choices"], key=lambda c: c["index"])
     assert [c["index"] for c in choices] == [0, 1, 2]
     for prompt, choice in zip(prompts, choices, strict=True):
@@ -102,10 +104,20 @@ def test_token_list_prompts_come_back_as_one_scored_choice_each_in_order(server,
 
 def test_echo_streams_the_prompt_with_its_logprobs_first(server, model):
     no_eog = {str(token): -100 for token in model.vocab.eog_tokens}  # so two tokens always follow the prompt
-    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=PATIENCE, json={
-        "prompt": PROMPT, "max_tokens": 2, "temperature": 0, "echo": True, "logprobs": 1, "stream": True,
-        "logit_bias": no_eog,
-    }) as response:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/completions",
+        timeout=PATIENCE,
+        json={
+            "prompt": PROMPT,
+            "max_tokens": 2,
+            "temperature": 0,
+            "echo": True,
+            "logprobs": 1,
+            "stream": True,
+            "logit_bias": no_eog,
+        },
+    ) as response:
         chunks = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert chunks[-1] == "[DONE]"
     first = orjson.loads(chunks[0])["choices"][0]
@@ -132,8 +144,14 @@ def test_echo_without_logprobs_prefixes_every_choice(client):
         ("/v1/completions", {"prompt": "Hi", "echo": True, "logprobs": 6}, "logprobs"),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "echo": True}, "echo"),
     ],
-    ids=["max-tokens-0-without-echo", "empty-text", "token-out-of-range", "echo-not-boolean", "too-many-logprobs",
-         "echo-on-chat"],
+    ids=[
+        "max-tokens-0-without-echo",
+        "empty-text",
+        "token-out-of-range",
+        "echo-not-boolean",
+        "too-many-logprobs",
+        "echo-on-chat",
+    ],
 )
 def test_bad_scoring_requests_are_400s_naming_the_field(server, path, body, param):
     response = httpx.post(f"{server.url}{path}", json=body, timeout=PATIENCE)

@@ -179,10 +179,18 @@ def test_none_answers_with_text_but_the_template_still_shows_the_tools(client):
 
 
 def test_a_response_format_under_auto_shapes_the_text_answer(client):
-    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
-              "additionalProperties": False}
-    choice = ask(client, tool_choice="auto", parallel_tool_calls=False,
-                 response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}).choices[0]
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    choice = ask(
+        client,
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    ).choices[0]
     if choice.message.tool_calls:  # a JSON answer, or a call: never free text
         assert choice.finish_reason == "tool_calls"
         assert_valid(calls_of(choice.message))
@@ -194,10 +202,24 @@ def test_a_response_format_under_auto_shapes_the_text_answer(client):
     ("fields", "param"),
     [
         ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "tools[0].function.name"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "strin"}}}]},
-         "tools[0].function.parameters"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-            "type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}}}]}, "tools[0].function.parameters"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "strin"}}}]},
+            "tools[0].function.parameters",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+                        },
+                    }
+                ]
+            },
+            "tools[0].function.parameters",
+        ),
         ({"tools": [WEATHER, WEATHER]}, "tools[1].function.name"),
         ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
         ({"tools": {"get_weather": WEATHER}}, "tools"),
@@ -207,8 +229,10 @@ def test_a_response_format_under_auto_shapes_the_text_answer(client):
         ({"tools": TOOLS, "parallel_tool_calls": "no"}, "parallel_tool_calls"),
         ({"tools": TOOLS, "grammar": 'start: "yes"'}, "grammar"),
         ({"messages": [{"role": "user", "content": "hi", "tool_calls": []}]}, "messages[0].tool_calls"),
-        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]}]},
-         "messages[0].tool_calls[0]"),
+        (
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]}]},
+            "messages[0].tool_calls[0]",
+        ),
     ],
 )
 def test_invalid_tools_and_tool_choice_are_400s_naming_the_field(server, fields, param):

@@ -381,8 +381,10 @@ def test_the_engine_speculates_for_many_requests_at_once(model, no_eog):
     ctx = Context(model, n_ctx=4 * 512, n_seq_max=4, n_batch=256, n_threads=THREADS)
     engine = Engine(ctx, n_ctx_per_seq=512, speculation=Speculation())
     try:
-        generations = [engine.generate(p, GenerationParams(max_tokens=30, logit_bias=no_eog, logprobs=True, **GREEDY))
-                       for p in COPY_PROMPTS[:4]]
+        generations = [
+            engine.generate(p, GenerationParams(max_tokens=30, logit_bias=no_eog, logprobs=True, **GREEDY))
+            for p in COPY_PROMPTS[:4]
+        ]
         for generation in generations:
             steps = list(generation)
             assert len(steps) == 30 == generation.usage.completion_tokens
@@ -431,8 +433,9 @@ def server():
 
 
 def completion(server, **body) -> dict:
-    response = httpx.post(f"{server.url}/v1/completions", json={"max_tokens": 24, "temperature": 0, **body},
-                          timeout=120)
+    response = httpx.post(
+        f"{server.url}/v1/completions", json={"max_tokens": 24, "temperature": 0, **body}, timeout=120
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -448,16 +451,26 @@ def test_responses_carry_timings_with_drafts_and_a_request_can_opt_out(server):
     refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "speculative": "no"}, timeout=30)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "speculative"
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    values = {name: float(value) for name, value in
-              (line.split(" ") for line in text.splitlines() if line.startswith("helios_draft"))}
+    values = {
+        name: float(value)
+        for name, value in (line.split(" ") for line in text.splitlines() if line.startswith("helios_draft"))
+    }
     assert values["helios_draft_tokens_total"] >= timings["draft_n"]
     assert 0 < values["helios_draft_acceptance_rate"] <= 1
 
 
 def test_four_concurrent_streams_lose_and_repeat_nothing(server, model):
     async def stream(client, prompt: str) -> tuple[str, list[str], dict]:
-        body = {"prompt": prompt, "max_tokens": 40, "temperature": 0.9, "seed": 3, "stream": True, "logprobs": 0,
-                "stream_options": {"include_usage": True}, "logit_bias": {str(t): -100 for t in model.vocab.eog_tokens}}
+        body = {
+            "prompt": prompt,
+            "max_tokens": 40,
+            "temperature": 0.9,
+            "seed": 3,
+            "stream": True,
+            "logprobs": 0,
+            "stream_options": {"include_usage": True},
+            "logit_bias": {str(t): -100 for t in model.vocab.eog_tokens},
+        }
         text, pieces, usage, timings = [], [], None, None
         async with client.stream("POST", f"{server.url}/v1/completions", json=body) as response:
             async for line in response.aiter_lines():

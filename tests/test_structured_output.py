@@ -30,41 +30,118 @@ SCHEMAS = [
     {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 120}}, "required": ["age"]},
     {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
     {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]}}, "required": ["color"]},
-    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                                               "maxItems": 3}}, "required": ["tags"]},
-    {"type": "object", "properties": {"point": {"type": "object", "properties": {
-        "x": {"type": "integer"}, "y": {"type": "integer"}}, "required": ["x", "y"]}}, "required": ["point"]},
-    {"type": "object", "properties": {"id": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 8}]}},
-     "required": ["id"]},
-    {"type": "object", "properties": {"name": {"type": "string"}, "nickname": {"type": "string"}},
-     "required": ["name"]},
-    {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}},
-     "required": ["code"]},
+    {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}},
+        "required": ["tags"],
+    },
+    {
+        "type": "object",
+        "properties": {
+            "point": {
+                "type": "object",
+                "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+                "required": ["x", "y"],
+            }
+        },
+        "required": ["point"],
+    },
+    {
+        "type": "object",
+        "properties": {"id": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 8}]}},
+        "required": ["id"],
+    },
+    {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "nickname": {"type": "string"}},
+        "required": ["name"],
+    },
+    {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}},
+        "required": ["code"],
+    },
     {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 9}, "minItems": 2, "maxItems": 4},
-    {"type": "object", "properties": {"price": {"type": "integer", "exclusiveMinimum": 0, "maximum": 1000}},
-     "required": ["price"]},
-    {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
-        "sku": {"type": "string", "maxLength": 6}, "qty": {"type": "integer", "minimum": 1}},
-        "required": ["sku", "qty"]}, "maxItems": 2}}, "required": ["items"]},
+    {
+        "type": "object",
+        "properties": {"price": {"type": "integer", "exclusiveMinimum": 0, "maximum": 1000}},
+        "required": ["price"],
+    },
+    {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"sku": {"type": "string", "maxLength": 6}, "qty": {"type": "integer", "minimum": 1}},
+                    "required": ["sku", "qty"],
+                },
+                "maxItems": 2,
+            }
+        },
+        "required": ["items"],
+    },
     {"type": "object", "properties": {"status": {"const": "done"}}, "required": ["status"]},
-    {"type": "object", "properties": {"value": {"type": ["string", "null"], "maxLength": 10}},
-     "required": ["value"]},
+    {"type": "object", "properties": {"value": {"type": ["string", "null"], "maxLength": 10}}, "required": ["value"]},
     {"type": "object", "properties": {"when": {"type": "string", "format": "date"}}, "required": ["when"]},
-    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "object", "properties": {
-        "c": {"type": "integer"}}, "required": ["c"]}}, "required": ["b"]}}, "required": ["a"]},
-    {"type": "object", "properties": {"kind": {"enum": ["cat", "dog"]}, "legs": {"type": "integer",
-                                                                           "minimum": 2, "maximum": 4}},
-     "required": ["kind", "legs"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "a": {
+                "type": "object",
+                "properties": {"b": {"type": "object", "properties": {"c": {"type": "integer"}}, "required": ["c"]}},
+                "required": ["b"],
+            }
+        },
+        "required": ["a"],
+    },
+    {
+        "type": "object",
+        "properties": {"kind": {"enum": ["cat", "dog"]}, "legs": {"type": "integer", "minimum": 2, "maximum": 4}},
+        "required": ["kind", "legs"],
+        "additionalProperties": False,
+    },
     {"type": "string", "maxLength": 12},
-    {"type": "object", "properties": {"matrix": {"type": "array", "minItems": 2, "maxItems": 2, "items": {
-        "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"}}}}, "required": ["matrix"]},
-    {"type": "object", "properties": {"email": {"type": "string", "pattern": "^[a-z]{1,8}@[a-z]{1,8}\\.com$"}},
-     "required": ["email"]},
-    {"type": "object", "properties": {"shape": {"oneOf": [
-        {"type": "object", "properties": {"r": {"type": "integer", "minimum": 1, "maximum": 99}}, "required": ["r"],
-         "additionalProperties": False},
-        {"type": "object", "properties": {"w": {"type": "integer"}}, "required": ["w"],
-         "additionalProperties": False}]}}, "required": ["shape"]},
+    {
+        "type": "object",
+        "properties": {
+            "matrix": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 2,
+                "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"}},
+            }
+        },
+        "required": ["matrix"],
+    },
+    {
+        "type": "object",
+        "properties": {"email": {"type": "string", "pattern": "^[a-z]{1,8}@[a-z]{1,8}\\.com$"}},
+        "required": ["email"],
+    },
+    {
+        "type": "object",
+        "properties": {
+            "shape": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "properties": {"r": {"type": "integer", "minimum": 1, "maximum": 99}},
+                        "required": ["r"],
+                        "additionalProperties": False,
+                    },
+                    {
+                        "type": "object",
+                        "properties": {"w": {"type": "integer"}},
+                        "required": ["w"],
+                        "additionalProperties": False,
+                    },
+                ]
+            }
+        },
+        "required": ["shape"],
+    },
 ]
 
 
@@ -102,7 +179,11 @@ def client(server) -> openai.OpenAI:
 
 def chat_json(client, schema: dict, max_tokens: int = 120, **kw):
     return client.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": FEW_SHOT}], max_tokens=max_tokens, seed=11, temperature=0.7,
+        model="m",
+        messages=[{"role": "user", "content": FEW_SHOT}],
+        max_tokens=max_tokens,
+        seed=11,
+        temperature=0.7,
         response_format={"type": "json_schema", "json_schema": {"name": "record", "schema": schema, "strict": True}},
         **kw,
     )
@@ -119,9 +200,16 @@ def test_every_schema_gives_output_that_validates(client):
 
 
 def test_json_object_gives_an_object_on_completions_too(server):
-    choice = httpx.post(f"{server.url}/v1/completions", timeout=PATIENCE, json={
-        "prompt": FEW_SHOT, "max_tokens": 60, "temperature": 0, "response_format": {"type": "json_object"},
-    }).json()["choices"][0]
+    choice = httpx.post(
+        f"{server.url}/v1/completions",
+        timeout=PATIENCE,
+        json={
+            "prompt": FEW_SHOT,
+            "max_tokens": 60,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        },
+    ).json()["choices"][0]
     assert_object_or_its_start(choice["text"], choice["finish_reason"])
 
 
@@ -132,7 +220,10 @@ class Person(pydantic.BaseModel):
 
 def test_the_sdks_parse_returns_a_parsed_object(client):
     completion = client.beta.chat.completions.parse(
-        model="m", messages=[{"role": "user", "content": "A person:"}], response_format=Person, max_tokens=100,
+        model="m",
+        messages=[{"role": "user", "content": "A person:"}],
+        response_format=Person,
+        max_tokens=100,
         temperature=0,
     )
     person = completion.choices[0].message.parsed
@@ -141,7 +232,10 @@ def test_the_sdks_parse_returns_a_parsed_object(client):
 
 def test_the_sdks_parse_works_streamed(client):
     with client.beta.chat.completions.stream(
-        model="m", messages=[{"role": "user", "content": "A person:"}], response_format=Person, max_tokens=100,
+        model="m",
+        messages=[{"role": "user", "content": "A person:"}],
+        response_format=Person,
+        max_tokens=100,
         temperature=0,
     ) as stream:
         final = stream.get_final_completion()
@@ -149,14 +243,24 @@ def test_the_sdks_parse_works_streamed(client):
 
 
 def test_llama_server_fields_json_schema_and_grammar(server):
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
-              "required": ["n"], "additionalProperties": False}
-    body = httpx.post(f"{server.url}/v1/completions", timeout=PATIENCE, json={
-        "prompt": "n:", "max_tokens": 40, "temperature": 0, "json_schema": schema}).json()
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    body = httpx.post(
+        f"{server.url}/v1/completions",
+        timeout=PATIENCE,
+        json={"prompt": "n:", "max_tokens": 40, "temperature": 0, "json_schema": schema},
+    ).json()
     jsonschema.validate(json.loads(body["choices"][0]["text"]), schema)
     gbnf = 'root ::= ("yes" | "no") "!"'
-    body = httpx.post(f"{server.url}/v1/completions", timeout=PATIENCE, json={
-        "prompt": "Answer:", "max_tokens": 10, "temperature": 0, "grammar": gbnf}).json()
+    body = httpx.post(
+        f"{server.url}/v1/completions",
+        timeout=PATIENCE,
+        json={"prompt": "Answer:", "max_tokens": 10, "temperature": 0, "grammar": gbnf},
+    ).json()
     assert body["choices"][0]["text"] in ("yes!", "no!")
     assert body["choices"][0]["finish_reason"] == "stop"
 
@@ -169,19 +273,24 @@ def test_max_tokens_cuts_a_constrained_output_with_length(client):
 @pytest.mark.parametrize(
     "body, param",
     [
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
-         "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+            "response_format",
+        ),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"response_format": "json"}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"grammar": "root ::= ("}, "grammar"),
-        ({"json_schema": {"type": "object"}, "grammar": "root ::= \"a\""}, "grammar"),
+        ({"json_schema": {"type": "object"}, "grammar": 'root ::= "a"'}, "grammar"),
     ],
     ids=["unknown-type-in-schema", "unknown-format", "not-an-object", "no-json-schema", "broken-gbnf", "two-fields"],
 )
 def test_bad_constraints_are_400s_naming_the_field(server, body, param):
-    response = httpx.post(f"{server.url}/v1/chat/completions", timeout=PATIENCE,
-                          json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 5, **body})
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        timeout=PATIENCE,
+        json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 5, **body},
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -192,36 +301,52 @@ NAMES = st.sampled_from(["a", "b", "id", "name", "tags", "x"])
 STRINGS = st.one_of(
     st.integers(0, 6).map(lambda n: {"type": "string", "maxLength": n}),
     st.tuples(st.integers(0, 3), st.integers(0, 3)).map(
-        lambda t: {"type": "string", "minLength": t[0], "maxLength": t[0] + t[1]}),
+        lambda t: {"type": "string", "minLength": t[0], "maxLength": t[0] + t[1]}
+    ),
     st.lists(st.sampled_from(["red", "green", "blue", "S", "M", "L"]), min_size=1, max_size=3, unique=True).map(
-        lambda values: {"type": "string", "enum": values}),
+        lambda values: {"type": "string", "enum": values}
+    ),
     st.sampled_from(["^[a-z]{1,6}$", "^[A-Z]{2}-[0-9]{2}$", "^(yes|no)$", "^[0-9]{3}$"]).map(
-        lambda pattern: {"type": "string", "pattern": pattern}),
+        lambda pattern: {"type": "string", "pattern": pattern}
+    ),
 )
 INTEGERS = st.tuples(st.integers(-50, 50), st.integers(0, 100)).map(
-    lambda t: {"type": "integer", "minimum": t[0], "maximum": t[0] + t[1]})
+    lambda t: {"type": "integer", "minimum": t[0], "maximum": t[0] + t[1]}
+)
 # A bounded number may still have any number of decimals (greedy Gemma writes -1.0000...): some get a step.
 NUMBERS = st.tuples(st.integers(-20, 20), st.integers(1, 40), st.sampled_from([None, 0.5, 0.25])).map(
-    lambda t: {"type": "number", "minimum": t[0], "maximum": t[0] + t[1], **({"multipleOf": t[2]} if t[2] else {})})
+    lambda t: {"type": "number", "minimum": t[0], "maximum": t[0] + t[1], **({"multipleOf": t[2]} if t[2] else {})}
+)
 LEAVES = st.one_of(STRINGS, INTEGERS, NUMBERS, st.just({"type": "boolean"}))
 
 
 def arrays(items: st.SearchStrategy) -> st.SearchStrategy:
     return st.tuples(items, st.integers(0, 2), st.integers(0, 2)).map(
-        lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]})
+        lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]}
+    )
 
 
 def objects(values: st.SearchStrategy) -> st.SearchStrategy:
     """Objects of 1 to 3 named properties, each required or optional."""
     return st.dictionaries(NAMES, values, min_size=1, max_size=3).flatmap(
         lambda properties: st.lists(st.sampled_from(sorted(properties)), unique=True).map(
-            lambda required: {"type": "object", "properties": properties, "required": required,
-                              "additionalProperties": False}))
+            lambda required: {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            }
+        )
+    )
 
 
 VALUES = st.recursive(
-    LEAVES, lambda inner: st.one_of(arrays(inner), objects(inner), st.lists(inner, min_size=2, max_size=2).map(
-        lambda options: {"anyOf": options})), max_leaves=4)
+    LEAVES,
+    lambda inner: st.one_of(
+        arrays(inner), objects(inner), st.lists(inner, min_size=2, max_size=2).map(lambda options: {"anyOf": options})
+    ),
+    max_leaves=4,
+)
 # Schemas llguidance refuses: unknown types and keywords, broken patterns and references, empty ranges.
 INVALID_SCHEMAS = [
     {"type": "objekt"},
@@ -235,12 +360,15 @@ INVALID_SCHEMAS = [
     {"type": "object", "properties": {"a": {"allOf": [{"type": "string"}, {"type": "integer"}]}}, "required": ["a"]},
 ]
 SCHEMA_CASES = st.integers(0, 4).flatmap(
-    lambda draw: st.sampled_from(INVALID_SCHEMAS).map(lambda schema: (schema, False)) if draw == 4
-    else st.one_of(objects(VALUES), VALUES).map(lambda schema: (schema, True)))
+    lambda draw: (
+        st.sampled_from(INVALID_SCHEMAS).map(lambda schema: (schema, False))
+        if draw == 4
+        else st.one_of(objects(VALUES), VALUES).map(lambda schema: (schema, True))
+    )
+)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=SCHEMA_CASES)
 def test_random_schemas_give_valid_output_or_a_400_never_a_5xx(client, case):
     schema, valid = case

@@ -107,8 +107,19 @@ def download_sdist() -> Path:
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", f"{SDIST_NAME}=={SDIST_VERSION}", "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"{SDIST_NAME}=={SDIST_VERSION}",
+                "-d",
+                tmp,
+            ],
             check=True,
         )
         fetched = Path(tmp) / SDIST_FILE
@@ -135,7 +146,7 @@ def _extract_llama_cpp(archive: Path, dest: Path) -> None:
             for member in tar.getmembers():
                 if not member.name.startswith(prefix) or member.name == prefix:
                     continue
-                member.name = member.name[len(prefix):]
+                member.name = member.name[len(prefix) :]
                 members.append(member)
             tar.extractall(staging, members=members, filter="data")
         (staging / STAMP_NAME).write_text(SDIST_SHA256 + "\n")

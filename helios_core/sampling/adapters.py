@@ -44,8 +44,10 @@ def from_transformers(processor: Any) -> LogitsProcessor:
     try:
         import torch
     except ImportError as error:
-        raise ImportError("from_transformers needs PyTorch, which helios-engine does not depend on: "
-                          "install torch to use transformers' processors") from error
+        raise ImportError(
+            "from_transformers needs PyTorch, which helios-engine does not depend on: "
+            "install torch to use transformers' processors"
+        ) from error
 
     def process(logits: np.ndarray, state: SamplingState) -> np.ndarray:
         input_ids = torch.from_numpy(state.tokens.astype(np.int64))[None, :]

@@ -89,10 +89,20 @@ greedy = _Greedy()
 DEFAULT_TEMPERATURE = 1.0
 
 
-def make_sampler(temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, *,
-                 typical_p: float = 1.0, top_n_sigma: float = 0.0,
-                 xtc_threshold: float = 0.1, xtc_probability: float = 0.0,
-                 mirostat: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1) -> Sampler:
+def make_sampler(
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    *,
+    typical_p: float = 1.0,
+    top_n_sigma: float = 0.0,
+    xtc_threshold: float = 0.1,
+    xtc_probability: float = 0.0,
+    mirostat: int = 0,
+    mirostat_tau: float = 5.0,
+    mirostat_eta: float = 0.1,
+) -> Sampler:
     """The built-in chain (see the module docstring for its order), from llama-server's settings.
 
     temperature == 0 is greedy, whatever else is set. Off: top_k 0, top_p 1,
@@ -131,9 +141,16 @@ def make_sampler(temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0, top_p
     return _fused(temperature, top_k, top_p, min_p)
 
 
-def _filter_chain(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                  typical_p: float = 1.0, top_n_sigma: float = 0.0,
-                  xtc_threshold: float = 0.1, xtc_probability: float = 0.0) -> Sampler:
+def _filter_chain(
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    typical_p: float = 1.0,
+    top_n_sigma: float = 0.0,
+    xtc_threshold: float = 0.1,
+    xtc_probability: float = 0.0,
+) -> Sampler:
     """The chain on one candidate set. Top-n-sigma, top-k and (where nothing that weighs the
     whole set comes first) min-p keep the best tokens down to a bound, so they also tighten
     the cut; the filters then decide exactly.
@@ -156,12 +173,16 @@ def _filter_chain(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p:
         return apply_min_p(c, min_p)
 
     if xtc_probability > 0.0 and xtc_threshold <= 0.5:
+
         def sample(logits: np.ndarray, state: SamplingState) -> int:
             return draw(apply_xtc(cut(logits, state), xtc_threshold, xtc_probability, state.rng), state.rng)
 
         return sample
-    return ChainSampler(cut, f"chain(temperature={temperature}, top_k={top_k}, top_p={top_p}, min_p={min_p}, "
-                             f"typical_p={typical_p}, top_n_sigma={top_n_sigma})")
+    return ChainSampler(
+        cut,
+        f"chain(temperature={temperature}, top_k={top_k}, top_p={top_p}, min_p={min_p}, "
+        f"typical_p={typical_p}, top_n_sigma={top_n_sigma})",
+    )
 
 
 def _fused(temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Sampler:

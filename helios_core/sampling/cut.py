@@ -106,8 +106,7 @@ def best_token(logits: np.ndarray) -> int:
 # --- kernels shared by the filters and the fused fast path (chain.py) --------------
 
 
-def _candidates(logits: np.ndarray, temperature: float, floor: float,
-                top_k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(logits: np.ndarray, temperature: float, floor: float, top_k: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Token ids within `floor` scaled logits of the best (ascending), and their float32 weights.
 
     The best token has weight 1, so float32 loses nothing that matters: each

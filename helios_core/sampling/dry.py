@@ -30,8 +30,13 @@ _MAX_BREAKER_BYTES = 40
 _MAX_BREAKER_TAIL = 20
 
 
-def make_dry_penalty(multiplier: float, base: float = 1.75, allowed_length: int = 2, penalty_last_n: int = 64,
-                     sequence_breakers: Iterable[Sequence[int]] = ()) -> LogitsProcessor:
+def make_dry_penalty(
+    multiplier: float,
+    base: float = 1.75,
+    allowed_length: int = 2,
+    penalty_last_n: int = 64,
+    sequence_breakers: Iterable[Sequence[int]] = (),
+) -> LogitsProcessor:
     """The DRY penalty as a logits processor (llama-server's dry_* settings and defaults).
 
     multiplier: penalty for a repeat of exactly allowed_length tokens (0 = off).

@@ -161,8 +161,7 @@ def _min_p_mask(weights: np.ndarray, p: float) -> np.ndarray:
 _NUCLEUS_STEP = math.exp(-3.0)
 
 
-def _nucleus(ids: np.ndarray, weights: np.ndarray, top_p: float,
-             strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _nucleus(ids: np.ndarray, weights: np.ndarray, top_p: float, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The smallest set of most likely tokens whose mass reaches top_p (strict: exceeds it).
 
     Sorting tens of thousands of candidates costs milliseconds, while the

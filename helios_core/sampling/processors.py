@@ -28,8 +28,9 @@ def make_repetition_penalty(penalty: float, context_size: int = 64) -> LogitsPro
     return process
 
 
-def make_presence_frequency_penalty(presence: float = 0.0, frequency: float = 0.0,
-                                    context_size: int | None = None) -> LogitsProcessor:
+def make_presence_frequency_penalty(
+    presence: float = 0.0, frequency: float = 0.0, context_size: int | None = None
+) -> LogitsProcessor:
     """OpenAI's penalties over generated tokens: logit -= presence * [seen] + frequency * count.
 
     Both lie in [-2, 2] in OpenAI's API. context_size limits the window (None = all generated).
@@ -82,9 +83,14 @@ def make_token_ban(tokens: Sequence[int], until_step: int | None = None) -> Logi
     return process
 
 
-def make_logits_processors(*, repetition_penalty: float = 1.0, repetition_context: int = 64,
-                           presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
-                           logit_bias: Mapping[int, float] | None = None) -> list[LogitsProcessor]:
+def make_logits_processors(
+    *,
+    repetition_penalty: float = 1.0,
+    repetition_context: int = 64,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    logit_bias: Mapping[int, float] | None = None,
+) -> list[LogitsProcessor]:
     """The built-in processors a request asked for, in llama.cpp's order (penalties, then bias)."""
     processors: list[LogitsProcessor] = []
     if repetition_penalty != 1.0:

@@ -60,8 +60,9 @@ async def count_tokens(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     parsed = await _parsed(request, state, count_only=True)
     model, engine = state.ready_engine()
-    prompt = await run_in_threadpool(render_chat, model, engine, state.chat_template, parsed.chat, state.reasoning,
-                                     state.reasoning_budget)
+    prompt = await run_in_threadpool(
+        render_chat, model, engine, state.chat_template, parsed.chat, state.reasoning, state.reasoning_budget
+    )
     return json_response({"input_tokens": len(prompt)})
 
 
