@@ -120,13 +120,12 @@ def test_the_openai_sdk_reads_reasoning_content_through_model_extra(r1):
 def test_a_stream_cut_anywhere_joins_to_the_whole_answers_fields(r1, cuts):
     bounds = [0, *sorted(cuts), len(R1_OUTPUT)]
     pieces = [R1_OUTPUT[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    message = whole(r1, text=pieces)["choices"][0]["message"]
+    answer = whole(r1, text=pieces)
+    message = answer["choices"][0]["message"]
     chunks = streamed(r1, text=pieces)
     assert joined(chunks, "reasoning_content") == joined(chunks, "reasoning") == message["reasoning_content"] == THOUGHT
     assert joined(chunks, "content") == message["content"] == ANSWER
-    assert (
-        chunks[-1]["usage"]["completion_tokens_details"] == whole(r1, text=pieces)["usage"]["completion_tokens_details"]
-    )
+    assert chunks[-1]["usage"]["completion_tokens_details"] == answer["usage"]["completion_tokens_details"]
 
 
 def test_the_budget_closes_the_reasoning_after_exactly_n_tokens(r1):
