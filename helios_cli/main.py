@@ -42,9 +42,9 @@ def doctor_command(args: argparse.Namespace) -> None:
     print(f"libraries: {folder}")
     flags = folder / "cmake-args"
     print(f"built with CMAKE_ARGS: {flags.read_text().strip() if flags.is_file() else '(unknown)'}")
-    if args.reprobe and cpu_variant.variants(folder):
-        cpu_variant.choose(folder, reprobe=True)
-    verdict = backend.cpu_verdict()
+    verdict = backend.cpu_verdict()  # loads the backends: the devices below need them
+    if args.reprobe and verdict is not None:
+        verdict = cpu_variant.choose(folder, reprobe=True)
     if verdict is None:
         print("CPU backend: linked into the build (no variants to choose from)")
     else:

@@ -93,8 +93,8 @@ def cpu_verdict() -> cpu_variant.Verdict | None:
 
 
 def _load_backends(folder: Path) -> cpu_variant.Verdict | None:
-    verdict = cpu_variant.choose(folder) if cpu_variant.variants(folder) else None
     cpu_libs = {path.name for path in cpu_variant.variants(folder)}
+    verdict = cpu_variant.choose(folder) if cpu_libs else None
     for path in sorted(folder.glob("libggml-*.so")):
         if path.name in cpu_libs or path.name.startswith("libggml-base"):
             continue
