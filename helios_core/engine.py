@@ -72,6 +72,7 @@ from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
@@ -272,12 +273,16 @@ class Scheduler:
         n_ctx_per_seq: int | None = None,
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
+        prompt_cache: the RAM tier a slot's prefix is saved to before the slot is reused, and
+            restored from at admission (helios_core.prompt_cache; None: slots only).
         """
         self.ctx = ctx
+        self.prompt_cache = prompt_cache
         self.on_dequeue = on_dequeue
         self.model = ctx.model
         self.speculation = speculation
@@ -383,11 +388,18 @@ class Scheduler:
             if request.seq.scores_prompt:
                 # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
                 slot = min(free, key=lambda s: len(s.cache.tokens))
+                if self.prompt_cache is not None:
+                    self.prompt_cache.stash(self.ctx, slot.cache)
                 slot.cache.forget(self.ctx)
                 slot.cache.lora = request.params.lora
                 cached = 0
             else:
                 slot = max(free, key=lambda s: _slot_score(s, request.prompt, request.params.lora))
+                if self.prompt_cache is not None:  # the tier may hold a longer prefix; a long tail is saved first
+                    seq = self.prompt_cache.admit(
+                        self.ctx, [s.cache for s in free], slot.cache, request.prompt, request.params.lora
+                    )
+                    slot = next(s for s in free if s.cache is seq)
                 cached = slot.cache.reuse(self.ctx, request.prompt, request.params.lora)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
@@ -754,6 +766,7 @@ class Engine:
         prefill_per_step: int = PREFILL_PER_STEP,
         n_ctx_per_seq: int | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         self.scheduler = Scheduler(
             ctx,
@@ -761,6 +774,7 @@ class Engine:
             n_ctx_per_seq=n_ctx_per_seq,
             on_dequeue=self._dequeued,
             speculation=speculation,
+            prompt_cache=prompt_cache,
         )
         self.max_queue = max_queue
         self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
