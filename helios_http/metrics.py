@@ -6,6 +6,8 @@ import threading
 import time
 from collections import Counter
 
+from helios_http.prompt_cache_metrics import prompt_cache_metrics
+
 
 class Metrics:
     """Counters the HTTP layer updates; gauges are read from the engine when scraped."""
@@ -94,6 +96,8 @@ class Metrics:
                 "Prompt tokens served from the KV cache.",
                 [("", stats.cached_tokens)],
             )
+            if engine.scheduler.prompt_cache is not None:
+                prompt_cache_metrics(metric, engine.scheduler.prompt_cache.stats)
             metric("decode_steps_total", "counter", "llama_decode calls.", [("", stats.steps)])
             metric(
                 "batch_tokens_total",

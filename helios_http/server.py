@@ -38,6 +38,7 @@ from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file
+from helios_core.prompt_cache import PromptCache
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
@@ -111,6 +112,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         n_ctx_per_seq=args.ctx_size,
         max_queue=args.max_queue,
         speculation=speculation(args, model, args.parallel, args.ctx_size),
+        prompt_cache=PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None,
     )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
