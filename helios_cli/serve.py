@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from helios_cli.cache_options import add_prompt_cache_options
+from helios_cli.cache_options import add_prompt_cache_options, check_prompt_cache_options
 from helios_cli.options import (
     HelpFormatter,
     add_model_options,
@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> None:
     # Imported here, not above: uvicorn and the app cost `generate` and `--help` their import time.
     from helios_http.server import serve
 
+    check_prompt_cache_options(args)
     raise SystemExit(serve(args))
 
 

@@ -62,6 +62,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -819,6 +820,18 @@ class Engine:
             self._inbox.put(request)
         return request
 
+    def call(self, fn: Callable[[Scheduler], object]) -> Future:
+        """Run fn(scheduler) on the engine thread, between steps: for work on the context (slot files).
+
+        The Future gets its result or exception; EngineShutdownError if the engine stops first.
+        """
+        future: Future = Future()
+        with self._lock:
+            if self._stopping:
+                raise EngineShutdownError("the server is shutting down")
+            self._inbox.put((fn, future))
+        return future
+
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
         """Submit a request and return its Generation, to iterate from the calling thread.
 
@@ -876,6 +889,8 @@ class Engine:
                     scheduler.fail_waiting(
                         EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
                     )
+                elif isinstance(item, tuple):
+                    _run_call(scheduler, *item)
                 else:
                     self._take(item)
             if self._stopping:
@@ -895,6 +910,8 @@ class Engine:
             if isinstance(item, Request):
                 self._dequeued(item)
                 _deliver(item, Done(None, shutdown))
+            elif isinstance(item, tuple):
+                item[1].set_exception(shutdown)
         scheduler.fail_waiting(shutdown)
         self._note_idle()
 
@@ -925,6 +942,13 @@ def _until_done(events: queue.SimpleQueue[Event], request: Request) -> Iterator[
                 return
     finally:
         request.cancel()  # the caller stopped early (or the request ended: then a no-op)
+
+
+def _run_call(scheduler: Scheduler, fn: Callable[[Scheduler], object], future: Future) -> None:
+    try:
+        future.set_result(fn(scheduler))
+    except Exception as error:  # the caller's to handle, not the engine thread's
+        future.set_exception(error)
 
 
 # A control message on the engine's inbox: end the requests waiting for a slot.
