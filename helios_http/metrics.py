@@ -96,8 +96,9 @@ class Metrics:
                 "Prompt tokens served from the KV cache.",
                 [("", stats.cached_tokens)],
             )
-            if engine.scheduler.prompt_cache is not None:
-                prompt_cache_metrics(metric, engine.scheduler.prompt_cache.stats)
+            tier = getattr(engine.scheduler, "prompt_cache", None)  # None: --cache-ram 0 (or a test's fake engine)
+            if tier is not None:
+                prompt_cache_metrics(metric, tier.stats)
             metric("decode_steps_total", "counter", "llama_decode calls.", [("", stats.steps)])
             metric(
                 "batch_tokens_total",

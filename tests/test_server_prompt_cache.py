@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.server_process import ServerProcess
+from tests.test_cli import run_cli
 from tests.test_server import PATIENCE, metric
 
 SYSTEM = "You are a careful assistant. Tools: search(query), open(url), summarize(text). " * 12
@@ -102,3 +103,9 @@ def test_a_restart_with_cache_persist_is_warm(tmp_path):
         log = second.stop()
     assert "1 prefixes read" in log
     assert warm["prompt_tokens_details"]["cached_tokens"] >= cold["prompt_tokens"] - 1
+
+
+def test_cache_persist_without_a_folder_is_a_one_line_error():
+    result = run_cli("serve", "--cache-persist")
+    assert result.returncode == 2 and "--cache-persist needs --slot-save-path" in result.stderr
+    assert "Traceback" not in result.stderr
