@@ -73,6 +73,26 @@ def test_a_sliding_window_entry_is_not_restored_for_a_prompt_that_leaves_it_earl
     assert cache.stats.hits == 0 and again.usage.cached_tokens <= 1  # BOS, from the slot
 
 
+def test_each_adapter_set_gets_back_its_own_prefix_and_never_another_sets(model, tmp_path):
+    from helios_core import lora
+    from tests.test_lora import write_adapter
+
+    adapter = lora.Adapter(model, write_adapter(tmp_path / "a.gguf", model, seed=0))
+    with_a = lora.adapter_set([(adapter, 1.0)])
+    prefix = long_prompt(model, "the history of sailing ships", 100)
+    more = prefix + model.vocab.tokenize(" What happened next?", add_special=False)
+    cache = PromptCache(256 * MiB)
+    s = scheduler(model, cache=cache, n_ctx=512)
+    run(s, prefix, GenerationParams(max_tokens=1, temperature=0, lora=with_a))
+    run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
+    base = run(s, more, GenerationParams(max_tokens=1, temperature=0))  # the base model: the set's entry is not its
+    assert cache.stats.hits == 0 and base.usage.cached_tokens <= 1
+    run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
+    again = run(s, more, GenerationParams(max_tokens=1, temperature=0, lora=with_a))
+    s.ctx.close()
+    assert cache.stats.hits == 1 and again.usage.cached_tokens == len(prefix)
+
+
 def test_a_prefix_is_restored_only_under_the_adapter_set_it_was_read_under():
     cache = PromptCache(MiB)
     tokens = np.arange(100, dtype=np.int32)
