@@ -778,7 +778,7 @@ class Engine:
             prompt_cache=prompt_cache,
         )
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | str | tuple | None] = queue.SimpleQueue()  # tuple: call()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified when the engine may have gone idle
         self._queued = 0  # submitted, not yet admitted to a slot (or ended while waiting)

@@ -35,12 +35,15 @@ def prepare_slot_files(
         logger.info("helios-engine: prompt cache: %d prefixes read from %s (%d bytes)", n, persisted, cache.stats.bytes)
 
     def persist() -> None:
-        engine = state.engine
-        if engine is not None:
-            engine.call(lambda s: [cache.save(s.ctx, slot.cache) for slot in s.slots if not slot.busy]).result(
-                _STASH_SECONDS
-            )
-        n = slot_files.save_tier(cache, persisted, state.slot_validity)
+        try:
+            engine = state.engine
+            if engine is not None:
+                stash = engine.call(lambda s: [cache.save(s.ctx, slot.cache) for slot in s.slots if not slot.busy])
+                stash.result(_STASH_SECONDS)
+            n = slot_files.save_tier(cache, persisted, state.slot_validity)
+        except Exception as error:  # a full disk must not turn a clean shutdown into a crash
+            logger.warning("helios-engine: prompt cache: not written to %s: %r", persisted, error)
+            return
         logger.info("helios-engine: prompt cache: %d prefixes written to %s", n, persisted)
 
     state.persist = persist
