@@ -17,7 +17,10 @@ slot, and decodes only the rest.
   sliding-window layers only within the window of its last position, even
   with `swa_full`, so a restored entry can be extended but not cut short.
   On such a model an entry serves only prompts that hold all of its tokens
-  and more (the usual case: a conversation's next turn extends its last).
+  and more, so a slot is saved as its last request's prompt, without the
+  answer generated after it: the client sends that prompt again verbatim,
+  while the answer comes back as it re-rendered it (reasoning stripped, tool
+  calls re-serialised), which may not be the tokens generated.
 
 Everything here runs on the engine thread, the owner of the context.
 /metrics reads the counters of `stats` from other threads (plain ints).
@@ -88,6 +91,7 @@ class PromptCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._entries: OrderedDict[int, Entry] = OrderedDict()  # least recently used first
+        self._prompts: dict[int, Sequence[int]] = {}  # seq_id -> the prompt last admitted into it
         self._ids = iter(range(1 << 62))
 
     def __len__(self) -> int:
@@ -114,9 +118,11 @@ class PromptCache:
         if entry is None or shared < slot_shared + RESTORE_MIN_GAIN:
             self.stats.misses += 1
             self.stash(ctx, chosen, slot_shared)
+            self._prompts[chosen.seq_id] = prompt
             return chosen
         target = min(free, key=lambda seq: len(seq.tokens))  # the emptiest: the least to save first
         self.stash(ctx, target, min(target.common_prefix(prompt, lora), len(prompt) - 1))
+        self._prompts[target.seq_id] = prompt
         if not self.restore(ctx, entry, target):
             return target
         self.stats.hits += 1
@@ -124,9 +130,19 @@ class PromptCache:
         return target
 
     def stash(self, ctx: Context, seq: CachedSequence, keep: int = 0) -> None:
-        """Save a sequence's state before it is cut to `keep` tokens, if the cut drops enough to be worth it."""
-        if self.max_bytes and len(seq.tokens) - keep >= SAVE_MIN_DROPPED:
-            self.save(ctx, seq)
+        """Save a sequence's state before it is cut to `keep` tokens, if the cut drops enough to be worth it.
+
+        On a sliding-window model the sequence is first cut back to the prompt last admitted
+        into it, when it still holds that prompt (see the module's note).
+        """
+        if not self.max_bytes or len(seq.tokens) - keep < SAVE_MIN_DROPPED:
+            return
+        prompt = self._prompts.pop(seq.seq_id, None)
+        if ctx.model.n_swa and prompt is not None and keep <= len(prompt) < len(seq.tokens):
+            end = len(prompt)
+            if seq.tokens[:end] == list(prompt) and ctx.seq_rm(seq.seq_id, end, -1):
+                del seq.tokens[end:]
+        self.save(ctx, seq)
 
     # --- the tier ------------------------------------------------------------------------
 

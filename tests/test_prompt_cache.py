@@ -73,6 +73,20 @@ def test_a_sliding_window_entry_is_not_restored_for_a_prompt_that_leaves_it_earl
     assert cache.stats.hits == 0 and again.usage.cached_tokens <= 1  # BOS, from the slot
 
 
+def test_a_conversation_whose_answer_comes_back_re_rendered_still_gets_its_prompt_restored(model, no_eog):
+    """On a sliding-window model a slot is saved as its last prompt, without the answer generated after it."""
+    prompt = long_prompt(model, "the history of sailing ships", 100)
+    cache = PromptCache(256 * MiB)
+    s = scheduler(model, cache=cache, n_ctx=512)
+    answered = run(s, prompt, GenerationParams(max_tokens=40, temperature=0, logit_bias=no_eog))
+    assert answered.usage.completion_tokens == 40
+    run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
+    next_turn = prompt + model.vocab.tokenize(" [the answer, as the client wrote it back] Why?", add_special=False)
+    again = run(s, next_turn, GenerationParams(max_tokens=1, temperature=0))
+    s.ctx.close()
+    assert cache.stats.hits == 1 and again.usage.cached_tokens == len(prompt)
+
+
 def test_each_adapter_set_gets_back_its_own_prefix_and_never_another_sets(model, tmp_path):
     from helios_core import lora
     from tests.test_lora import write_adapter
