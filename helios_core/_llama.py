@@ -28,6 +28,7 @@ from ctypes import (
     c_int32,
     c_int64,
     c_size_t,
+    c_uint8,
     c_uint32,
     c_uint64,
     c_void_p,
@@ -441,6 +442,31 @@ _fn("llama_memory_seq_cp", None, llama_memory_t, llama_seq_id, llama_seq_id, lla
 _fn("llama_memory_seq_keep", None, llama_memory_t, llama_seq_id)
 _fn("llama_memory_seq_pos_min", llama_pos, llama_memory_t, llama_seq_id)
 _fn("llama_memory_seq_pos_max", llama_pos, llama_memory_t, llama_seq_id)
+
+# One sequence's KV state as bytes (prompt_cache.py, slot_files.py): saved before a slot is reused, restored later.
+_c(
+    "size_t llama_state_seq_get_size(struct llama_context * ctx, llama_seq_id seq_id)",
+    c_size_t,
+    llama_context_p,
+    llama_seq_id,
+)
+_c(
+    "size_t llama_state_seq_get_data(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id)",
+    c_size_t,
+    llama_context_p,
+    POINTER(c_uint8),
+    c_size_t,
+    llama_seq_id,
+)
+_c(
+    "size_t llama_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, "
+    "llama_seq_id dest_seq_id)",
+    c_size_t,
+    llama_context_p,
+    POINTER(c_uint8),
+    c_size_t,
+    llama_seq_id,
+)
 
 _fn("llama_perf_context", llama_perf_context_data, llama_context_p)
 _fn("llama_perf_context_reset", None, llama_context_p)

@@ -62,6 +62,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,7 @@ from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
@@ -272,12 +274,16 @@ class Scheduler:
         n_ctx_per_seq: int | None = None,
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
+        prompt_cache: the RAM tier a slot's prefix is saved to before the slot is reused, and
+            restored from at admission (helios_core.prompt_cache; None: slots only).
         """
         self.ctx = ctx
+        self.prompt_cache = prompt_cache
         self.on_dequeue = on_dequeue
         self.model = ctx.model
         self.speculation = speculation
@@ -383,11 +389,18 @@ class Scheduler:
             if request.seq.scores_prompt:
                 # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
                 slot = min(free, key=lambda s: len(s.cache.tokens))
+                if self.prompt_cache is not None:
+                    self.prompt_cache.stash(self.ctx, slot.cache)
                 slot.cache.forget(self.ctx)
                 slot.cache.lora = request.params.lora
                 cached = 0
             else:
                 slot = max(free, key=lambda s: _slot_score(s, request.prompt, request.params.lora))
+                if self.prompt_cache is not None:  # the tier may hold a longer prefix; a long tail is saved first
+                    seq = self.prompt_cache.admit(
+                        self.ctx, [s.cache for s in free], slot.cache, request.prompt, request.params.lora
+                    )
+                    slot = next(s for s in free if s.cache is seq)
                 cached = slot.cache.reuse(self.ctx, request.prompt, request.params.lora)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
@@ -754,6 +767,7 @@ class Engine:
         prefill_per_step: int = PREFILL_PER_STEP,
         n_ctx_per_seq: int | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         self.scheduler = Scheduler(
             ctx,
@@ -761,9 +775,10 @@ class Engine:
             n_ctx_per_seq=n_ctx_per_seq,
             on_dequeue=self._dequeued,
             speculation=speculation,
+            prompt_cache=prompt_cache,
         )
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | str | tuple | None] = queue.SimpleQueue()  # tuple: call()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified when the engine may have gone idle
         self._queued = 0  # submitted, not yet admitted to a slot (or ended while waiting)
@@ -804,6 +819,18 @@ class Engine:
             self._idle = False
             self._inbox.put(request)
         return request
+
+    def call(self, fn: Callable[[Scheduler], object]) -> Future:
+        """Run fn(scheduler) on the engine thread, between steps: for work on the context (slot files).
+
+        The Future gets its result or exception; EngineShutdownError if the engine stops first.
+        """
+        future: Future = Future()
+        with self._lock:
+            if self._stopping:
+                raise EngineShutdownError("the server is shutting down")
+            self._inbox.put((fn, future))
+        return future
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
         """Submit a request and return its Generation, to iterate from the calling thread.
@@ -862,6 +889,8 @@ class Engine:
                     scheduler.fail_waiting(
                         EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
                     )
+                elif isinstance(item, tuple):
+                    _run_call(scheduler, *item)
                 else:
                     self._take(item)
             if self._stopping:
@@ -881,6 +910,8 @@ class Engine:
             if isinstance(item, Request):
                 self._dequeued(item)
                 _deliver(item, Done(None, shutdown))
+            elif isinstance(item, tuple):
+                item[1].set_exception(shutdown)
         scheduler.fail_waiting(shutdown)
         self._note_idle()
 
@@ -911,6 +942,13 @@ def _until_done(events: queue.SimpleQueue[Event], request: Request) -> Iterator[
                 return
     finally:
         request.cancel()  # the caller stopped early (or the request ended: then a no-op)
+
+
+def _run_call(scheduler: Scheduler, fn: Callable[[Scheduler], object], future: Future) -> None:
+    try:
+        future.set_result(fn(scheduler))
+    except Exception as error:  # the caller's to handle, not the engine thread's
+        future.set_exception(error)
 
 
 # A control message on the engine's inbox: end the requests waiting for a slot.

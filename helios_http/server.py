@@ -38,6 +38,7 @@ from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file
+from helios_core.prompt_cache import PromptCache
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
@@ -47,6 +48,7 @@ from helios_http.limits import MiB
 from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 from helios_http.responses_store import ResponseStore
+from helios_http.slot_setup import prepare_slot_files
 from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
@@ -106,11 +108,14 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             args.embedding_batch,
         )
     warm.join()  # before state.engine: /health says 200 from then on
+    cache = PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None
+    prepare_slot_files(state, args, path, cache)
     state.engine = Engine(
         ctx,
         n_ctx_per_seq=args.ctx_size,
         max_queue=args.max_queue,
         speculation=speculation(args, model, args.parallel, args.ctx_size),
+        prompt_cache=cache,
     )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
