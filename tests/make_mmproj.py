@@ -1,0 +1,95 @@
+"""Write a tiny multimodal projector (mmproj GGUF) with random weights, for tests without a vision model.
+
+A LLaVA-style projector ("mlp"): a one-block CLIP vision tower over 32 x 32 pixels in 8 x 8
+patches (16 image tokens), then a two-layer MLP out to the text model's width (640 for the
+default Gemma 3 270M). libmtmd loads, resizes and encodes with it exactly as with a real one;
+what it "sees" is noise, so tests check plumbing (counts, positions, logits that move, caches),
+never what a model says about an image.
+
+    python tests/make_mmproj.py OUT.gguf [--width 640] [--seed 0]
+
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH_SIZE) ** 2
+VISION_WIDTH = 32
+VISION_FF = 64
+VISION_HEADS = 2
+PROJECTOR_HIDDEN = 64
+
+
+def write_mmproj(path: str | Path, text_width: int = 640, *, seed: int = 0, std: float = 0.05) -> Path:
+    """A random "mlp" projector whose output width is `text_width`; returns its path."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int) -> np.ndarray:
+        return rng.normal(0.0, std, shape).astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_string("general.name", "helios tiny random projector")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    writer.add_uint32("clip.vision.embedding_length", VISION_WIDTH)
+    writer.add_uint32("clip.vision.feed_forward_length", VISION_FF)
+    writer.add_uint32("clip.vision.attention.head_count", VISION_HEADS)
+    # The llava graph reads the second-to-last block: two blocks, so one runs.
+    writer.add_uint32("clip.vision.block_count", 2)
+    writer.add_uint32("clip.vision.projection_dim", text_width)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    writer.add_bool("clip.use_gelu", True)
+    # numpy shapes are ggml's ne reversed: a linear layer is (n_out, n_in).
+    # Strong enough that two colours land far apart in the text model's logits.
+    writer.add_tensor("v.patch_embd.weight", weight(VISION_WIDTH, 3, PATCH_SIZE, PATCH_SIZE) * 10.0)
+    writer.add_tensor("v.patch_embd.bias", weight(VISION_WIDTH))
+    writer.add_tensor("v.position_embd.weight", weight(TOKENS_PER_IMAGE, VISION_WIDTH))
+    for block in range(2):
+        prefix = f"v.blk.{block}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{prefix}.{name}.weight", weight(VISION_WIDTH, VISION_WIDTH))
+            writer.add_tensor(f"{prefix}.{name}.bias", weight(VISION_WIDTH))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"{prefix}.{name}.weight", np.ones(VISION_WIDTH, dtype=np.float32))
+            writer.add_tensor(f"{prefix}.{name}.bias", np.zeros(VISION_WIDTH, dtype=np.float32))
+        writer.add_tensor(f"{prefix}.ffn_up.weight", weight(VISION_FF, VISION_WIDTH))
+        writer.add_tensor(f"{prefix}.ffn_up.bias", weight(VISION_FF))
+        writer.add_tensor(f"{prefix}.ffn_down.weight", weight(VISION_WIDTH, VISION_FF))
+        writer.add_tensor(f"{prefix}.ffn_down.bias", weight(VISION_WIDTH))
+    writer.add_tensor("mm.0.weight", weight(PROJECTOR_HIDDEN, VISION_WIDTH))
+    writer.add_tensor("mm.0.bias", weight(PROJECTOR_HIDDEN))
+    # Large enough that two images move the text model's logits measurably.
+    writer.add_tensor("mm.2.weight", weight(text_width, PROJECTOR_HIDDEN) * 20.0)
+    writer.add_tensor("mm.2.bias", weight(text_width))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--width", type=int, default=640, help="the text model's n_embd (default 640)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_mmproj(args.out, args.width, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
