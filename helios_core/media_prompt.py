@@ -84,7 +84,13 @@ def build(projector: Projector, text: str, media: list[bytes], *, n_ubatch: int)
     prompt that ends in media (its last token's logits choose the first output), or a media
     chunk that must be read in one pass (non-causal) but is longer than n_ubatch.
     """
-    bitmaps = [projector.bitmap(data) for data in media]
+    bitmaps = []
+    for i, data in enumerate(media):
+        try:
+            bitmaps.append(projector.bitmap(data))
+        except MediaError as error:
+            error.item = i
+            raise
     chunks = projector.tokenize(text, bitmaps)
     prompt = MediaPrompt()
     prompt.projector = projector

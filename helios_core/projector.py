@@ -26,7 +26,12 @@ from helios_core.model import Model
 
 
 class MediaError(HeliosError, ValueError):
-    """Bytes libmtmd cannot read as an image or audio, or media this projector does not take."""
+    """Bytes libmtmd cannot read as an image or audio, or media this projector does not take.
+
+    item: the index of the media item at fault in its prompt, where one is.
+    """
+
+    item: int | None = None
 
 
 class Projector:

@@ -15,6 +15,7 @@ from helios_core.model import Model
 from helios_core.reasoning import ReasoningFormat
 from helios_http.errors import APIError
 from helios_http.limits import MiB
+from helios_http.media import MediaServing
 from helios_http.metrics import Metrics
 from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
@@ -53,6 +54,7 @@ class ServerState:
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses (--responses-store-max)
     n_predict: int = -1  # tokens a request without a limit of its own may generate; -1: no bound (--n-predict)
     model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
+    media: MediaServing = field(default_factory=MediaServing)  # --mmproj's projector, --media-path, the limits
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

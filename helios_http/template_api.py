@@ -41,7 +41,11 @@ async def props(request: Request) -> Response:
             "total_slots": engine.n_slots,
             "model_alias": state.model_id,
             "model_path": str(model.path),
-            "modalities": {"vision": False, "video": False, "audio": False},
+            "modalities": {
+                "vision": "image" in state.media.modalities,
+                "video": False,
+                "audio": "audio" in state.media.modalities,
+            },
             # A built-in template has no Jinja text: llama.cpp renders it by name, and so do we.
             "chat_template": loaded.source if loaded.source is not None else loaded.builtin_name,
             "bos_token": _piece(vocab, vocab.bos),
