@@ -30,6 +30,9 @@ MiB = 1024 * 1024
 # Stands where a media part was in a message's text until the prompt is built; no client can type it.
 SENTINEL = f"<__helios_media_{secrets.token_hex(8)}__>"
 AUDIO_FORMATS = ("wav", "mp3")
+# A chat part translated from another family's (Responses, Messages) names that family's field here,
+# so a refusal names what the client sent.
+PARAM_KEY = "_helios_param"
 REMOTE_TIMEOUT_SECONDS = 10.0
 
 
@@ -82,6 +85,7 @@ class MediaRef:
 def chat_part(part: dict[str, Any], where: str) -> MediaRef | None:
     """Chat's `image_url` and `input_audio` content parts (None for any other type)."""
     kind = part.get("type")
+    where = part.get(PARAM_KEY) or where
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
@@ -104,6 +108,34 @@ class LoadedMedia:
 
     projector: Projector
     items: list[bytes]
+
+
+def responses_image(part: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Responses `input_image` part, checked, in its item shape (stored and listed as it came)."""
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        hint = "file_id is not offered; send" if part.get("file_id") is not None else "send"
+        raise invalid(f"{where}: {hint} image_url as a data URL", f"{where}.image_url")
+    return {"type": "input_image", "image_url": url, "detail": part.get("detail") or "auto"}
+
+
+def as_chat_image(url: str, where: str) -> dict[str, Any]:
+    """Chat's image_url part for an image another family sent, naming that family's field."""
+    return {"type": "image_url", "image_url": {"url": url}, PARAM_KEY: where}
+
+
+def messages_image(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An Anthropic `image` block (a base64 or url source) as chat's image_url part."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64" and isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str):
+        return as_chat_image(f"data:{source['media_type']};base64,{source['data']}", where)
+    if kind == "url" and isinstance(source.get("url"), str):
+        return as_chat_image(source["url"], where)
+    raise invalid(
+        f'{where}.source must be {{"type": "base64", "media_type": ..., "data": ...}} or {{"type": "url", "url": ...}}',
+        f"{where}.source",
+    )
 
 
 def load(refs: list[MediaRef], serving: MediaServing) -> LoadedMedia:
@@ -133,11 +165,15 @@ def load(refs: list[MediaRef], serving: MediaServing) -> LoadedMedia:
     return LoadedMedia(serving.projector, loaded)
 
 
-def prompt(engine: Engine, text: str, refs: list[MediaRef], loaded: LoadedMedia) -> MediaPrompt:
+def prompt(engine: Engine, text: str, refs: list[MediaRef], loaded: LoadedMedia | None) -> MediaPrompt:
     """The rendered text (SENTINEL where each part was) and the parts' bytes as the engine's prompt.
 
     Runs libmtmd's decoding: bytes it cannot read are a 400 naming their part.
     """
+    if loaded is None:  # a token count (count_tokens, input_tokens), which reads no media
+        where = refs[0].where
+        refused = "token counts of prompts with media are not offered; a request's usage says them"
+        raise invalid(f"{where}: {refused}", where)
     projector = loaded.projector
     marked = text.replace(SENTINEL, projector.marker)
     try:

@@ -173,3 +173,36 @@ def test_audio_to_an_image_projector_is_a_400(server):
 def test_the_server_keeps_serving_after_bad_media(server):
     refusal(chat(server, image_message(data_url(truncated(png(seed=4))))))
     assert chat(server, image_message(data_url(png(seed=4)))).status_code == 200
+
+
+# --- the other families: Responses input_image, Messages image blocks ------------------------------------
+
+
+def test_an_input_image_goes_through_responses(server, client):
+    content = [{"type": "input_text", "text": "Describe it."}, {"type": "input_image", "image_url": data_url(png())}]
+    response = client.responses.create(
+        model="m", input=[{"role": "user", "content": content}], max_output_tokens=1, temperature=0
+    )
+    assert response.usage.input_tokens >= TOKENS_PER_IMAGE
+
+
+def test_an_image_block_goes_through_messages(server):
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png(seed=11)).decode()}
+    content = [{"type": "text", "text": "Describe it."}, {"type": "image", "source": source}]
+    body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, timeout=PATIENCE)
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    assert usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) >= TOKENS_PER_IMAGE
+
+
+def test_bad_media_in_responses_and_messages_names_their_own_field(server):
+    bad = data_url(truncated(png()))
+    body = {"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": bad}]}]}
+    error = httpx.post(f"{server.url}/v1/responses", json=body, timeout=PATIENCE).json()["error"]
+    assert error["param"] == "input[0].content[0]"
+    source = {"type": "base64", "media_type": "image/png", "data": "not*base64"}
+    blocks = [{"type": "text", "text": "Hi"}, {"type": "image", "source": source}]
+    body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": blocks}]}
+    response = httpx.post(f"{server.url}/v1/messages", json=body, timeout=PATIENCE)
+    assert response.status_code == 400 and "messages[0].content[1]" in response.json()["error"]["message"]
