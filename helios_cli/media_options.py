@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from helios_cli.options import number
 
@@ -44,3 +45,38 @@ def add_media_options(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="seconds of one audio item, read from its header",
     )
+
+
+def add_generate_media_options(parser: argparse.ArgumentParser) -> None:
+    """generate's media flags: a projector, and the files the prompt shows it."""
+    group = parser.add_argument_group("images and audio")
+    group.add_argument("--mmproj", default=None, metavar="PATH", help="a multimodal projector GGUF for the model")
+    group.add_argument(
+        "--image", action="append", default=[], metavar="PATH", help="an image before the prompt (repeatable)"
+    )
+    group.add_argument(
+        "--audio", action="append", default=[], metavar="PATH", help="an audio file (wav, mp3) before the prompt"
+    )
+
+
+def check_generate_media(args: argparse.Namespace) -> None:
+    """--image/--audio need --mmproj, and every file must be there: one line before anything loads."""
+    files = args.image + args.audio
+    if files and args.mmproj is None:
+        raise ValueError("--image and --audio need --mmproj, the model's projector")
+    for path in [args.mmproj, *files] if args.mmproj else files:
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such file")
+
+
+def media_prompt_of(args: argparse.Namespace, model, text: str, render, n_ubatch: int):
+    """The prompt with the --image/--audio files before the text; `render(content)` makes the prompt text
+    of the user's content (the chat template, or the content as it is)."""
+    from helios_core import media_prompt
+    from helios_core.projector import Projector
+
+    projector = Projector(model, args.mmproj, n_threads=args.threads)  # closed with the model
+    files = args.image + args.audio
+    content = "".join(projector.marker for _ in files) + "\n" + text
+    items = [Path(path).read_bytes() for path in files]
+    return media_prompt.build(projector, render(content), items, n_ubatch=n_ubatch)
