@@ -61,10 +61,14 @@ def add_generate_media_options(parser: argparse.ArgumentParser) -> None:
 
 def check_generate_media(args: argparse.Namespace) -> None:
     """--image/--audio need --mmproj, and every file must be there: one line before anything loads."""
+    from helios_http.media import projector_path
+
     files = args.image + args.audio
     if files and args.mmproj is None:
         raise ValueError("--image and --audio need --mmproj, the model's projector")
-    for path in [args.mmproj, *files] if args.mmproj else files:
+    if args.mmproj is not None:
+        args.mmproj = str(projector_path(args.mmproj))  # a hub spec becomes its cached file
+    for path in files:
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
 

@@ -22,8 +22,10 @@ from typing import Any
 
 from helios_core import media_prompt
 from helios_core.engine import Engine
+from helios_core.errors import ModelNotFoundError
 from helios_core.media_prompt import MediaPrompt
 from helios_core.projector import MediaError, Projector
+from helios_core.resolve import resolve_model
 from helios_http.errors import invalid
 
 MiB = 1024 * 1024
@@ -52,6 +54,7 @@ class MediaServing:
     media_path: Path | None = None  # --media-path: local files are read only under this folder
     allow_remote: bool = False  # --allow-remote-media: http(s) URLs are fetched
     projector: Projector | None = None
+    mmproj: Path | None = None  # --mmproj's file, loaded with the model
 
     @property
     def modalities(self) -> list[str]:
@@ -60,15 +63,22 @@ class MediaServing:
 
 def serving_from(args: Any) -> MediaServing:
     """The media settings of serve's flags (helios_cli/media_options.py); the projector loads with the model."""
-    if args.mmproj is not None and not Path(args.mmproj).is_file():
-        raise ValueError(f"--mmproj {args.mmproj}: no such file")
+    mmproj = projector_path(args.mmproj) if args.mmproj is not None else None
     if args.media_path is not None and not Path(args.media_path).is_dir():
         raise ValueError(f"--media-path {args.media_path}: no such folder")
     limits = MediaLimits(
         int(args.media_max_mb * MiB), args.media_max_items, args.media_max_pixels, args.media_max_audio_seconds
     )
     folder = Path(args.media_path) if args.media_path is not None else None
-    return MediaServing(limits, folder, args.allow_remote_media)
+    return MediaServing(limits, folder, args.allow_remote_media, mmproj=mmproj)
+
+
+def projector_path(spec: str) -> Path:
+    """--mmproj's file: a path, or a hub spec (owner/repo:file.gguf) already in the cache or fetched."""
+    try:
+        return resolve_model(spec)
+    except ModelNotFoundError:
+        raise ValueError(f"--mmproj {spec}: no such file (give a .gguf path or owner/repo:file.gguf)") from None
 
 
 @dataclass

@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import uvicorn
 
@@ -84,10 +83,11 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         )
         apply_control_vectors(args, model, ctx)
         adapters = load_lora_adapters(args, model)
-        if args.mmproj is not None:  # closed with the model (Model.adopt)
+        mmproj = state.media.mmproj
+        if mmproj is not None:  # closed with the model (Model.adopt)
             gpu = args.n_gpu_layers != 0
-            state.media.projector = Projector(model, args.mmproj, n_threads=args.threads, use_gpu=gpu)
-            logger.info("helios-engine: %s reads %s", Path(args.mmproj).name, ", ".join(state.media.modalities))
+            state.media.projector = Projector(model, mmproj, n_threads=args.threads, use_gpu=gpu)
+            logger.info("helios-engine: %s reads %s", mmproj.name, ", ".join(state.media.modalities))
     except BaseException:
         model.close()
         raise

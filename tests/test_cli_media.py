@@ -36,4 +36,5 @@ def test_an_image_without_a_projector_is_one_line():
 def test_serve_with_a_missing_projector_is_one_line_before_anything_loads():
     result = run_cli("serve", "--mmproj", "/no/such/mmproj.gguf")
     assert result.returncode == 2
-    assert result.stderr == "helios-engine: --mmproj /no/such/mmproj.gguf: no such file\n"
+    assert result.stderr.startswith("helios-engine: --mmproj /no/such/mmproj.gguf: no such file")
+    assert result.stderr.count("\n") == 1

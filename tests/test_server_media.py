@@ -206,3 +206,16 @@ def test_bad_media_in_responses_and_messages_names_their_own_field(server):
     body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": blocks}]}
     response = httpx.post(f"{server.url}/v1/messages", json=body, timeout=PATIENCE)
     assert response.status_code == 400 and "messages[0].content[1]" in response.json()["error"]["message"]
+
+
+def test_the_docs_openai_example_runs_against_the_server(server, capsys):
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "multimodal.md").read_text()
+    code = re.search(r"<!-- multimodal-example -->\s*```python\n(.*?)```", text, re.S).group(1)
+    code = code.replace("http://127.0.0.1:8000", server.url).replace("max_tokens=64", "max_tokens=2")
+    code = code.replace('open("vendor/', f'open("{ROOT}/vendor/')
+    exec(compile(code, "docs/multimodal.md", "exec"), {})
+    assert "prompt tokens, the image's among them" in capsys.readouterr().out
