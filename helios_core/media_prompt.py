@@ -64,6 +64,8 @@ class MediaPrompt(list):
 
     def text_ahead(self, pos: int) -> int:
         """How many text tokens from `pos` come before the next media chunk (to the end when none follows)."""
+        if self.media_at(pos) is not None:  # inside a chunk read in pieces
+            return 0
         i = bisect.bisect_left(self._starts, pos)
         return (self.chunks[i].start if i < len(self.chunks) else len(self)) - pos
 

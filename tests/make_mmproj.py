@@ -6,7 +6,10 @@ default Gemma 3 270M). libmtmd loads, resizes and encodes with it exactly as wit
 what it "sees" is noise, so tests check plumbing (counts, positions, logits that move, caches),
 never what a model says about an image.
 
-    python tests/make_mmproj.py OUT.gguf [--width 640] [--seed 0]
+    python tests/make_mmproj.py OUT.gguf [--width 640] [--seed 0] [--audio]
+
+--audio adds a Qwen2-Audio-style ("qwen2a") one-block Whisper encoder beside the vision one:
+libmtmd computes the log-mel frames and cuts them into 30-second windows, each AUDIO_TOKENS long.
 
 
 """
@@ -26,10 +29,15 @@ VISION_WIDTH = 32
 VISION_FF = 64
 VISION_HEADS = 2
 PROJECTOR_HIDDEN = 64
+MEL_BINS = 128
+AUDIO_POSITIONS = 1500  # Whisper's 3,000 mel frames of a 30-second window, halved by its second conv
+AUDIO_TOKENS = AUDIO_POSITIONS // 2  # then average-pooled by 2
 
 
-def write_mmproj(path: str | Path, text_width: int = 640, *, seed: int = 0, std: float = 0.05) -> Path:
-    """A random "mlp" projector whose output width is `text_width`; returns its path."""
+def write_mmproj(
+    path: str | Path, text_width: int = 640, *, seed: int = 0, std: float = 0.05, audio: bool = False
+) -> Path:
+    """A random "mlp" projector whose output width is `text_width` (with `audio`, a "qwen2a" encoder too)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -40,7 +48,11 @@ def write_mmproj(path: str | Path, text_width: int = 640, *, seed: int = 0, std:
     writer = gguf.GGUFWriter(str(path), "clip")
     writer.add_string("general.name", "helios tiny random projector")
     writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_string("clip.projector_type", "mlp")
+    if audio:  # each modality names its own projector type
+        writer.add_string("clip.vision.projector_type", "mlp")
+        _add_audio(writer, weight, text_width)
+    else:
+        writer.add_string("clip.projector_type", "mlp")
     writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
     writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
     writer.add_uint32("clip.vision.embedding_length", VISION_WIDTH)
@@ -82,13 +94,45 @@ def write_mmproj(path: str | Path, text_width: int = 640, *, seed: int = 0, std:
     return Path(path)
 
 
+def _add_audio(writer, weight, text_width: int) -> None:
+    writer.add_bool("clip.has_audio_encoder", True)
+    writer.add_string("clip.audio.projector_type", "qwen2a")
+    writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
+    writer.add_uint32("clip.audio.embedding_length", VISION_WIDTH)
+    writer.add_uint32("clip.audio.feed_forward_length", VISION_FF)
+    writer.add_uint32("clip.audio.attention.head_count", VISION_HEADS)
+    writer.add_uint32("clip.audio.block_count", 1)
+    writer.add_uint32("clip.audio.projection_dim", text_width)
+    writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+    # Whisper's convolutions are float16 in every converted model: ggml's im2col path expects it.
+    writer.add_tensor("a.conv1d.1.weight", (weight(VISION_WIDTH, MEL_BINS, 3) * 10.0).astype(np.float16))
+    writer.add_tensor("a.conv1d.1.bias", weight(VISION_WIDTH, 1))  # (channels, 1): added along time
+    writer.add_tensor("a.conv1d.2.weight", weight(VISION_WIDTH, VISION_WIDTH, 3).astype(np.float16))
+    writer.add_tensor("a.conv1d.2.bias", weight(VISION_WIDTH, 1))
+    writer.add_tensor("a.position_embd.weight", weight(AUDIO_POSITIONS, VISION_WIDTH))
+    for name in ("attn_q", "attn_v", "attn_out"):
+        writer.add_tensor(f"a.blk.0.{name}.weight", weight(VISION_WIDTH, VISION_WIDTH))
+        writer.add_tensor(f"a.blk.0.{name}.bias", weight(VISION_WIDTH))
+    writer.add_tensor("a.blk.0.attn_k.weight", weight(VISION_WIDTH, VISION_WIDTH))  # Whisper's k has no bias
+    for name in ("ln1", "ln2"):
+        writer.add_tensor(f"a.blk.0.{name}.weight", np.ones(VISION_WIDTH, dtype=np.float32))
+        writer.add_tensor(f"a.blk.0.{name}.bias", np.zeros(VISION_WIDTH, dtype=np.float32))
+    writer.add_tensor("a.blk.0.ffn_up.weight", weight(VISION_FF, VISION_WIDTH))
+    writer.add_tensor("a.blk.0.ffn_up.bias", weight(VISION_FF))
+    writer.add_tensor("a.blk.0.ffn_down.weight", weight(VISION_WIDTH, VISION_FF))
+    writer.add_tensor("a.blk.0.ffn_down.bias", weight(VISION_WIDTH))
+    writer.add_tensor("mm.a.fc.weight", weight(text_width, VISION_WIDTH) * 20.0)
+    writer.add_tensor("mm.a.fc.bias", weight(text_width))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--width", type=int, default=640, help="the text model's n_embd (default 640)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--audio", action="store_true", help="an audio encoder too")
     args = parser.parse_args(argv)
-    print(write_mmproj(args.out, args.width, seed=args.seed))
+    print(write_mmproj(args.out, args.width, seed=args.seed, audio=args.audio))
 
 
 if __name__ == "__main__":

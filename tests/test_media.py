@@ -16,7 +16,7 @@ from helios_core.engine import Engine
 from helios_core.errors import ClosedError, ModelLoadError
 from helios_core.projector import MediaError, Projector
 from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close, teacher_forced
-from tests.make_mmproj import TOKENS_PER_IMAGE, write_mmproj
+from tests.make_mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
 from tests.media_files import MTMD_MEDIA, SVG, png, truncated
 
 
@@ -28,6 +28,14 @@ def mmproj(tmp_path_factory):
 @pytest.fixture(scope="module")
 def projector(model, mmproj):
     with Projector(model, mmproj, n_threads=THREADS) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def hearing(model, tmp_path_factory):
+    """A projector with an audio encoder beside the vision one."""
+    path = write_mmproj(tmp_path_factory.mktemp("mmproj") / "av.gguf", audio=True)
+    with Projector(model, path, n_threads=THREADS) as p:
         yield p
 
 
@@ -111,6 +119,41 @@ def test_the_image_kv_is_reused_by_the_next_turn(engine, projector):
     generation.text()
     assert generation.usage.cached_tokens >= first.chunks[0].end
     assert engine.scheduler.stats.prompt_tokens_decoded < 2 * len(first)
+
+
+def test_an_image_read_in_pieces_gives_the_logits_of_one_read_whole(model, projector):
+    prompt = prompt_with(projector, png(seed=12))
+    whole = []
+    with Context(model, n_ctx=512, n_threads=THREADS) as ctx:
+        engine = Engine(ctx)
+        whole = next_logits(engine, prompt)
+        engine.close()
+    # n_batch 8: the image's 16 rows are decoded in two steps, the text around it in pieces too.
+    with Context(model, n_ctx=512, n_batch=8, n_threads=THREADS) as ctx:
+        engine = Engine(ctx)
+        pieces = next_logits(engine, prompt_with(projector, png(seed=12)))
+        engine.close()
+    assert_logits_close([pieces], [whole])
+
+
+def test_an_mp3_is_one_audio_chunk_of_a_30_second_window(hearing):
+    assert hearing.modalities == ["image", "audio"] and hearing.audio_sample_rate == 16000
+    data = (MTMD_MEDIA / "test-2.mp3").read_bytes()
+    prompt = media_prompt.build(hearing, f"Listen: {hearing.marker} Who speaks?", [data], n_ubatch=512)
+    [chunk] = prompt.chunks
+    assert (chunk.kind, chunk.n_tokens) == ("audio", AUDIO_TOKENS)
+
+
+@pytest.mark.slow
+def test_an_mp3_is_read_through_the_engine(model, hearing):
+    data = (MTMD_MEDIA / "test-2.mp3").read_bytes()
+    prompt = media_prompt.build(hearing, f"Listen: {hearing.marker} Who speaks?", [data], n_ubatch=512)
+    with Context(model, n_ctx=1024, n_threads=THREADS) as ctx:
+        engine = Engine(ctx)
+        generation = engine.generate(prompt, teacher_forced([0], []))
+        generation.text()
+        engine.close()
+    assert generation.usage.prompt_tokens == len(prompt) > AUDIO_TOKENS
 
 
 def test_a_missing_projector_file_is_one_line(model, tmp_path):

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import LOGIT_TOLERANCE
-from tests.make_mmproj import TOKENS_PER_IMAGE, write_mmproj
+from tests.make_mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
 from tests.media_files import MTMD_MEDIA, SVG, png, png_header, truncated
 from tests.server_process import ServerProcess
 
@@ -219,3 +219,20 @@ def test_the_docs_openai_example_runs_against_the_server(server, capsys):
     code = code.replace('open("vendor/', f'open("{ROOT}/vendor/')
     exec(compile(code, "docs/multimodal.md", "exec"), {})
     assert "prompt tokens, the image's among them" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_input_audio_goes_through_chat_with_an_audio_projector(tmp_path):
+    mmproj = write_mmproj(tmp_path / "av.gguf", audio=True)
+    proc = ServerProcess("--ctx-size", "1024", "--parallel", "1", "--mmproj", str(mmproj))
+    try:
+        models = httpx.get(f"{proc.url}/v1/models", timeout=PATIENCE).json()["data"]
+        assert models[0]["modalities"] == ["text", "image", "audio"]
+        audio = base64.b64encode((MTMD_MEDIA / "test-2.mp3").read_bytes()).decode()
+        sound = {"type": "input_audio", "input_audio": {"data": audio, "format": "mp3"}}
+        messages = [{"role": "user", "content": [{"type": "text", "text": "Who speaks?"}, sound]}]
+        response = chat(proc, messages)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["prompt_tokens"] > AUDIO_TOKENS
+    finally:
+        proc.stop()
