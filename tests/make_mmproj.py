@@ -55,13 +55,8 @@ def write_mmproj(
         writer.add_string("clip.projector_type", "mlp")
     writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
     writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
-    writer.add_uint32("clip.vision.embedding_length", VISION_WIDTH)
-    writer.add_uint32("clip.vision.feed_forward_length", VISION_FF)
-    writer.add_uint32("clip.vision.attention.head_count", VISION_HEADS)
     # The llava graph reads the second-to-last block: two blocks, so one runs.
-    writer.add_uint32("clip.vision.block_count", 2)
-    writer.add_uint32("clip.vision.projection_dim", text_width)
-    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    _add_encoder_sizes(writer, "vision", 2, text_width)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
     writer.add_bool("clip.use_gelu", True)
@@ -71,17 +66,7 @@ def write_mmproj(
     writer.add_tensor("v.patch_embd.bias", weight(VISION_WIDTH))
     writer.add_tensor("v.position_embd.weight", weight(TOKENS_PER_IMAGE, VISION_WIDTH))
     for block in range(2):
-        prefix = f"v.blk.{block}"
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            writer.add_tensor(f"{prefix}.{name}.weight", weight(VISION_WIDTH, VISION_WIDTH))
-            writer.add_tensor(f"{prefix}.{name}.bias", weight(VISION_WIDTH))
-        for name in ("ln1", "ln2"):
-            writer.add_tensor(f"{prefix}.{name}.weight", np.ones(VISION_WIDTH, dtype=np.float32))
-            writer.add_tensor(f"{prefix}.{name}.bias", np.zeros(VISION_WIDTH, dtype=np.float32))
-        writer.add_tensor(f"{prefix}.ffn_up.weight", weight(VISION_FF, VISION_WIDTH))
-        writer.add_tensor(f"{prefix}.ffn_up.bias", weight(VISION_FF))
-        writer.add_tensor(f"{prefix}.ffn_down.weight", weight(VISION_WIDTH, VISION_FF))
-        writer.add_tensor(f"{prefix}.ffn_down.bias", weight(VISION_WIDTH))
+        _add_block(writer, weight, f"v.blk.{block}", k_bias=True)
     writer.add_tensor("mm.0.weight", weight(PROJECTOR_HIDDEN, VISION_WIDTH))
     writer.add_tensor("mm.0.bias", weight(PROJECTOR_HIDDEN))
     # Large enough that two images move the text model's logits measurably.
@@ -98,31 +83,40 @@ def _add_audio(writer, weight, text_width: int) -> None:
     writer.add_bool("clip.has_audio_encoder", True)
     writer.add_string("clip.audio.projector_type", "qwen2a")
     writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
-    writer.add_uint32("clip.audio.embedding_length", VISION_WIDTH)
-    writer.add_uint32("clip.audio.feed_forward_length", VISION_FF)
-    writer.add_uint32("clip.audio.attention.head_count", VISION_HEADS)
-    writer.add_uint32("clip.audio.block_count", 1)
-    writer.add_uint32("clip.audio.projection_dim", text_width)
-    writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+    _add_encoder_sizes(writer, "audio", 1, text_width)
     # Whisper's convolutions are float16 in every converted model: ggml's im2col path expects it.
     writer.add_tensor("a.conv1d.1.weight", (weight(VISION_WIDTH, MEL_BINS, 3) * 10.0).astype(np.float16))
     writer.add_tensor("a.conv1d.1.bias", weight(VISION_WIDTH, 1))  # (channels, 1): added along time
     writer.add_tensor("a.conv1d.2.weight", weight(VISION_WIDTH, VISION_WIDTH, 3).astype(np.float16))
     writer.add_tensor("a.conv1d.2.bias", weight(VISION_WIDTH, 1))
     writer.add_tensor("a.position_embd.weight", weight(AUDIO_POSITIONS, VISION_WIDTH))
-    for name in ("attn_q", "attn_v", "attn_out"):
-        writer.add_tensor(f"a.blk.0.{name}.weight", weight(VISION_WIDTH, VISION_WIDTH))
-        writer.add_tensor(f"a.blk.0.{name}.bias", weight(VISION_WIDTH))
-    writer.add_tensor("a.blk.0.attn_k.weight", weight(VISION_WIDTH, VISION_WIDTH))  # Whisper's k has no bias
-    for name in ("ln1", "ln2"):
-        writer.add_tensor(f"a.blk.0.{name}.weight", np.ones(VISION_WIDTH, dtype=np.float32))
-        writer.add_tensor(f"a.blk.0.{name}.bias", np.zeros(VISION_WIDTH, dtype=np.float32))
-    writer.add_tensor("a.blk.0.ffn_up.weight", weight(VISION_FF, VISION_WIDTH))
-    writer.add_tensor("a.blk.0.ffn_up.bias", weight(VISION_FF))
-    writer.add_tensor("a.blk.0.ffn_down.weight", weight(VISION_WIDTH, VISION_FF))
-    writer.add_tensor("a.blk.0.ffn_down.bias", weight(VISION_WIDTH))
+    _add_block(writer, weight, "a.blk.0", k_bias=False)  # Whisper's k has no bias
     writer.add_tensor("mm.a.fc.weight", weight(text_width, VISION_WIDTH) * 20.0)
     writer.add_tensor("mm.a.fc.bias", weight(text_width))
+
+
+def _add_encoder_sizes(writer, modality: str, blocks: int, text_width: int) -> None:
+    writer.add_uint32(f"clip.{modality}.embedding_length", VISION_WIDTH)
+    writer.add_uint32(f"clip.{modality}.feed_forward_length", VISION_FF)
+    writer.add_uint32(f"clip.{modality}.attention.head_count", VISION_HEADS)
+    writer.add_uint32(f"clip.{modality}.block_count", blocks)
+    writer.add_uint32(f"clip.{modality}.projection_dim", text_width)
+    writer.add_float32(f"clip.{modality}.attention.layer_norm_epsilon", 1e-5)
+
+
+def _add_block(writer, weight, prefix: str, *, k_bias: bool) -> None:
+    """One pre-norm transformer block of the encoder: attention, then a GELU MLP."""
+    for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+        writer.add_tensor(f"{prefix}.{name}.weight", weight(VISION_WIDTH, VISION_WIDTH))
+        if name != "attn_k" or k_bias:
+            writer.add_tensor(f"{prefix}.{name}.bias", weight(VISION_WIDTH))
+    for name in ("ln1", "ln2"):
+        writer.add_tensor(f"{prefix}.{name}.weight", np.ones(VISION_WIDTH, dtype=np.float32))
+        writer.add_tensor(f"{prefix}.{name}.bias", np.zeros(VISION_WIDTH, dtype=np.float32))
+    writer.add_tensor(f"{prefix}.ffn_up.weight", weight(VISION_FF, VISION_WIDTH))
+    writer.add_tensor(f"{prefix}.ffn_up.bias", weight(VISION_FF))
+    writer.add_tensor(f"{prefix}.ffn_down.weight", weight(VISION_WIDTH, VISION_FF))
+    writer.add_tensor(f"{prefix}.ffn_down.bias", weight(VISION_WIDTH))
 
 
 def main(argv: list[str] | None = None) -> None:
