@@ -41,6 +41,7 @@ class MediaChunk:
     chunk: Handle  # an mtmd_input_chunk of our own (a copy), freed with this Handle
     non_causal: bool
     kind: str  # "image" or "audio"
+    n_pos: int  # positions it takes in the sequence: n_tokens here (no M-RoPE)
     embeddings: np.ndarray | None = None  # (n_tokens, n_embd) once encoded; dropped once decoded
 
     @property
@@ -122,7 +123,10 @@ def build(projector: Projector, text: str, media: list[bytes], *, n_ubatch: int)
             )
         owned = Handle(_mtmd.mtmd_input_chunk_copy(chunk), _mtmd.mtmd_input_chunk_free, projector.handle())
         name = "audio" if kind == _mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO else "image"
-        prompt.chunks.append(MediaChunk(len(prompt), n_tokens, owned, non_causal, name))
+        n_pos = int(_mtmd.mtmd_input_chunk_get_n_pos(chunk))
+        if n_pos != n_tokens:  # the Projector refuses M-RoPE models, the only ones where they differ
+            raise MediaError(f"a media chunk of {n_tokens} tokens takes {n_pos} positions; helios places one per token")
+        prompt.chunks.append(MediaChunk(len(prompt), n_tokens, owned, non_causal, name, n_pos))
         prompt.extend([placeholder] * n_tokens)
     if not prompt or prompt[-1] < 0:
         raise MediaError("a prompt must end with text after its last media item")

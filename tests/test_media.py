@@ -12,9 +12,10 @@ import pytest
 
 from helios_core import media_prompt
 from helios_core.context import Context
-from helios_core.engine import Engine
+from helios_core.engine import Engine, Request, Scheduler
 from helios_core.errors import ClosedError, ModelLoadError
 from helios_core.projector import MediaError, Projector
+from helios_core.sequence import GenerationParams
 from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close, teacher_forced
 from tests.make_mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
 from tests.media_files import MTMD_MEDIA, SVG, png, truncated
@@ -65,7 +66,7 @@ def test_the_projector_serves_images_only(projector):
 def test_an_image_is_one_chunk_of_its_tokens_between_text_runs(projector):
     prompt = prompt_with(projector, MTMD_MEDIA.joinpath("test-1.jpeg").read_bytes())
     [chunk] = prompt.chunks
-    assert (chunk.kind, chunk.n_tokens) == ("image", TOKENS_PER_IMAGE)
+    assert (chunk.kind, chunk.n_tokens, chunk.n_pos) == ("image", TOKENS_PER_IMAGE, TOKENS_PER_IMAGE)
     assert prompt.media_tokens == TOKENS_PER_IMAGE
     assert all(t < 0 for t in prompt[chunk.start : chunk.end])
     assert prompt[chunk.start - 1] >= 0 and prompt[chunk.end] >= 0
@@ -134,6 +135,28 @@ def test_an_image_read_in_pieces_gives_the_logits_of_one_read_whole(model, proje
         pieces = next_logits(engine, prompt_with(projector, png(seed=12)))
         engine.close()
     assert_logits_close([pieces], [whole])
+
+
+def test_a_running_stream_gets_a_token_every_step_while_an_image_is_read(model, projector):
+    with Context(model, n_ctx=512, n_seq_max=2, n_threads=THREADS) as ctx:
+        scheduler = Scheduler(ctx, prefill_per_step=8)
+        streamed: list = []
+        running = Request(
+            model.vocab.tokenize("Once upon a time"), GenerationParams(max_tokens=60, ignore_eos=True), streamed.append
+        )
+        scheduler.submit(running)
+        while not streamed:
+            scheduler.step()
+        pictured = prompt_with(projector, png(seed=13))
+        events: list = []
+        scheduler.submit(Request(list(pictured), GenerationParams(max_tokens=1), events.append, media=pictured))
+        steps = 0
+        while not events:  # the image's prompt is read in bounded steps (an encode, two 8-row decodes, text)
+            before = len(streamed)
+            scheduler.step()
+            steps += 1
+            assert len(streamed) == before + 1, f"step {steps} left the running stream without a token"
+        assert steps >= 4
 
 
 def test_an_mp3_is_one_audio_chunk_of_a_30_second_window(hearing):
