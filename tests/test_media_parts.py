@@ -39,3 +39,22 @@ def test_a_model_without_a_projector_refuses_media_with_a_400_naming_the_part():
         load([MediaRef("image", "messages[0].content[1]", url="data:image/png;base64,AAAA")], MediaServing())
     assert raised.value.status == 400 and raised.value.param == "messages[0].content[1]"
     assert "--mmproj" in str(raised.value)
+
+
+def test_a_remote_image_is_fetched_only_when_the_server_allows_it(tmp_path):
+    import functools
+    import threading
+    import types
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "a.png").write_bytes(png(seed=5))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        ref = MediaRef("image", "messages[0].content[1]", url=f"http://127.0.0.1:{http.server_port}/a.png")
+        images_only = types.SimpleNamespace(modalities=["image"])  # load() asks the projector only this
+        loaded = load([ref], MediaServing(allow_remote=True, projector=images_only))
+        with pytest.raises(APIError, match="--allow-remote-media"):
+            load([ref], MediaServing(projector=images_only))
+        http.shutdown()
+    assert loaded.items == [png(seed=5)]
