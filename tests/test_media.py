@@ -40,6 +40,14 @@ def hearing(model, tmp_path_factory):
         yield p
 
 
+@pytest.fixture(scope="module")
+def gemma3(model, tmp_path_factory):
+    """Gemma 3's own projector type: images wrapped in <start_of_image> ... <end_of_image>, read non-causally."""
+    path = write_mmproj(tmp_path_factory.mktemp("mmproj") / "gemma3.gguf", gemma3=True)
+    with Projector(model, path, n_threads=THREADS) as p:
+        yield p
+
+
 @pytest.fixture
 def engine(model):
     with Context(model, n_ctx=512, n_seq_max=2, n_threads=THREADS) as ctx:
@@ -157,6 +165,27 @@ def test_a_running_stream_gets_a_token_every_step_while_an_image_is_read(model, 
             steps += 1
             assert len(streamed) == before + 1, f"step {steps} left the running stream without a token"
         assert steps >= 4
+
+
+def test_a_gemma3_image_is_wrapped_in_its_markers_and_read_non_causally(model, gemma3):
+    prompt = prompt_with(gemma3, png(seed=1))
+    [chunk] = prompt.chunks
+    assert chunk.non_causal and chunk.n_tokens == TOKENS_PER_IMAGE
+    before, after = model.vocab.token_to_piece(prompt[chunk.start - 1]), model.vocab.token_to_piece(prompt[chunk.end])
+    assert (before, after) == (b"<start_of_image>", b"<end_of_image>")
+
+
+def test_gemma3_images_move_the_logits_and_the_same_one_matches_from_the_cache(engine, gemma3):
+    a = next_logits(engine, prompt_with(gemma3, png(seed=21)))
+    b = next_logits(engine, prompt_with(gemma3, png(seed=22)))
+    again = next_logits(engine, prompt_with(gemma3, png(seed=21)))
+    assert float(np.abs(a - b).max()) > 2 * LOGIT_TOLERANCE
+    assert_logits_close([again], [a])
+
+
+def test_a_non_causal_image_longer_than_n_ubatch_is_refused(gemma3):
+    with pytest.raises(MediaError, match="--ubatch"):
+        media_prompt.build(gemma3, f"Look: {gemma3.marker} now", [png()], n_ubatch=TOKENS_PER_IMAGE - 1)
 
 
 def test_an_mp3_is_one_audio_chunk_of_a_30_second_window(hearing):
