@@ -471,13 +471,15 @@ class Scheduler:
         return plan
 
     def _read_media(self) -> None:
-        """One bounded piece (an encode, or a decode of embeddings) of each slot whose next prompt token is media."""
+        """One bounded piece (an encode, or a decode of embeddings) of the slots whose next prompt token is media:
+        of the earliest such request only while others generate, so their streams keep flowing."""
         generating = any(slot.busy and not slot.pending for slot in self.slots)
         budget = self.prefill_per_step if generating else self.ctx.n_batch
-        for slot in self.slots:
-            media = slot.request.media if slot.busy and slot.pending else None
-            if media is None or media.media_at(slot.next_pos) is None:
-                continue
+        reading = [s for s in self.slots if s.busy and s.pending and s.request.media is not None]
+        reading = [s for s in reading if s.request.media.media_at(s.next_pos) is not None]
+        reading.sort(key=lambda s: s.request.submitted_at)
+        for slot in reading[:1] if generating else reading:
+            media = slot.request.media
             lora.apply(self.ctx, slot.request.params.lora)
             try:
                 n, pos = media_step.read(self.ctx, slot.cache.seq_id, slot.next_pos, media, budget)
