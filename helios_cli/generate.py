@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from helios_cli.media_options import add_generate_media_options, check_generate_media, media_prompt_of
 from helios_cli.options import (
     HelpFormatter,
     add_model_options,
@@ -27,6 +28,7 @@ def add_command(commands) -> None:
     add_model_options(generate)
     _add_sampling_options(generate)
     add_speculation_options(generate)
+    add_generate_media_options(generate)
     generate.add_argument(
         "--prompt", "-p", required=True, help="the text to continue (or, with --chat, the user's message)"
     )
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> None:
     path = resolve_model(args.model)
     check_lora_options(args, path)
     check_speculation_options(args, path)
+    check_generate_media(args)
     add_rpc_workers(args)
     # Closing the model closes the generator's context with it, on errors too.
     with (
@@ -77,12 +80,16 @@ def run(args: argparse.Namespace) -> None:
         if args.chat:
             if template is None and model.chat_template() is None:
                 print(no_chat_template_warning(model), file=sys.stderr)
-            messages = [{"role": "system", "content": args.system}] if args.system else []
-            messages.append({"role": "user", "content": args.prompt})
-            text = chat.load(model, template).render(messages)
-            prompt = model.vocab.tokenize(text, parse_special=True)
+            system = [{"role": "system", "content": args.system}] if args.system else []
+
+            def render(content: str) -> str:
+                return chat.load(model, template).render([*system, {"role": "user", "content": content}])
+
+            prompt = model.vocab.tokenize(render(args.prompt), parse_special=True)
         else:
-            prompt = args.prompt
+            render, prompt = str, args.prompt
+        if args.image or args.audio:  # the files' markers before the prompt's text
+            prompt = media_prompt_of(args, model, args.prompt, render, generator.ctx.n_ubatch)
         generation = generator.generate(prompt, params)
         for step in generation:
             sys.stdout.write(step.text)

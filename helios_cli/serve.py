@@ -6,6 +6,7 @@ import argparse
 import os
 
 from helios_cli.cache_options import add_prompt_cache_options, check_prompt_cache_options
+from helios_cli.media_options import add_media_options
 from helios_cli.options import (
     HelpFormatter,
     add_model_options,
@@ -27,6 +28,7 @@ def add_command(commands) -> None:
     serve.add_argument("--parallel", "-np", type=positive_int, default=4, help="sequences decoded together")
     add_speculation_options(serve)
     add_prompt_cache_options(serve)
+    add_media_options(serve)
     _add_reasoning_options(serve)
     serve.add_argument(
         "--pooling",

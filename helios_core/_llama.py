@@ -431,6 +431,7 @@ _c(
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)
 _fn("llama_decode", c_int32, llama_context_p, llama_batch)
+_fn("llama_set_causal_attn", None, llama_context_p, c_bool)  # media embeddings that attend both ways (Gemma 3)
 _fn("llama_synchronize", None, llama_context_p)
 _fn("llama_get_logits", POINTER(c_float), llama_context_p)
 _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)

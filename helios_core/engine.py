@@ -67,12 +67,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from helios_core import lora
+from helios_core import lora, media_step
 from helios_core.batch import Batch
 from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.media_prompt import MediaPrompt
 from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
 from helios_core.scoring import ROWS_PER_DECODE, Scored
@@ -140,6 +141,7 @@ class Request:
     started_at: float = 0.0
     first_token_at: float = 0.0
     speculates: bool = False  # drafts are verified for it (set when submitted)
+    media: MediaPrompt | None = None  # the prompt's media chunks, when it has any (media_step reads them)
 
     @property
     def usage(self):
@@ -308,7 +310,11 @@ class Scheduler:
 
     def submit(self, request: Request) -> None:
         self.check_prompt(request.prompt)
-        request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
+        media = request.media
+        if media is not None and request.params.prompt_logprobs is not None:
+            raise ValueError("prompt_logprobs cannot score a prompt with media in it")
+        prompt = request.prompt if media is None else media.sampling_prompt()
+        request.seq = SequenceState(self.model, prompt, request.params, self.n_ctx_per_seq)
         params = request.params
         request.speculates = (
             self.speculation is not None
@@ -333,6 +339,7 @@ class Scheduler:
         """Admit; then for each adapter set in use: plan one batch, decode it once, commit what every slot got."""
         self._drop_cancelled()
         self._admit()
+        self._read_media()
         for adapters in self._adapter_sets():
             self._step(self.plan(adapters))
 
@@ -455,6 +462,8 @@ class Scheduler:
         for slot in sorted((s for s in busy if s.pending), key=lambda s: s.request.submitted_at):
             seq = slot.request.seq
             limit = min(budget, scoring_rows) if seq.scores_prompt else budget
+            if slot.request.media is not None:  # a media chunk next is read by _read_media, not in this batch
+                limit = min(limit, slot.request.media.text_ahead(slot.next_pos))
             if limit <= 0:
                 continue
             tokens = slot.pending[:limit]
@@ -473,6 +482,32 @@ class Scheduler:
             plan.chunks.append(chunk)
             budget -= len(tokens)
         return plan
+
+    def _read_media(self) -> None:
+        """One bounded piece (an encode, or a decode of embeddings) of the slots whose next prompt token is media:
+        of the earliest such request only while others generate, so their streams keep flowing."""
+        generating = any(slot.busy and not slot.pending for slot in self.slots)
+        budget = self.prefill_per_step if generating else self.ctx.n_batch
+        reading = [s for s in self.slots if s.busy and s.pending and s.request.media is not None]
+        reading = [s for s in reading if s.request.media.media_at(s.next_pos) is not None]
+        reading.sort(key=lambda s: s.request.submitted_at)
+        for slot in reading[:1] if generating else reading:
+            media = slot.request.media
+            lora.apply(self.ctx, slot.request.params.lora)
+            try:
+                n, pos = media_step.read(self.ctx, slot.cache.seq_id, slot.next_pos, media, budget)
+            except HeliosError as error:
+                self._forget(slot)
+                self._finish(slot, None, error)
+                continue
+            if pos < slot.next_pos:  # a cached prefix ended inside a chunk that is read whole: from its start
+                self.ctx.seq_rm(slot.cache.seq_id, pos, -1)
+                del slot.cache.tokens[pos:]
+                slot.pending = slot.request.prompt[pos:]
+            slot.cache.tokens.extend(slot.pending[:n])
+            slot.pending = slot.pending[n:]
+            slot.next_pos = pos
+            self.stats.prompt_tokens_decoded += n
 
     def _drafts(self, generating: list[Slot], room: int) -> dict[int, Offer]:
         """The drafts to verify this step, by seq_id: what pays best over all generating slots.
@@ -807,9 +842,10 @@ class Engine:
 
     def submit(self, prompt: Sequence[int], params: GenerationParams, sink: Sink) -> Request:
         """Queue a request. Raises PromptTooLongError, QueueFullError or EngineShutdownError at once, never later."""
+        media = prompt if isinstance(prompt, MediaPrompt) else None
         prompt = list(prompt)
         self.scheduler.check_prompt(prompt)  # reads only immutable settings: safe from any thread
-        request = Request(prompt, params, sink)
+        request = Request(prompt, params, sink, media=media)
         with self._lock:
             if not self._accepting:
                 raise EngineShutdownError("the server is shutting down and takes no new requests")

@@ -20,7 +20,7 @@ from helios_core.generate import GenerationParams
 from helios_core.reasoning import ReasoningPlan
 from helios_core.sampling.params import SETTINGS, SETTINGS_BY_NAME, SettingError
 from helios_core.sequence import LOGPROBS_MODES
-from helios_http import plugins, reasoning_fields, tools
+from helios_http import media, plugins, reasoning_fields, tools
 from helios_http.errors import invalid
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -99,6 +99,7 @@ class ChatRequest:
     tool_plan: tools.ToolPlan | None = None  # set once the chat template is known (tools.plan)
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs: variables for the template
     reasoning_effort: str | None = None  # none, minimal, low, medium, high: the template's switch where it has one
+    media: list[media.MediaRef] = field(default_factory=list)  # image and audio parts, media.SENTINEL in the text
 
 
 @dataclass
@@ -125,7 +126,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("messages must be a non-empty list of {role, content} objects", "messages")
-    parsed = [_message(m, i) for i, m in enumerate(messages)]
+    refs: list[media.MediaRef] = []
+    parsed = [_message(m, i, refs) for i, m in enumerate(messages)]
     if boolean_field(body, "echo", False):
         raise invalid("echo is a field of /v1/completions; chat completions never repeat the prompt", "echo")
     logprobs = boolean_field(body, "logprobs", False)
@@ -143,6 +145,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         tools=offered,
         template_kwargs=reasoning_fields.template_kwargs(body),
         reasoning_effort=reasoning_fields.effort(body),
+        media=refs,
     )
 
 
@@ -178,7 +181,7 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
 # --- fields -----------------------------------------------------------------------
 
 
-def _message(message: Any, index: int) -> dict[str, Any]:
+def _message(message: Any, index: int, refs: list[media.MediaRef]) -> dict[str, Any]:
     """One message as the chat template gets it: text content, and the tool fields as given (checked)."""
     where = f"messages[{index}]"
     if not isinstance(message, dict):
@@ -186,7 +189,8 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     role = message.get("role")
     if role not in ROLES:
         raise invalid(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
-    plain: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": _text(message, where)}
+    content = _text(message, where, refs)
+    plain: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
     name = message.get("name")
     if name is not None:
         if not isinstance(name, str):
@@ -209,7 +213,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     return plain
 
 
-def _text(message: dict[str, Any], where: str) -> str:
+def _text(message: dict[str, Any], where: str, refs: list[media.MediaRef]) -> str:
     content = message.get("content")
     if content is None:
         text = ""  # an assistant's message with tool calls only, or an empty one
@@ -218,6 +222,11 @@ def _text(message: dict[str, Any], where: str) -> str:
     elif isinstance(content, list):
         parts = []
         for j, part in enumerate(content):
+            ref = media.chat_part(part, f"{where}.content[{j}]") if isinstance(part, dict) else None
+            if ref is not None:  # an image or audio part: its bytes are loaded once the server's limits apply
+                refs.append(ref)
+                parts.append(media.SENTINEL)
+                continue
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise invalid(
                     f'{where}.content[{j}] must be a text part {{"type": "text", "text": ...}}; '

@@ -18,6 +18,7 @@ from helios_core.reasoning import ReasoningFormat
 from helios_core.slot_files import Validity
 from helios_http.errors import APIError
 from helios_http.limits import MiB
+from helios_http.media import MediaServing
 from helios_http.metrics import Metrics
 from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
@@ -59,6 +60,7 @@ class ServerState:
     slot_validity: Validity | None = None  # what a slot file must match to be loaded here (slot_files.py)
     persist: Callable[[], None] | None = None  # --cache-persist: writes the tier, after the drain, before close
     model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
+    media: MediaServing = field(default_factory=MediaServing)  # --mmproj's projector, --media-path, the limits
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:
