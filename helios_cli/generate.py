@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> None:
     from helios_core.generate import Generator
     from helios_core.model import Model
     from helios_core.resolve import resolve_model
+    from helios_core.runtime import Runtime
 
     params = generation_params(args)  # bad settings fail before the model loads
     template = chat_template_option(args)  # a broken template file fails before the model loads
@@ -64,13 +65,11 @@ def run(args: argparse.Namespace) -> None:
     check_speculation_options(args, path)
     check_generate_media(args)
     add_rpc_workers(args)
-    # Closing the model closes the generator's context with it, on errors too.
-    with (
-        Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split) as model,
-        Generator(
-            model, n_ctx=args.ctx_size, n_threads=args.threads, speculation=speculation(args, model, 1, args.ctx_size)
-        ) as generator,
-    ):
+    # Everything opened here is closed last-opened first, on errors too.
+    with Runtime() as runtime:
+        model = runtime.own(Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split))
+        spec = speculation(args, runtime, model, 1, args.ctx_size)
+        generator = runtime.own(Generator(model, n_ctx=args.ctx_size, n_threads=args.threads, speculation=spec))
         apply_control_vectors(args, model, generator.ctx)
         verdict = backend.cpu_verdict()
         if verdict is not None and verdict.skipped:

@@ -166,8 +166,9 @@ def check_speculation_options(args: argparse.Namespace, model_path) -> None:
             raise SystemExit(f"helios-engine: --draft-model {args.draft_model.name}: {error}") from None
 
 
-def speculation(args: argparse.Namespace, model, n_seq: int, n_ctx_per_seq: int):
-    """The Speculation the (checked) options ask for, None for --spec off; a draft model is loaded here."""
+def speculation(args: argparse.Namespace, runtime, model, n_seq: int, n_ctx_per_seq: int):
+    """The Speculation the (checked) options ask for, None for --spec off; a draft model is loaded here,
+    owned by `runtime` (a helios_core.runtime.Runtime) with its context."""
     from helios_core.model import Model
     from helios_core.speculative import DraftModel, PromptLookup, Speculation
 
@@ -175,7 +176,8 @@ def speculation(args: argparse.Namespace, model, n_seq: int, n_ctx_per_seq: int)
         return None
     if args.spec == "prompt-lookup":
         return Speculation(PromptLookup(), draft_max=args.draft_max)
-    drafter = DraftModel(Model(args.draft_model), n_seq, n_ctx_per_seq=n_ctx_per_seq, n_threads=args.threads)
+    draft = runtime.own(Model(args.draft_model))
+    drafter = runtime.own(DraftModel(draft, n_seq, n_ctx_per_seq=n_ctx_per_seq, n_threads=args.threads))
     return Speculation(drafter, draft_max=args.draft_max)
 
 

@@ -102,12 +102,7 @@ class HeliosServer(uvicorn.Server):
         return False
 
     def _release(self) -> None:
-        """Free engine, context and model, in that order, once no handler runs (a model still loading first ends)."""
+        """Free engine, contexts and models, last opened first, once no handler runs (a loading model first ends)."""
         if self._loader is not None:
             self._loader.join()
-        state = self.state
-        if state.engine is not None:
-            state.engine.close()  # a no-op after the drain
-            state.engine.scheduler.ctx.close()
-        if state.model is not None:
-            state.model.close()
+        self.state.runtime.close()

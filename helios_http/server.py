@@ -63,8 +63,11 @@ END_IN_FLIGHT_SECONDS = 3
 
 
 def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
-    """Load model, context and engine into `state` (runs on a background thread). Raises on failure."""
-    model = Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split)
+    """Load model, context and engine into `state`, owned by state.runtime (runs on a background thread).
+
+    Raises on failure, having closed what it opened."""
+    runtime = state.runtime
+    model = runtime.own(Model(path, n_gpu_layers=args.n_gpu_layers, tensor_split=args.tensor_split))
     # llguidance's view of the vocabulary and DRY's default sequence breakers (1.3 s of CPU for
     # Gemma's, 1.1 s of it llguidance's own build, which holds the GIL) are built beside the
     # context, and /health answers 200 only once they are: a server that reports ready must not
@@ -80,8 +83,10 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         if state.chat_template is None and model.chat_template() is None:
             logger.warning(no_chat_template_warning(model))
         # One KV cache for all slots, each slot allowed --ctx-size tokens: no slot can starve another.
-        ctx = Context(
-            model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
+        ctx = runtime.own(
+            Context(
+                model, n_ctx=args.ctx_size * args.parallel, n_seq_max=args.parallel, n_batch=512, n_threads=args.threads
+            )
         )
         apply_control_vectors(args, model, ctx)
         adapters = load_lora_adapters(args, model)
@@ -91,7 +96,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             state.media.projector = Projector(model, mmproj, n_threads=args.threads, use_gpu=gpu)
             logger.info("helios-engine: %s reads %s", mmproj.name, ", ".join(state.media.modalities))
     except BaseException:
-        model.close()
+        runtime.close()
         raise
     state.model = model
     state.lora, state.lora_scales = [a for a, _ in adapters], [scale for _, scale in adapters]
@@ -106,8 +111,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     if not args.rpc:
         # A context of its own on the engine's model, made at the first embeddings request. Not with
         # --rpc: it would decode beside the engine thread, and an RPC connection is not shared safely.
-        state.embeddings = EmbeddingWorker(
-            model, pooling=args.pooling, n_batch=args.embedding_batch, n_threads=args.threads
+        state.embeddings = runtime.own(
+            EmbeddingWorker(model, pooling=args.pooling, n_batch=args.embedding_batch, n_threads=args.threads)
         )
         logger.info(
             "helios-engine: /v1/embeddings pools by %s, at most %d tokens an input",
@@ -117,12 +122,14 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
     warm.join()  # before state.engine: /health says 200 from then on
     cache = PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None
     prepare_slot_files(state, args, path, cache)
-    state.engine = Engine(
-        ctx,
-        n_ctx_per_seq=args.ctx_size,
-        max_queue=args.max_queue,
-        speculation=speculation(args, model, args.parallel, args.ctx_size),
-        prompt_cache=cache,
+    state.engine = runtime.own(
+        Engine(
+            ctx,
+            n_ctx_per_seq=args.ctx_size,
+            max_queue=args.max_queue,
+            speculation=speculation(args, runtime, model, args.parallel, args.ctx_size),
+            prompt_cache=cache,
+        )
     )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(

@@ -15,6 +15,7 @@ from helios_core.engine import Engine
 from helios_core.lora import Adapter
 from helios_core.model import Model
 from helios_core.reasoning import ReasoningFormat
+from helios_core.runtime import Runtime
 from helios_core.slot_files import Validity
 from helios_http.errors import APIError
 from helios_http.limits import MiB
@@ -40,6 +41,7 @@ class ServerState:
     reasoning_budget: int = -1  # --reasoning-budget: a chat request's thinking budget unless it names one
     max_body_bytes: int = 8 * MiB
     request_timeout: float = 30.0  # seconds for a request's body to arrive (headers: connections.py)
+    runtime: Runtime = field(default_factory=Runtime)  # owns model, context, engine, ...; closed last (lifecycle.py)
     model: Model | None = None
     engine: Engine | None = None
     embeddings: EmbeddingWorker | None = None  # /v1/embeddings' context and thread, set with the engine
