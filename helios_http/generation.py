@@ -23,7 +23,8 @@ from helios_http.bridge import Job, run_jobs
 from helios_http.errors import CLIENT_CLOSED_REQUEST, APIError, engine_error, invalid, shutting_down
 from helios_http.lora_api import request_set
 from helios_http.responses import json_response
-from helios_http.schemas import ChatRequest, CompletionRequest, SamplingFields
+from helios_http.sampling_fields import SamplingFields
+from helios_http.schemas import ChatRequest, CompletionRequest
 from helios_http.state import RETRY_AFTER_SECONDS, ServerState
 from helios_http.streaming import stream
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from helios_core.lora import AdapterSet, adapter_set
 from helios_http.errors import APIError, invalid
 from helios_http.responses import json_response
-from helios_http.schemas import SamplingFields, lora_scales
+from helios_http.sampling_fields import SamplingFields, lora_scales
 from helios_http.state import ServerState
 
 

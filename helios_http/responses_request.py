@@ -24,8 +24,9 @@ from typing import Any
 
 from helios_http import reasoning_fields
 from helios_http.errors import APIError, invalid
+from helios_http.fields import boolean_field
 from helios_http.responses_items import input_items, messages
-from helios_http.schemas import ChatRequest, boolean_field, parse_chat
+from helios_http.schemas import ChatRequest, parse_chat
 
 # Fields of a Responses body that are translated here, never handed to parse_chat as they came.
 RESPONSES_FIELDS = frozenset(

@@ -29,8 +29,9 @@ from starlette.responses import Response
 from helios_core import chat
 from helios_core.model import Model
 from helios_http.errors import invalid
+from helios_http.fields import boolean_field
 from helios_http.responses import json_response
-from helios_http.schemas import boolean_field, parse_json
+from helios_http.schemas import parse_json
 from helios_http.state import ServerState
 
 

@@ -35,7 +35,7 @@ from helios_http.errors import invalid
 from helios_http.shapes import Choice
 
 if TYPE_CHECKING:
-    from helios_http.schemas import SamplingFields
+    from helios_http.sampling_fields import SamplingFields
 
 CHOICES = ("none", "auto", "required")
 # OpenAI's rule for function names.

@@ -20,7 +20,8 @@ from typing import Any
 
 from helios_http import media, reasoning_fields
 from helios_http.errors import APIError, invalid
-from helios_http.schemas import MAX_STOPS, ChatRequest, parse_chat
+from helios_http.sampling_fields import MAX_STOPS
+from helios_http.schemas import ChatRequest, parse_chat
 
 # Translated here; the rest of a body goes to parse_chat untouched.
 OWN_FIELDS = ("system", "messages", "max_tokens", "stop_sequences", "tools", "tool_choice", "metadata", "thinking")
