@@ -217,7 +217,7 @@ def _samplers(results: Path) -> str:
     name, run = newest("bench_samplers", results)
     return _page(
         f"`{name}`: {run['rounds']} rounds of {run['tokens']} tokens, {run['threads']} threads, "
-        f"target {run['target']}, {_load(run['machine']['load_average'])}",
+        f"target {run['target']}, {_load(run['machine'].get('load_average') or run['machine']['load_average_1min'])}",
         ["chain", "tok/s ratio", "median-step ratio"],
         [[chain, f"{m['ratio']:.3f}", f"{m['ratio_of_median_steps']:.3f}"] for chain, m in run["median"].items()],
     )
