@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from helios_cli.cache_options import add_prompt_cache_options, check_prompt_cache_options
+from helios_cli.media_options import add_media_options
 from helios_cli.options import (
     HelpFormatter,
     add_model_options,
@@ -25,6 +27,8 @@ def add_command(commands) -> None:
     serve.add_argument("--port", type=number(int, 1, 65535), default=8000, help="port to listen on")
     serve.add_argument("--parallel", "-np", type=positive_int, default=4, help="sequences decoded together")
     add_speculation_options(serve)
+    add_prompt_cache_options(serve)
+    add_media_options(serve)
     _add_reasoning_options(serve)
     serve.add_argument(
         "--pooling",
@@ -137,6 +141,7 @@ def run(args: argparse.Namespace) -> None:
     # Imported here, not above: uvicorn and the app cost `generate` and `--help` their import time.
     from helios_http.server import serve
 
+    check_prompt_cache_options(args)
     raise SystemExit(serve(args))
 
 

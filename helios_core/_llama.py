@@ -28,6 +28,7 @@ from ctypes import (
     c_int32,
     c_int64,
     c_size_t,
+    c_uint8,
     c_uint32,
     c_uint64,
     c_void_p,
@@ -430,6 +431,7 @@ _c(
 _fn("llama_batch_init", llama_batch, c_int32, c_int32, c_int32)
 _fn("llama_batch_free", None, llama_batch)
 _fn("llama_decode", c_int32, llama_context_p, llama_batch)
+_fn("llama_set_causal_attn", None, llama_context_p, c_bool)  # media embeddings that attend both ways (Gemma 3)
 _fn("llama_synchronize", None, llama_context_p)
 _fn("llama_get_logits", POINTER(c_float), llama_context_p)
 _fn("llama_get_logits_ith", POINTER(c_float), llama_context_p, c_int32)
@@ -441,6 +443,31 @@ _fn("llama_memory_seq_cp", None, llama_memory_t, llama_seq_id, llama_seq_id, lla
 _fn("llama_memory_seq_keep", None, llama_memory_t, llama_seq_id)
 _fn("llama_memory_seq_pos_min", llama_pos, llama_memory_t, llama_seq_id)
 _fn("llama_memory_seq_pos_max", llama_pos, llama_memory_t, llama_seq_id)
+
+# One sequence's KV state as bytes (prompt_cache.py, slot_files.py): saved before a slot is reused, restored later.
+_c(
+    "size_t llama_state_seq_get_size(struct llama_context * ctx, llama_seq_id seq_id)",
+    c_size_t,
+    llama_context_p,
+    llama_seq_id,
+)
+_c(
+    "size_t llama_state_seq_get_data(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id)",
+    c_size_t,
+    llama_context_p,
+    POINTER(c_uint8),
+    c_size_t,
+    llama_seq_id,
+)
+_c(
+    "size_t llama_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, "
+    "llama_seq_id dest_seq_id)",
+    c_size_t,
+    llama_context_p,
+    POINTER(c_uint8),
+    c_size_t,
+    llama_seq_id,
+)
 
 _fn("llama_perf_context", llama_perf_context_data, llama_context_p)
 _fn("llama_perf_context_reset", None, llama_context_p)

@@ -281,6 +281,27 @@ class Context:
         _ = self.handle()
         return int(_llama.llama_memory_seq_pos_max(self._memory, self._seq(seq_id)))
 
+    def seq_state(self, seq_id: int) -> bytearray:
+        """A copy of one sequence's KV state (llama_state_seq_get_data): bytes for seq_state_set later."""
+        handle = self.handle()
+        size = _llama.llama_state_seq_get_size(handle.ptr, self._seq(seq_id))
+        data = bytearray(size)
+        if size and _llama.llama_state_seq_get_data(handle.ptr, _bytes(data), size, seq_id) != size:
+            raise ContextError(f"llama.cpp could not copy the state of sequence {seq_id}")
+        return data
+
+    def seq_state_set(self, seq_id: int, data: bytearray) -> bool:
+        """Load a state from seq_state() into a sequence (emptied first); False when it does not fit or load.
+
+        The sequence is left empty on failure.
+        """
+        handle = self.handle()
+        _llama.llama_memory_seq_rm(self._memory, self._seq(seq_id), -1, -1)
+        if _llama.llama_state_seq_set_data(handle.ptr, _bytes(data), len(data), seq_id) == 0:
+            _llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            return False
+        return True
+
     def _seq(self, seq_id: int, *, all_allowed: bool = False) -> int:
         # llama.cpp aborts the process on an out-of-range sequence id.
         if not (-1 if all_allowed else 0) <= seq_id < self.n_seq_max:
@@ -299,3 +320,8 @@ class Context:
     def perf_reset(self) -> None:
         handle = self.handle()
         _llama.llama_perf_context_reset(handle.ptr)
+
+
+def _bytes(data: bytearray):
+    """A uint8_t * over a bytearray's own memory (no copy)."""
+    return (ctypes.c_uint8 * len(data)).from_buffer(data)

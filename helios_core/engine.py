@@ -62,16 +62,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from helios_core import lora
+from helios_core import lora, media_step
 from helios_core.batch import Batch
 from helios_core.constraint import ConstraintProcessor, compute_masks
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
+from helios_core.media_prompt import MediaPrompt
+from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
@@ -138,6 +141,7 @@ class Request:
     started_at: float = 0.0
     first_token_at: float = 0.0
     speculates: bool = False  # drafts are verified for it (set when submitted)
+    media: MediaPrompt | None = None  # the prompt's media chunks, when it has any (media_step reads them)
 
     @property
     def usage(self):
@@ -272,12 +276,16 @@ class Scheduler:
         n_ctx_per_seq: int | None = None,
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
+        prompt_cache: the RAM tier a slot's prefix is saved to before the slot is reused, and
+            restored from at admission (helios_core.prompt_cache; None: slots only).
         """
         self.ctx = ctx
+        self.prompt_cache = prompt_cache
         self.on_dequeue = on_dequeue
         self.model = ctx.model
         self.speculation = speculation
@@ -302,7 +310,11 @@ class Scheduler:
 
     def submit(self, request: Request) -> None:
         self.check_prompt(request.prompt)
-        request.seq = SequenceState(self.model, request.prompt, request.params, self.n_ctx_per_seq)
+        media = request.media
+        if media is not None and request.params.prompt_logprobs is not None:
+            raise ValueError("prompt_logprobs cannot score a prompt with media in it")
+        prompt = request.prompt if media is None else media.sampling_prompt()
+        request.seq = SequenceState(self.model, prompt, request.params, self.n_ctx_per_seq)
         params = request.params
         request.speculates = (
             self.speculation is not None
@@ -327,6 +339,7 @@ class Scheduler:
         """Admit; then for each adapter set in use: plan one batch, decode it once, commit what every slot got."""
         self._drop_cancelled()
         self._admit()
+        self._read_media()
         for adapters in self._adapter_sets():
             self._step(self.plan(adapters))
 
@@ -383,11 +396,18 @@ class Scheduler:
             if request.seq.scores_prompt:
                 # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
                 slot = min(free, key=lambda s: len(s.cache.tokens))
+                if self.prompt_cache is not None:
+                    self.prompt_cache.stash(self.ctx, slot.cache)
                 slot.cache.forget(self.ctx)
                 slot.cache.lora = request.params.lora
                 cached = 0
             else:
                 slot = max(free, key=lambda s: _slot_score(s, request.prompt, request.params.lora))
+                if self.prompt_cache is not None:  # the tier may hold a longer prefix; a long tail is saved first
+                    seq = self.prompt_cache.admit(
+                        self.ctx, [s.cache for s in free], slot.cache, request.prompt, request.params.lora
+                    )
+                    slot = next(s for s in free if s.cache is seq)
                 cached = slot.cache.reuse(self.ctx, request.prompt, request.params.lora)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
@@ -442,6 +462,8 @@ class Scheduler:
         for slot in sorted((s for s in busy if s.pending), key=lambda s: s.request.submitted_at):
             seq = slot.request.seq
             limit = min(budget, scoring_rows) if seq.scores_prompt else budget
+            if slot.request.media is not None:  # a media chunk next is read by _read_media, not in this batch
+                limit = min(limit, slot.request.media.text_ahead(slot.next_pos))
             if limit <= 0:
                 continue
             tokens = slot.pending[:limit]
@@ -460,6 +482,32 @@ class Scheduler:
             plan.chunks.append(chunk)
             budget -= len(tokens)
         return plan
+
+    def _read_media(self) -> None:
+        """One bounded piece (an encode, or a decode of embeddings) of the slots whose next prompt token is media:
+        of the earliest such request only while others generate, so their streams keep flowing."""
+        generating = any(slot.busy and not slot.pending for slot in self.slots)
+        budget = self.prefill_per_step if generating else self.ctx.n_batch
+        reading = [s for s in self.slots if s.busy and s.pending and s.request.media is not None]
+        reading = [s for s in reading if s.request.media.media_at(s.next_pos) is not None]
+        reading.sort(key=lambda s: s.request.submitted_at)
+        for slot in reading[:1] if generating else reading:
+            media = slot.request.media
+            lora.apply(self.ctx, slot.request.params.lora)
+            try:
+                n, pos = media_step.read(self.ctx, slot.cache.seq_id, slot.next_pos, media, budget)
+            except HeliosError as error:
+                self._forget(slot)
+                self._finish(slot, None, error)
+                continue
+            if pos < slot.next_pos:  # a cached prefix ended inside a chunk that is read whole: from its start
+                self.ctx.seq_rm(slot.cache.seq_id, pos, -1)
+                del slot.cache.tokens[pos:]
+                slot.pending = slot.request.prompt[pos:]
+            slot.cache.tokens.extend(slot.pending[:n])
+            slot.pending = slot.pending[n:]
+            slot.next_pos = pos
+            self.stats.prompt_tokens_decoded += n
 
     def _drafts(self, generating: list[Slot], room: int) -> dict[int, Offer]:
         """The drafts to verify this step, by seq_id: what pays best over all generating slots.
@@ -754,6 +802,7 @@ class Engine:
         prefill_per_step: int = PREFILL_PER_STEP,
         n_ctx_per_seq: int | None = None,
         speculation: Speculation | None = None,
+        prompt_cache: PromptCache | None = None,
     ):
         self.scheduler = Scheduler(
             ctx,
@@ -761,9 +810,10 @@ class Engine:
             n_ctx_per_seq=n_ctx_per_seq,
             on_dequeue=self._dequeued,
             speculation=speculation,
+            prompt_cache=prompt_cache,
         )
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | str | tuple | None] = queue.SimpleQueue()  # tuple: call()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified when the engine may have gone idle
         self._queued = 0  # submitted, not yet admitted to a slot (or ended while waiting)
@@ -792,9 +842,10 @@ class Engine:
 
     def submit(self, prompt: Sequence[int], params: GenerationParams, sink: Sink) -> Request:
         """Queue a request. Raises PromptTooLongError, QueueFullError or EngineShutdownError at once, never later."""
+        media = prompt if isinstance(prompt, MediaPrompt) else None
         prompt = list(prompt)
         self.scheduler.check_prompt(prompt)  # reads only immutable settings: safe from any thread
-        request = Request(prompt, params, sink)
+        request = Request(prompt, params, sink, media=media)
         with self._lock:
             if not self._accepting:
                 raise EngineShutdownError("the server is shutting down and takes no new requests")
@@ -804,6 +855,18 @@ class Engine:
             self._idle = False
             self._inbox.put(request)
         return request
+
+    def call(self, fn: Callable[[Scheduler], object]) -> Future:
+        """Run fn(scheduler) on the engine thread, between steps: for work on the context (slot files).
+
+        The Future gets its result or exception; EngineShutdownError if the engine stops first.
+        """
+        future: Future = Future()
+        with self._lock:
+            if self._stopping:
+                raise EngineShutdownError("the server is shutting down")
+            self._inbox.put((fn, future))
+        return future
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
         """Submit a request and return its Generation, to iterate from the calling thread.
@@ -862,6 +925,8 @@ class Engine:
                     scheduler.fail_waiting(
                         EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
                     )
+                elif isinstance(item, tuple):
+                    _run_call(scheduler, *item)
                 else:
                     self._take(item)
             if self._stopping:
@@ -881,6 +946,8 @@ class Engine:
             if isinstance(item, Request):
                 self._dequeued(item)
                 _deliver(item, Done(None, shutdown))
+            elif isinstance(item, tuple):
+                item[1].set_exception(shutdown)
         scheduler.fail_waiting(shutdown)
         self._note_idle()
 
@@ -911,6 +978,13 @@ def _until_done(events: queue.SimpleQueue[Event], request: Request) -> Iterator[
                 return
     finally:
         request.cancel()  # the caller stopped early (or the request ended: then a no-op)
+
+
+def _run_call(scheduler: Scheduler, fn: Callable[[Scheduler], object], future: Future) -> None:
+    try:
+        future.set_result(fn(scheduler))
+    except Exception as error:  # the caller's to handle, not the engine thread's
+        future.set_exception(error)
 
 
 # A control message on the engine's inbox: end the requests waiting for a slot.

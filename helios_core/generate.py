@@ -14,6 +14,7 @@ from helios_core.context import Context
 from helios_core.engine import Done, Event, Generation, Request, Scheduler
 from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
+from helios_core.media_prompt import MediaPrompt
 from helios_core.model import Model
 from helios_core.sequence import GenerationParams, Step, Timings, Usage
 from helios_core.speculative import Speculation
@@ -72,7 +73,8 @@ class Generator:
         params = params or GenerationParams()
         tokens = self.model.vocab.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         events: deque = deque()
-        request = Request(tokens, params, events.append)
+        media = prompt if isinstance(prompt, MediaPrompt) else None  # images and audio: media_step reads them
+        request = Request(tokens, params, events.append, media=media)
         self.scheduler.submit(request)  # raises PromptTooLongError at once
         return Generation(self._run(request, events), request)
 

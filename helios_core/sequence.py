@@ -27,26 +27,28 @@ from helios_core.sampling import (
     SamplingState,
     TokenLogprob,
 )
+from helios_core.sampling.params import SamplingSettings
 from helios_core.scoring import Scored
 from helios_core.text import IncrementalDetokenizer, StopMatcher
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs", "raw_logits", "processed_logits")
 
 
-@dataclass
-class GenerationParams:
+@dataclass(kw_only=True)
+class GenerationParams(SamplingSettings):
     """What one request asks for. Defaults match OpenAI's API where it has one.
+
+    The built-in chain's settings (temperature ... min_tokens, seed) and their bounds are
+    inherited from the one table, sampling.params.SamplingSettings; the rest:
 
     max_tokens: most tokens to generate (None: until the context is full; 0: read the
         prompt only, e.g. to score it).
-    temperature ... mirostat_eta: the built-in chain (sampling.make_sampler); mirostat=2
-        replaces the filters, with its own running estimate per request.
-    dry_*: the DRY repetition penalty (sampling.make_dry_penalty); dry_multiplier 0 is off.
-    min_tokens: end-of-generation tokens and stop_token_ids are banned until this many
-        tokens are generated (stop strings still apply).
+    stop: stop strings; the text ends before the first one.
     ignore_eos: ban end-of-generation tokens: generate until max_tokens or a stop.
     stop_token_ids: further tokens that end the generation ("stop"); like an end-of-
         generation token, their own text is not part of the output.
+    dry_sequence_breakers: texts that end a repeat DRY counts (sampling.make_dry_penalty).
+    logit_bias: token id -> a number added to its logit.
     sampler: a custom Sampler; when given, the built-in chain's settings are ignored.
     sampler_factory: a callable making a custom Sampler, called once per request: for
         samplers that keep state from token to token.
@@ -78,29 +80,9 @@ class GenerationParams:
     """
 
     max_tokens: int | None = 256
-    temperature: float = sampling.DEFAULT_TEMPERATURE
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    top_n_sigma: float = 0.0
-    xtc_threshold: float = 0.1
-    xtc_probability: float = 0.0
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
-    seed: int | None = None
     stop: Sequence[str] = ()
     stop_token_ids: Sequence[int] = ()
-    min_tokens: int = 0
     ignore_eos: bool = False
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    dry_multiplier: float = 0.0
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = 64
     dry_sequence_breakers: Sequence[str] = sampling.DRY_SEQUENCE_BREAKERS
     logit_bias: Mapping[int, float] | None = None
     logprobs: bool = False
@@ -118,6 +100,7 @@ class GenerationParams:
     reasoning_budget: int | None = None
 
     def __post_init__(self):
+        super().__post_init__()  # the table's bounds
         self.lora = adapter_set(self.lora)
         if self.max_tokens is not None and self.max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {self.max_tokens}")
@@ -128,8 +111,6 @@ class GenerationParams:
             raise ValueError(f"give one of sampler, sampler_factory and batch_sampler, not both {' and '.join(custom)}")
         if self.logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}; got {self.logprobs_mode!r}")
-        if self.min_tokens < 0:
-            raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
         if self.reasoning_budget is not None and self.reasoning_budget < -1:
             raise ValueError(f"reasoning_budget must be -1 (no limit) or >= 0, got {self.reasoning_budget}")
         if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:

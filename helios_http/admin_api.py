@@ -34,7 +34,9 @@ async def model(request: Request) -> Response:
 
 
 def _model_object(state: ServerState, model_id: str) -> dict:
-    return {"id": model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
+    entry = {"id": model_id, "object": "model", "created": int(state.metrics.started), "owned_by": "helios"}
+    # What it reads besides text, as Ollama and LM Studio list it: ["text", "image", ...].
+    return entry | {"modalities": ["text", *state.media.modalities]}
 
 
 async def health(request: Request) -> Response:

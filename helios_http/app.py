@@ -44,6 +44,7 @@ from helios_http.responses_api import (
     list_input_items,
     retrieve_response,
 )
+from helios_http.slots_api import slot_action, slots
 from helios_http.state import ServerState
 from helios_http.template_api import apply_template, props
 from helios_http.tokenizer_api import detokenize, tokenize, tokenizer_info
@@ -68,6 +69,8 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/lora-adapters", lora_adapters, methods=["GET"]),
     Route("/lora-adapters", set_lora_adapters, methods=["POST"]),
+    Route("/slots", slots, methods=["GET"]),
+    Route("/slots/{id_slot}", slot_action, methods=["POST"]),
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
 ]

@@ -15,7 +15,7 @@ from helios_core import chat, reasoning
 from helios_core.engine import Engine
 from helios_core.errors import HeliosError
 from helios_core.model import Model
-from helios_http import reasoning_fields, tools
+from helios_http import media, reasoning_fields, tools
 from helios_http.errors import invalid
 from helios_http.generation import check_constraint, generate, refuse_text_longer_than_a_slot
 from helios_http.schemas import ChatRequest, parse_chat, parse_json
@@ -36,8 +36,9 @@ async def chat_prompt(state: ServerState, parsed: ChatRequest) -> tuple[Engine, 
     Shared by every family that speaks in messages: each translates its body into a ChatRequest first.
     """
     model, engine = state.ready_engine()
+    loaded = await run_in_threadpool(media.load, parsed.media, state.media) if parsed.media else None
     prompt = await run_in_threadpool(
-        render_chat, model, engine, state.chat_template, parsed, state.reasoning, state.reasoning_budget
+        render_chat, model, engine, state.chat_template, parsed, state.reasoning, state.reasoning_budget, loaded
     )
     await check_constraint(model, parsed.sampling)
     return engine, prompt
@@ -50,16 +51,19 @@ def render_chat(
     parsed: ChatRequest,
     reasoning_format: reasoning.ReasoningFormat | None = None,
     reasoning_budget: int = -1,
+    loaded_media: media.LoadedMedia | None = None,
 ) -> list[int]:
     """The prompt's tokens; sets the request's tool plan (and so its constraint) and reasoning plan for its template.
 
     reasoning_format: how the served model writes its reasoning (None: it does not); reasoning_budget:
-    the server's default thinking budget.
+    the server's default thinking budget. loaded_media: parsed.media's bytes (media.load).
     """
     loaded, text = render_text(model, template, parsed, reasoning_budget)
     parsed.sampling.reasoning = reasoning.plan_for(reasoning_format, text)
     parsed.tool_plan = tools.plan(parsed.tools, loaded, model.vocab, parsed.sampling)
     refuse_text_longer_than_a_slot(model, engine, text, "messages")
+    if parsed.media:
+        return media.prompt(engine, text, parsed.media, loaded_media)
     return model.vocab.tokenize(text, add_special=True, parse_special=True)
 
 

@@ -86,6 +86,8 @@ class HeliosServer(uvicorn.Server):
             connection.shutdown()
         if not await self._wait_idle(engine):
             logger.warning("helios-engine: requests still running after the %g s grace are ended", self.grace)
+        if self.state.persist is not None:
+            await asyncio.to_thread(self.state.persist)
         await asyncio.to_thread(engine.close)
 
     async def _wait_idle(self, engine: Engine) -> bool:

@@ -6,6 +6,8 @@ import threading
 import time
 from collections import Counter
 
+from helios_http.prompt_cache_metrics import prompt_cache_metrics
+
 
 class Metrics:
     """Counters the HTTP layer updates; gauges are read from the engine when scraped."""
@@ -94,6 +96,9 @@ class Metrics:
                 "Prompt tokens served from the KV cache.",
                 [("", stats.cached_tokens)],
             )
+            tier = getattr(engine.scheduler, "prompt_cache", None)  # None: --cache-ram 0 (or a test's fake engine)
+            if tier is not None:
+                prompt_cache_metrics(metric, tier.stats)
             metric("decode_steps_total", "counter", "llama_decode calls.", [("", stats.steps)])
             metric(
                 "batch_tokens_total",

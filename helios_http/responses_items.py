@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from helios_http import reasoning_fields
+from helios_http import media, reasoning_fields
 from helios_http.errors import invalid
 
 INPUT_ROLES = ("user", "system", "developer")
@@ -52,9 +52,9 @@ def messages(instructions: str | None, context: list[dict], items: list[dict]) -
             out.append({"role": "assistant", "content": "", **thought})
             thought = {}
         if kind == "message":
-            out.append(
-                {"role": item["role"], "content": [{"type": "text", "text": _part_text(p)} for p in item["content"]]}
-            )
+            where = f"input[{position - n_context}].content"
+            parts = [_chat_part(p, f"{where}[{j}]") for j, p in enumerate(item["content"])]
+            out.append({"role": item["role"], "content": parts})
         elif kind == "function_call":
             call = {
                 "id": item["call_id"],
@@ -169,6 +169,8 @@ def _part(part: Any, where: str, role: str) -> dict[str, Any]:
         )
     if kind == "refusal" and role == "assistant" and isinstance(part.get("refusal"), str):
         return {"type": "refusal", "refusal": part["refusal"]}
+    if kind == "input_image" and role == "user":
+        return media.responses_image(part, where)
     if kind in ("input_image", "input_file", "input_audio"):
         raise invalid(f"{where}: {kind} is not offered; this server reads text only", f"{where}.type")
     raise invalid(f'{where} must be a text part {{"type": "input_text", "text": ...}}', f"{where}.type")
@@ -180,6 +182,12 @@ def _call_output(value: Any, where: str) -> str | list[dict[str, Any]]:
     if isinstance(value, list):
         return [_part(part, f"{where}.output[{j}]", "user") for j, part in enumerate(value)]
     raise invalid(f"{where}.output must be a string or a list of input_text parts", f"{where}.output")
+
+
+def _chat_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    if part["type"] == "input_image":
+        return media.as_chat_image(part["image_url"], where)
+    return {"type": "text", "text": _part_text(part)}
 
 
 def _part_text(part: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ from helios_core.constraint import Constraint
 from helios_core.errors import ConstraintError
 from helios_core.generate import GenerationParams
 from helios_core.reasoning import ReasoningPlan
-from helios_core.sampling import DEFAULT_TEMPERATURE
+from helios_core.sampling.params import SETTINGS, SETTINGS_BY_NAME, SettingError
 from helios_core.sequence import LOGPROBS_MODES
-from helios_http import plugins, reasoning_fields, tools
+from helios_http import media, plugins, reasoning_fields, tools
 from helios_http.errors import invalid
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -34,30 +34,28 @@ MAX_GENERATIONS = 16
 
 @dataclass
 class SamplingFields:
+    # The table's settings (helios_core.sampling.params) the request gave, by GenerationParams' names.
+    settings: dict[str, Any]
     max_tokens: int | None
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    seed: int | None
     stop: list[str]
-    presence_penalty: float
-    frequency_penalty: float
-    repeat_penalty: float
     logit_bias: dict[int, float]
     logprobs: bool
     top_logprobs: int
     prompt_logprobs: int | None = None  # completions' echo with logprobs: score the prompt too
     constraint: Constraint | None = None  # response_format, json_schema or grammar
     constraint_param: str | None = None  # ... and the field that asked for it, for errors
-    # llama-server's further sampler settings, by GenerationParams' names (only those given).
-    sampler_options: dict[str, Any] = field(default_factory=dict)
+    # llama-server's further fields that are no setting of the table (lists, modes, switches), as given.
+    options: dict[str, Any] = field(default_factory=dict)
     plugins: plugins.PluginRequest | None = None  # sampler / processors by name (plugins.py)
     lora: dict[int, float] | None = None  # llama-server's per-request adapter scales by id (lora_api.py)
     model: str | None = None  # the request's model name: "BASE:ADAPTER" picks an adapter (lora_api.py)
     # Most tokens of reasoning before the engine ends the section (-1: no limit, 0: none); None: the server's.
     reasoning_budget: int | None = None
     reasoning: ReasoningPlan | None = None  # set once the prompt is rendered (chat only): how to read the output
+
+    def setting(self, name: str) -> Any:
+        """A table setting as this request has it: given, or the default."""
+        return self.settings.get(name, SETTINGS_BY_NAME[name].default)
 
     def params(
         self, n_vocab: int, seed_offset: int = 0, plugins: tuple = (None, ()), lora: tuple = ()
@@ -67,21 +65,16 @@ class SamplingFields:
         for token in self.logit_bias:
             if not 0 <= token < n_vocab:
                 raise invalid(f"logit_bias names token {token}, outside the vocabulary [0, {n_vocab})", "logit_bias")
-        if any(not 0 <= t < n_vocab for t in self.sampler_options.get("stop_token_ids", ())):
+        if any(not 0 <= t < n_vocab for t in self.options.get("stop_token_ids", ())):
             raise invalid(f"stop_token_ids must lie in [0, {n_vocab})", "stop_token_ids")
-        # top_p = 0 asks for the smallest nucleus there is: the single most likely token.
-        temperature = 0.0 if self.top_p == 0 else self.temperature
+        settings = dict(self.settings)
+        if settings.get("seed") is not None:
+            settings["seed"] += seed_offset
         return GenerationParams(
+            **settings,
+            **self.options,
             max_tokens=self.max_tokens,
-            temperature=temperature,
-            top_p=self.top_p or 1.0,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            seed=None if self.seed is None else self.seed + seed_offset,
             stop=self.stop,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repeat_penalty,
             logit_bias=self.logit_bias or None,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
@@ -92,7 +85,6 @@ class SamplingFields:
             lora=lora,
             reasoning=self.reasoning,
             reasoning_budget=self.reasoning_budget,
-            **self.sampler_options,
         )
 
 
@@ -107,6 +99,7 @@ class ChatRequest:
     tool_plan: tools.ToolPlan | None = None  # set once the chat template is known (tools.plan)
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs: variables for the template
     reasoning_effort: str | None = None  # none, minimal, low, medium, high: the template's switch where it has one
+    media: list[media.MediaRef] = field(default_factory=list)  # image and audio parts, media.SENTINEL in the text
 
 
 @dataclass
@@ -133,7 +126,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("messages must be a non-empty list of {role, content} objects", "messages")
-    parsed = [_message(m, i) for i, m in enumerate(messages)]
+    refs: list[media.MediaRef] = []
+    parsed = [_message(m, i, refs) for i, m in enumerate(messages)]
     if boolean_field(body, "echo", False):
         raise invalid("echo is a field of /v1/completions; chat completions never repeat the prompt", "echo")
     logprobs = boolean_field(body, "logprobs", False)
@@ -151,6 +145,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         tools=offered,
         template_kwargs=reasoning_fields.template_kwargs(body),
         reasoning_effort=reasoning_fields.effort(body),
+        media=refs,
     )
 
 
@@ -186,7 +181,7 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
 # --- fields -----------------------------------------------------------------------
 
 
-def _message(message: Any, index: int) -> dict[str, Any]:
+def _message(message: Any, index: int, refs: list[media.MediaRef]) -> dict[str, Any]:
     """One message as the chat template gets it: text content, and the tool fields as given (checked)."""
     where = f"messages[{index}]"
     if not isinstance(message, dict):
@@ -194,7 +189,8 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     role = message.get("role")
     if role not in ROLES:
         raise invalid(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
-    plain: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": _text(message, where)}
+    content = _text(message, where, refs)
+    plain: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
     name = message.get("name")
     if name is not None:
         if not isinstance(name, str):
@@ -217,7 +213,7 @@ def _message(message: Any, index: int) -> dict[str, Any]:
     return plain
 
 
-def _text(message: dict[str, Any], where: str) -> str:
+def _text(message: dict[str, Any], where: str, refs: list[media.MediaRef]) -> str:
     content = message.get("content")
     if content is None:
         text = ""  # an assistant's message with tool calls only, or an empty one
@@ -226,6 +222,11 @@ def _text(message: dict[str, Any], where: str) -> str:
     elif isinstance(content, list):
         parts = []
         for j, part in enumerate(content):
+            ref = media.chat_part(part, f"{where}.content[{j}]") if isinstance(part, dict) else None
+            if ref is not None:  # an image or audio part: its bytes are loaded once the server's limits apply
+                refs.append(ref)
+                parts.append(media.SENTINEL)
+                continue
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise invalid(
                     f'{where}.content[{j}] must be a text part {{"type": "text", "text": ...}}; '
@@ -293,20 +294,13 @@ def _sampling(body: dict[str, Any], logprobs: bool, top_logprobs: int, min_token
         raise invalid(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
     constraint, constraint_param = _constraint(body)
     return SamplingFields(
-        sampler_options=_sampler_options(body),
+        settings=_settings(body),
+        options=_options(body),
         plugins=plugins.requested(body),
         constraint=constraint,
         constraint_param=constraint_param,
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", DEFAULT_TEMPERATURE, low=0.0, high=2.0),
-        top_p=_number(body, "top_p", 1.0, low=0.0, high=1.0),
-        top_k=_integer(body, "top_k", 0, low=0),
-        min_p=_number(body, "min_p", 0.0, low=0.0, high=1.0),
-        seed=_integer(body, "seed", None),
         stop=[s for s in stops if s],
-        presence_penalty=_number(body, "presence_penalty", 0.0, low=-2.0, high=2.0),
-        frequency_penalty=_number(body, "frequency_penalty", 0.0, low=-2.0, high=2.0),
-        repeat_penalty=_number(body, "repeat_penalty", 1.0, low=0.01, high=100.0),
         logit_bias=_logit_bias(body.get("logit_bias")),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
@@ -340,31 +334,25 @@ def lora_scales(raw: Any, param: str | None) -> dict[int, float]:
     return scales
 
 
-def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
-    """llama-server's sampler fields beyond OpenAI's, checked here so a bad one is a 400 naming it."""
-    numbers = {  # name: (low, high)
-        "typical_p": (0.0, 1.0),
-        "top_n_sigma": (-1.0, 100.0),
-        "xtc_threshold": (0.0, 1.0),
-        "xtc_probability": (0.0, 1.0),
-        "mirostat_tau": (0.0, 100.0),
-        "mirostat_eta": (0.0, 1.0),
-        "dry_multiplier": (0.0, 100.0),
-        "dry_base": (1.0, 100.0),
-    }
+def _settings(body: dict[str, Any]) -> dict[str, Any]:
+    """The table's settings the body gives (by any of their request names), each checked against its bounds."""
+    given: dict[str, Any] = {}
+    for row in SETTINGS:
+        name = next((n for n in row.request if body.get(n) is not None), None)
+        if name is None:
+            continue
+        value = _integer(body, name, None) if row.kind is int else _number(body, name, 0.0, low=None, high=None)
+        try:
+            row.check(value, called=name)
+        except SettingError as error:
+            raise invalid(str(error), name) from None
+        given[row.name] = value
+    return given
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    """llama-server's and vLLM's fields beyond the table (lists, modes, switches), checked so a bad one is a 400."""
     options: dict[str, Any] = {}
-    for name, (low, high) in numbers.items():
-        if body.get(name) is not None:
-            options[name] = _number(body, name, 0.0, low=low, high=high)
-    if options.get("typical_p") == 0.0:
-        raise invalid("typical_p must be in (0, 1]; 1 is off", "typical_p")
-    if body.get("mirostat") is not None:
-        options["mirostat"] = _integer(body, "mirostat", 0, low=0, high=2)
-        if options["mirostat"] == 1:
-            raise invalid("mirostat 1 is not offered; use 2 (Mirostat 2.0) or 0 (off)", "mirostat")
-    for name in ("dry_allowed_length", "dry_penalty_last_n"):
-        if body.get(name) is not None:
-            options[name] = _integer(body, name, 0, low=0, high=1 << 20)
     breakers = body.get("dry_sequence_breakers")
     if breakers is not None:
         if not isinstance(breakers, list) or not all(isinstance(b, str) and b for b in breakers) or len(breakers) > 64:
@@ -377,8 +365,6 @@ def _sampler_options(body: dict[str, Any]) -> dict[str, Any]:
         if mode not in LOGPROBS_MODES:
             raise invalid(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}; got {mode!r}", "logprobs_mode")
         options["logprobs_mode"] = mode
-    if body.get("min_tokens") is not None:
-        options["min_tokens"] = _integer(body, "min_tokens", 0, low=0)
     if body.get("ignore_eos") is not None:
         options["ignore_eos"] = boolean_field(body, "ignore_eos", False)
     if body.get("speculative") is not None:  # false: no speculative decoding for this request
@@ -510,15 +496,3 @@ def _bounds(low, high) -> str:
     if low is not None and high is not None:
         return f"between {low} and {high}"
     return f">= {low}" if low is not None else f"<= {high}"
-
-
-def generation_params(body: dict[str, Any]) -> GenerationParams:
-    """A generation's settings from request-shaped sampling fields, checked exactly as a request's are.
-
-    The CLI builds its settings through here, so `generate --top-p 0` means what `"top_p": 0`
-    means to the server (greedy) and a value one refuses, the other refuses too. Fields that
-    need the vocabulary (logit_bias, stop_token_ids) are the server's only.
-    """
-    if body.get("logit_bias") or body.get("stop_token_ids"):
-        raise invalid("logit_bias and stop_token_ids need a model's vocabulary to check", "logit_bias")
-    return _sampling(body, logprobs=False, top_logprobs=0).params(n_vocab=0)

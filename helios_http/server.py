@@ -38,15 +38,19 @@ from helios_core.embeddings import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file
+from helios_core.projector import Projector
+from helios_core.prompt_cache import PromptCache
 from helios_core.resolve import resolve_model
 from helios_http.app import ROUTES, build_app
 from helios_http.bridge import end_in_flight
 from helios_http.connections import GuardedH11Protocol
 from helios_http.lifecycle import HeliosServer
 from helios_http.limits import MiB
+from helios_http.media import serving_from
 from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 from helios_http.responses_store import ResponseStore
+from helios_http.slot_setup import prepare_slot_files
 from helios_http.state import ServerState
 
 logger = logging.getLogger("helios.http")
@@ -81,6 +85,11 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         )
         apply_control_vectors(args, model, ctx)
         adapters = load_lora_adapters(args, model)
+        mmproj = state.media.mmproj
+        if mmproj is not None:  # closed with the model (Model.adopt)
+            gpu = args.n_gpu_layers != 0
+            state.media.projector = Projector(model, mmproj, n_threads=args.threads, use_gpu=gpu)
+            logger.info("helios-engine: %s reads %s", mmproj.name, ", ".join(state.media.modalities))
     except BaseException:
         model.close()
         raise
@@ -106,11 +115,14 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             args.embedding_batch,
         )
     warm.join()  # before state.engine: /health says 200 from then on
+    cache = PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None
+    prepare_slot_files(state, args, path, cache)
     state.engine = Engine(
         ctx,
         n_ctx_per_seq=args.ctx_size,
         max_queue=args.max_queue,
         speculation=speculation(args, model, args.parallel, args.ctx_size),
+        prompt_cache=cache,
     )
     endpoints = ", ".join(sorted(route.path for route in ROUTES))
     logger.info(
@@ -174,6 +186,7 @@ def serve(args: argparse.Namespace) -> int:
         responses=ResponseStore(args.responses_store_max, int(args.responses_store_mb * MiB)),
         n_predict=args.n_predict,
         model_names=ModelNames(args.model_alias),
+        media=serving_from(args),  # a missing --mmproj or --media-path: one line, exit 2, before anything loads
     )
     # Workers are registered (an unreachable one: one line, exit 2) before anything listens. A worker
     # lost later ends the requests in flight with a 503 or an error event, then the process (status 1).

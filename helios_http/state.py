@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from helios_core.backend import Device
 from helios_core.embeddings import EmbeddingWorker
@@ -13,8 +15,10 @@ from helios_core.engine import Engine
 from helios_core.lora import Adapter
 from helios_core.model import Model
 from helios_core.reasoning import ReasoningFormat
+from helios_core.slot_files import Validity
 from helios_http.errors import APIError
 from helios_http.limits import MiB
+from helios_http.media import MediaServing
 from helios_http.metrics import Metrics
 from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
@@ -52,7 +56,11 @@ class ServerState:
     lora_scales: list[float] = field(default_factory=list)
     responses: ResponseStore = field(default_factory=ResponseStore)  # stored /v1/responses (--responses-store-max)
     n_predict: int = -1  # tokens a request without a limit of its own may generate; -1: no bound (--n-predict)
+    slot_save_path: Path | None = None  # --slot-save-path: where POST /slots/{id} saves and restores (slots_api.py)
+    slot_validity: Validity | None = None  # what a slot file must match to be loaded here (slot_files.py)
+    persist: Callable[[], None] | None = None  # --cache-persist: writes the tier, after the drain, before close
     model_names: ModelNames = field(default_factory=ModelNames)  # --model-alias, and names that fall back
+    media: MediaServing = field(default_factory=MediaServing)  # --mmproj's projector, --media-path, the limits
 
     def ready_engine(self) -> tuple[Model, Engine]:
         if self.engine is None or self.model is None:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from helios_core import backend, chat
 from helios_core.sequence import GenerationParams
+from helios_http import media
 from helios_http.chat_api import render_text
 from helios_http.responses import json_response
 from helios_http.schemas import parse_chat, parse_json
@@ -27,7 +28,7 @@ async def apply_template(request: Request) -> Response:
     parsed = parse_chat(parse_json(await request.body()))
     model, _ = state.ready_engine()
     _, text = await run_in_threadpool(render_text, model, state.chat_template, parsed, state.reasoning_budget)
-    return json_response({"prompt": text})
+    return json_response({"prompt": text.replace(media.SENTINEL, "<__media__>")})  # llama-server's marker
 
 
 async def props(request: Request) -> Response:
@@ -41,7 +42,11 @@ async def props(request: Request) -> Response:
             "total_slots": engine.n_slots,
             "model_alias": state.model_id,
             "model_path": str(model.path),
-            "modalities": {"vision": False, "video": False, "audio": False},
+            "modalities": {
+                "vision": "image" in state.media.modalities,
+                "video": False,
+                "audio": "audio" in state.media.modalities,
+            },
             # A built-in template has no Jinja text: llama.cpp renders it by name, and so do we.
             "chat_template": loaded.source if loaded.source is not None else loaded.builtin_name,
             "bos_token": _piece(vocab, vocab.bos),

@@ -74,7 +74,7 @@ def test_a_missing_model_is_a_one_line_error_not_a_traceback():
 def test_invalid_sampling_option_is_a_clear_error():
     result = run_cli("generate", "--prompt", "hi", "--top-p", "1.5", "--ctx-size", "256")
     assert result.returncode == 2
-    assert result.stderr == "helios-engine: --top-p: top_p must be between 0.0 and 1.0; got 1.5\n"
+    assert result.stderr == "helios-engine: --top-p: top_p must be in [0.0, 1.0]; got 1.5\n"
 
 
 def parsed(*argv: str):

@@ -12,8 +12,8 @@ from pathlib import Path
 from tests.conftest import ROOT, THREADS
 
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
-# Marked examples that need what the suite does not have (a reasoning model).
-NOT_RUN = {"reasoning-serve", "reasoning-example"}
+# Marked examples that need what the suite does not have: a reasoning model, a vision model from the hub.
+NOT_RUN = {"reasoning-serve", "reasoning-example", "multimodal-serve"}
 
 
 def doc_block(marker: str, language: str = "python") -> str:

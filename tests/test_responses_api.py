@@ -246,7 +246,7 @@ def test_input_tokens_counts_the_prompt_a_create_would_read(client, server):
         ({"input": [{"type": "function_call_output", "call_id": "call_x", "output": "?"}]}, "input[0].call_id"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-            "input[0].content[0].type",
+            "input[0].content[0]",  # served without --mmproj: this model reads text only
         ),
         ({"input": "Hi", "background": True}, "background"),
         ({"input": "Hi", "text": {"format": {"type": "xml"}}}, "text.format.type"),

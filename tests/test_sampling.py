@@ -112,8 +112,8 @@ def test_draw_is_exact(size):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"temperature": -0.1}, "temperature must be >= 0"),
-        ({"temperature": 1, "top_p": 0.0}, "top_p must be in"),
+        ({"temperature": -0.1}, r"temperature must be in \[0.0, 2.0\]"),
+        ({"temperature": 1, "top_p": -0.5}, "top_p must be in"),
         ({"temperature": 1, "top_p": 1.5}, "top_p must be in"),
         ({"temperature": 1, "min_p": 2.0}, "min_p must be in"),
         ({"temperature": 1, "top_k": -1}, "top_k must be >= 0"),
@@ -122,6 +122,10 @@ def test_draw_is_exact(size):
 def test_invalid_settings_name_their_bound(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sampling.make_sampler(**kwargs)
+
+
+def test_top_p_zero_is_the_smallest_nucleus_greedy():
+    assert sampling.make_sampler(temperature=1.0, top_p=0.0) is sampling.greedy
 
 
 def test_repetition_penalty_lowers_seen_tokens_either_sign():

@@ -46,9 +46,10 @@ ROOT = fetch.VENDOR_DIR.parent
 LIB_DEST = ROOT / "helios_core" / "lib"
 # The CMAKE_ARGS that the installed libraries were built with.
 FLAGS_FILE = LIB_DEST / "cmake-args"
-LIBRARY_TARGETS = ["llama"]
-# What helios_core loads: libllama and the ggml libraries it links (not the tools' own).
-LIBRARY_GLOBS = ["libllama.so*", "libggml*.so*", "libllama*.dylib", "libggml*.dylib"]
+LIBRARY_TARGETS = ["llama", "mtmd"]
+# What helios_core loads: libllama, the ggml libraries it links (not the tools' own), and libmtmd
+# (images and audio in: helios_core/_mtmd.py).
+LIBRARY_GLOBS = ["libllama.so*", "libggml*.so*", "libmtmd.so*", "libllama*.dylib", "libggml*.dylib", "libmtmd*.dylib"]
 TOOL_TARGETS = ["llama-bench", "llama-server", "llama-perplexity"]
 # Every build starts from these; CMAKE_ARGS comes after them, and a later -D wins. ggml's CPU
 # backend becomes one loadable library per instruction-set level, as llama.cpp's release builds

@@ -9,6 +9,8 @@
 - shapes:   `ask`, `report`, `compare`, `shape`, `differences`, `event_sequence`: one protocol
             comparison of two servers' answers to the same bodies;
 - adapters: `write_adapter` (a seeded random LoRA GGUF).
+- media, mmproj: test media made here (PNGs, the tree's own files) and a tiny random
+            projector GGUF (`write_mmproj`), for bench_media and the media tests.
 
 Benchmarks run as scripts (`python benchmarks/bench_x.py`), so `benchmarks/` is on sys.path and
 this package imports as `harness`; tests import it as `benchmarks.harness`. Benchmarks import no

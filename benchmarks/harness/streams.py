@@ -30,13 +30,13 @@ async def stream_completion(client: httpx.AsyncClient, url: str, body: dict) -> 
     """One streamed /v1/completions request (`stream` and usage are asked for here).
 
     Returns the time to the first text (seconds), the tokens generated (the usage's count, or
-    the chunks with text where a server sends none) and the seconds from first to last text.
+    the chunks with text where a server sends none), the seconds from first to last text, the
+    text, and the last `usage` and llama-server-style `timings` the stream sent (or None).
     """
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
-    first = last = None
-    chunks = 0
-    usage_tokens = None
+    first = last = usage = timings = None
+    pieces: list[str] = []
     async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
         response.raise_for_status()
         reader = _EventReader()
@@ -44,17 +44,20 @@ async def stream_completion(client: httpx.AsyncClient, url: str, body: dict) -> 
             if not (event := reader.feed(line)):
                 continue
             data = event[1]
-            if data.get("usage"):
-                usage_tokens = data["usage"]["completion_tokens"]
+            usage = data.get("usage") or usage
+            timings = data.get("timings") or timings
             for choice in data.get("choices", []):
                 if choice.get("text"):
                     last = time.perf_counter()
                     first = first or last
-                    chunks += 1
+                    pieces.append(choice["text"])
     return {
         "ttft": (first or time.perf_counter()) - sent,
-        "tokens": usage_tokens or chunks,
+        "tokens": usage["completion_tokens"] if usage else len(pieces),
         "stream_seconds": (last - first) if first and last and last > first else 0.0,
+        "text": "".join(pieces),
+        "usage": usage,
+        "timings": timings,
     }
 
 

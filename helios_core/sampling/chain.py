@@ -38,6 +38,7 @@ from helios_core.sampling.filters import (
     apply_xtc,
 )
 from helios_core.sampling.mirostat import make_mirostat_v2
+from helios_core.sampling.params import DEFAULT_TEMPERATURE, SETTINGS_BY_NAME
 
 # A filter folded into the cut moves the cut to its bound plus this many scaled
 # logits, so that the filter's own exact test still decides every token:
@@ -84,11 +85,6 @@ def _point_mass(logits: np.ndarray, state: SamplingState) -> Candidates:
 greedy = _Greedy()
 
 
-# One default everywhere (make_sampler, GenerationParams, the server, the CLI): OpenAI's API
-# samples at 1.0 when a request names no temperature, and its clients expect the same here.
-DEFAULT_TEMPERATURE = 1.0
-
-
 def make_sampler(
     temperature: float = DEFAULT_TEMPERATURE,
     top_k: int = 0,
@@ -105,7 +101,7 @@ def make_sampler(
 ) -> Sampler:
     """The built-in chain (see the module docstring for its order), from llama-server's settings.
 
-    temperature == 0 is greedy, whatever else is set. Off: top_k 0, top_p 1,
+    temperature == 0 (or top_p == 0) is greedy, whatever else is set. Off: top_k 0, top_p 1,
     min_p 0, typical_p 1, top_n_sigma <= 0 (llama.cpp's default is -1),
     xtc_probability 0 or xtc_threshold > 0.5. mirostat=2 returns Mirostat 2.0
     (tau: target surprise in bits, eta: learning rate) and ignores the other
@@ -113,24 +109,23 @@ def make_sampler(
     a new sampler: build one per request (GenerationParams does).
     The random draws use `state.rng`, so a seeded generator gives reproducible text.
     """
-    if not temperature >= 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not 0.0 <= min_p <= 1.0:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-    if not 0.0 < typical_p <= 1.0:
-        raise ValueError(f"typical_p must be in (0, 1], got {typical_p}")
-    if not math.isfinite(top_n_sigma):
-        raise ValueError(f"top_n_sigma must be a finite number (<= 0 = off), got {top_n_sigma}")
-    if not 0.0 <= xtc_threshold <= 1.0:
-        raise ValueError(f"xtc_threshold must be in [0, 1], got {xtc_threshold}")
-    if not 0.0 <= xtc_probability <= 1.0:
-        raise ValueError(f"xtc_probability must be in [0, 1], got {xtc_probability}")
-    if mirostat not in (0, 2):
-        raise ValueError(f"mirostat must be 0 (off) or 2 (Mirostat 2.0; version 1 is not built in), got {mirostat}")
+    settings = dict(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        typical_p=typical_p,
+        top_n_sigma=top_n_sigma,
+        xtc_threshold=xtc_threshold,
+        xtc_probability=xtc_probability,
+        mirostat=mirostat,
+        mirostat_tau=mirostat_tau,
+        mirostat_eta=mirostat_eta,
+    )
+    for name, value in settings.items():
+        SETTINGS_BY_NAME[name].check(value)
+    if top_p == 0:
+        return greedy  # the smallest nucleus: the single most likely token
     if mirostat:
         sampler = make_mirostat_v2(mirostat_tau, mirostat_eta, temperature)  # validates tau and eta
         return greedy if temperature < MIN_TEMPERATURE else sampler

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from helios_http import reasoning_fields
+from helios_http import media, reasoning_fields
 from helios_http.errors import APIError, invalid
 from helios_http.schemas import MAX_STOPS, ChatRequest, parse_chat
 
@@ -132,7 +132,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         else:
             out += items  # tool results first: Anthropic's clients put them before any text of the turn
             if texts or not items:
-                out.append({"role": "user", "content": "\n".join(texts)})
+                out.append({"role": "user", "content": _user_content(texts)})
     return out
 
 
@@ -151,7 +151,11 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
 
 # The blocks each role may send beside text. Claude Code sends system messages mid-conversation (its beta
 # mid-conversation-system-2026-04-07): they reach the chat template as system messages.
-_ROLE_BLOCKS = {"assistant": ("tool_use", "thinking", "redacted_thinking"), "user": ("tool_result",), "system": ()}
+_ROLE_BLOCKS = {
+    "assistant": ("tool_use", "thinking", "redacted_thinking"),
+    "user": ("tool_result", "image"),
+    "system": (),
+}
 
 
 def _read_blocks(
@@ -172,12 +176,21 @@ def _read_blocks(
             called.add(items[-1]["id"])
         elif kind == "tool_result":
             items.append(_tool_result(block, at, called))
+        elif kind == "image":  # chat's image_url part, in its place among the texts
+            texts.append(media.messages_image(block, at))
         elif kind == "thinking":
             if not isinstance(block.get("thinking"), str):
                 raise invalid(f"{at}.thinking must be a string, the block's thought", f"{at}.thinking")
             thoughts.append(block["thinking"])
         # redacted_thinking: Claude's encrypted thought, which no template here can read
     return texts, items, thoughts
+
+
+def _user_content(texts: list) -> str | list[dict[str, Any]]:
+    """A user turn's texts joined, or chat's parts where images are among them."""
+    if all(isinstance(text, str) for text in texts):
+        return "\n".join(texts)
+    return [text if isinstance(text, dict) else {"type": "text", "text": text} for text in texts]
 
 
 def _text_of(block: Any, where: str) -> str:
@@ -229,8 +242,8 @@ def _tool_result(block: dict[str, Any], where: str, called: set[str]) -> dict[st
 
 
 def _refuse_block(kind: Any, where: str, allowed: tuple[str, ...]) -> None:
-    if kind in ("image", "document"):
-        raise invalid(f"{where}: {kind} blocks need the multimodal work, not yet in helios; send text", f"{where}.type")
+    if kind == "document":
+        raise invalid(f"{where}: document blocks are not read here; send text", f"{where}.type")
     raise invalid(
         f"{where}.type must be one of {', '.join(allowed)} here; got {kind!r}",
         f"{where}.type",
