@@ -1,6 +1,6 @@
 """Image encode + prefill: helios-engine serve --mmproj against llama-server --mmproj, same build, files, threads.
 
-Both serve the default model with tests/make_mmproj.py's tiny projector (or --mmproj PATH).
+Both serve the default model with benchmarks/harness/mmproj.py's tiny projector (or --mmproj PATH).
 Each request is a chat turn with one image (distinct images, so neither server has one
 cached; the tree's test-1.jpeg among them) and max_tokens 1: its wall time is the image's
 decoding, encoding and the prompt's prefill, plus one token. The servers take turns

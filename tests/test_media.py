@@ -1,6 +1,6 @@
 """Images through libmtmd into the engine: the projector, prompt chunking, media reading and its prefix cache.
 
-The projector is tests/make_mmproj.py's tiny random one over the default model: what it
+The projector is benchmarks/harness/mmproj.py's tiny random one over the default model: what it
 "sees" is noise, so these tests check plumbing (counts, positions, logits that move or
 match within LOGIT_TOLERANCE, cached tokens), never what the model says.
 """

@@ -1,6 +1,6 @@
 """Images through a real `helios-engine serve --mmproj`: chat's image_url parts, the limits, the prefix cache.
 
-The projector is tests/make_mmproj.py's tiny random one: these tests check plumbing
+The projector is benchmarks/harness/mmproj.py's tiny random one: these tests check plumbing
 (token counts, logits that move or match, cached tokens, 400s naming the part), never
 what the model says about an image.
 """
