@@ -30,10 +30,14 @@ def runs(benchmark: str, results: Path = RESULTS) -> list[tuple[str, dict]]:
     return [(path.name, json.loads(path.read_text())) for path in sorted(results.glob(f"{benchmark}-*.json"))]
 
 
+class NoRun(LookupError):
+    """A table's benchmark has no result file yet (the table then says so)."""
+
+
 def newest(benchmark: str, results: Path = RESULTS) -> tuple[str, dict]:
     found = runs(benchmark, results)
     if not found:
-        raise FileNotFoundError(f"no {benchmark}-*.json in {results}")
+        raise NoRun(benchmark)
     return found[-1]
 
 
@@ -42,7 +46,11 @@ def render(text: str, results: Path = RESULTS) -> str:
 
     def table(match: re.Match) -> str:
         name = match.group(1)
-        return f"<!-- results:{name} -->\n{TABLES[name](results).rstrip()}\n<!-- /results:{name} -->"
+        try:
+            body = TABLES[name](results).rstrip()
+        except NoRun as missing:
+            body = f"_No run of {missing} in benchmarks/results/ yet._"
+        return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
 
     return _MARKED.sub(table, text)
 
@@ -285,6 +293,35 @@ def _verify_rows(results: Path) -> str:
     )
 
 
+def _agent_cache(results: Path) -> str:
+    name, run = newest("bench_agent_cache", results)
+    trace = run["trace"]
+    rows = [
+        [server, f"{s['cold_ttft_p50_s']:.2f} / {s['cold_ttft_p95_s']:.2f} s"]
+        + [f"{s['returning_ttft_p50_s']:.2f} / {s['returning_ttft_p95_s']:.2f} s", f"{s['wall_s']:.1f} s"]
+        + [s["prompt_tokens_decoded"]]
+        for server, s in run["summaries"].items()
+    ]
+    return _page(
+        f"`{name}`: {trace['conversations']} conversations x {trace['turns']} turns over a "
+        f"{trace['prefix_tokens']}-token prefix, --parallel {trace['parallel']}, {trace['threads']} threads",
+        ["server", "cold TTFT p50 / p95", "returning TTFT p50 / p95", "wall", "prompt tokens decoded"],
+        rows,
+        "\n".join(f"- {label}: {value:.3f}" for label, value in run["ratios"].items()),
+    )
+
+
+def _media(results: Path) -> str:
+    name, run = newest("bench_media", results)
+    seconds = run["median_seconds"]
+    return _page(
+        f"`{name}`: {run['threads']} threads, one image a request, max_tokens 1",
+        ["server", "median ms per image request", "requests"],
+        [[kind, f"{1000 * s:.0f}", len(run["seconds"][kind])] for kind, s in seconds.items()],
+        f"llama-server / helios: {run['ratio_llama_over_helios']:.3f} (the bar: >= 0.95)",
+    )
+
+
 def _page(caption: str, columns: list[str], rows: list[list], after: str = "") -> str:
     """A caption line, a Markdown table (the first column left-aligned, the others right), a line after."""
     table = [
@@ -326,6 +363,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "speculative": _speculative,
     "embed": _embed,
     "verify-rows": _verify_rows,
+    "agent-cache": _agent_cache,
+    "media": _media,
 }
 _MARKED = re.compile(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", re.S)
 

@@ -33,3 +33,11 @@ def test_a_table_is_written_from_the_newest_run(tmp_path):
     rendered = results_tables.render("a\n<!-- results:score -->\nold\n<!-- /results:score -->\nb", tmp_path)
     assert "old" not in rendered and "| 0.500 |" in rendered and "| 0.750 |" in rendered
     assert rendered.startswith("a\n<!-- results:score -->\n") and rendered.endswith("<!-- /results:score -->\nb")
+
+
+def test_a_table_without_a_run_says_so(tmp_path):
+    rendered = results_tables.render("<!-- results:media -->\n<!-- /results:media -->", tmp_path)
+    assert (
+        rendered
+        == "<!-- results:media -->\n_No run of bench_media in benchmarks/results/ yet._\n<!-- /results:media -->"
+    )
