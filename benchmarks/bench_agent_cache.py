@@ -26,21 +26,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
+from harness import http_client, metadata, start_server, stream_completion, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "vendor"), str(ROOT)]
-
-import build as vendor_build  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from helios_core.model import Model  # noqa: E402
-from tests.server_process import free_port, wait_healthy  # noqa: E402
+from helios_core import default_model_path
+from helios_core.model import Model
 
 SERVERS = ("helios-on", "helios-off", "llama-server", "llama-server-no-cache")
 TOOL = (
@@ -66,46 +58,20 @@ def question(conversation: int, turn: int) -> str:
     return f"\nUser (session {conversation}, step {turn}): look at {topic} and say what to change.\nAssistant:"
 
 
-def server_argv(name: str, args: argparse.Namespace, port: int) -> list[str]:
-    model = str(args.model)
-    if name.startswith("helios"):
-        cache = () if name == "helios-on" else ("--cache-ram", "0")
-        return [
-            sys.executable, "-m", "helios_cli", "serve", "--model", model, "--port", str(port),
-            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx_size), "--threads", str(args.threads),
-            "--spec", "off", *cache,
-        ]  # fmt: skip
-    binary = vendor_build.tools_dir() / "llama-server"
-    if not binary.exists():
-        sys.exit(f"{binary} is missing: run `make tools` first (or --servers helios-on helios-off)")
-    cache = ("--cache-ram", "0") if name == "llama-server-no-cache" else ()
-    return [
-        str(binary), "-m", model, "--host", "127.0.0.1", "--port", str(port), "-np", str(args.parallel),
-        "-c", str(args.ctx_size * args.parallel), "-t", str(args.threads), "-tb", str(args.threads),
-        "--no-webui", *cache,
-    ]  # fmt: skip
+def start(name: str, args: argparse.Namespace):
+    """One of SERVERS, with --parallel slots of --ctx-size tokens; the -off/-no-cache ones with --cache-ram 0."""
+    kind = "helios" if name.startswith("helios") else "llama-server"
+    cache = ("--cache-ram", "0") if name in ("helios-off", "llama-server-no-cache") else ()
+    return start_server(kind, args.model, args.threads, parallel=args.parallel, ctx_per_slot=args.ctx_size, extra=cache)
 
 
-async def turn(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> dict:
+async def turn(client, url: str, prompt: str, max_tokens: int) -> dict:
     """One streamed greedy completion: its text, time to first token, and prompt tokens decoded."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
-    body["stream_options"] = {"include_usage": True}
-    sent = time.perf_counter()
-    first, text, decoded = None, [], None
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            data = _event(line)
-            for choice in data.get("choices", []):
-                if choice.get("text"):
-                    first = first or time.perf_counter()
-                    text.append(choice["text"])
-            if data.get("timings"):
-                decoded = data["timings"].get("prompt_n", decoded)
-            elif data.get("usage") and decoded is None:
-                usage = data["usage"]
-                decoded = usage["prompt_tokens"] - (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    return {"text": "".join(text), "ttft": (first or time.perf_counter()) - sent, "decoded": decoded or 0}
+    streamed = await stream_completion(client, url, {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0})
+    decoded = (streamed["timings"] or {}).get("prompt_n")
+    if decoded is None and (usage := streamed["usage"]):
+        decoded = usage["prompt_tokens"] - (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return {"text": streamed["text"], "ttft": streamed["ttft"], "decoded": decoded or 0}
 
 
 async def trace(url: str, prefix: str, args: argparse.Namespace) -> dict:
@@ -113,7 +79,7 @@ async def trace(url: str, prefix: str, args: argparse.Namespace) -> dict:
     histories = [prefix] * args.conversations
     records: list[dict] = []
     slots = asyncio.Semaphore(args.parallel)
-    async with httpx.AsyncClient(timeout=1800, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+    async with http_client() as client:
         await turn(client, url, "Warm up.", 2)
         started = time.perf_counter()
         for t in range(args.turns):  # a round: every conversation's turn t, at most --parallel at once
@@ -180,36 +146,22 @@ def main() -> None:
 
     summaries = {}
     for name in args.servers:
-        port = free_port()
-        process = subprocess.Popen(server_argv(name, args, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = start(name, args)
         try:
-            wait_healthy(f"http://127.0.0.1:{port}", process, timeout=300)
-            summaries[name] = summarise(asyncio.run(trace(f"http://127.0.0.1:{port}", prefix, args)))
+            summaries[name] = summarise(asyncio.run(trace(server.url, prefix, args)))
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            server.stop()
         print(name, json.dumps(summaries[name], indent=2), flush=True)
-    result = {
-        "trace": {k: v for k, v in vars(args).items() if k not in ("model", "servers")},
-        "model": args.model.name,
-        "summaries": summaries,
-        "ratios": ratios(summaries),
-    }
+    result = metadata(
+        "bench_agent_cache",
+        trace={k: v for k, v in vars(args).items() if k not in ("model", "servers")},
+        model=args.model.name,
+        summaries=summaries,
+        ratios=ratios(summaries),
+    )
     for label, value in result["ratios"].items():
         print(f"{label}: {value:.3f}")
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"bench_agent_cache-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
-
-
-def _event(line: str) -> dict:
-    """An SSE line's JSON data ({} for anything else: blank lines, [DONE])."""
-    return json.loads(line[6:]) if line.startswith("data: {") else {}
+    write_result(result)
 
 
 def _quantile(values: list[float], q: float) -> float:

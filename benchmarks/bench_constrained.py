@@ -40,25 +40,21 @@ import functools
 import itertools
 import json
 import os
-import platform
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import jsonschema
 import llguidance
 import numpy as np
-from bench_generate import summary  # benchmarks/ is on sys.path when a benchmark runs as a script
+from harness import metadata, summary, write_result  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-from helios_core import GenerationParams, Generator, Model, backend, engine, resolve_model
+from helios_core import GenerationParams, Generator, Model, engine, resolve_model
 from helios_core.constraint import ConstraintProcessor, compute_masks, json_schema, tokenizer_for
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
 from helios_core.sampling import SamplingState
 from helios_core.sequence import Step
 
-ROOT = Path(__file__).resolve().parent.parent
 RECORDS = 8
 SCHEMA = {
     "type": "array",
@@ -385,20 +381,7 @@ def main() -> None:
             c / u for c, u in zip(runs[f"constrained{suffix}"], runs[f"unconstrained{suffix}"], strict=True)
         ]
     result = {
-        "benchmark": "bench_constrained",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": description,
-        "threads": args.threads,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "llama": backend.system_info(),
-            # Other work on the machine moves both speeds; the ratio of each round's pair moves least.
-            "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]},
-        },
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        **metadata("bench_constrained", model=description, threads=args.threads),
         "schema": SCHEMA,
         "prompt": PROMPT,
         "constrained_text": text,
@@ -433,10 +416,9 @@ def main() -> None:
         "mask_ways": {str(n): {way: way_summary(t) for way, t in by_way.items()} for n, by_way in ways.items()},
         "target": 0.9,
     }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench_constrained-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    # Other work on the machine moves both speeds; the ratio of each round's pair moves least.
+    result["machine"]["load_average_1m"] = {"before": load_before[0], "after": os.getloadavg()[0]}
+    write_result(result)
 
     print(
         f"\n{description}, {args.threads} threads, {args.rounds} rounds, {n_tokens} tokens, "
@@ -474,7 +456,6 @@ def main() -> None:
                 f"{t['step_ms']['mean']:6.2f} ms ({t['step_ms']['mean'] / base:.3f}x); python median "
                 f"{t['python_us']['median']:6.0f} us, mean {t['python_us']['mean']:6.0f} us; {t['steps']} steps"
             )
-    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

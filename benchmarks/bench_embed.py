@@ -23,27 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from harness import ROOT, http_client, metadata, start_server, summary, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "vendor"), str(ROOT)]
-
-import build as vendor_build  # noqa: E402
-from bench_generate import summary  # noqa: E402
-from bench_server import Server, http_client  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from tests.server_process import free_port  # noqa: E402
+from helios_core import default_model_path
 
 N_TEXTS = 200
 KINDS = ("llama-server", "helios")
@@ -64,45 +54,10 @@ def texts(n: int = N_TEXTS) -> list[str]:
     return found[:n]
 
 
-def start(kind: str, threads: int, model: Path) -> Server:
-    port = free_port()
-    if kind == "helios":
-        argv = [
-            sys.executable,
-            "-m",
-            "helios_cli",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-            "--threads",
-            str(threads),
-            "--pooling",
-            "mean",
-        ]
-    else:
-        binary = vendor_build.tools_dir() / "llama-server"
-        if not binary.exists():
-            sys.exit(f"{binary} is missing: run `make tools` first")
-        argv = [
-            str(binary),
-            "-m",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--embeddings",
-            "--pooling",
-            "mean",
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "--no-webui",
-        ]
-    return Server(kind, argv, port)
+def start(kind: str, threads: int, model: Path):
+    """A server pooling by mean, with its own defaults for the rest."""
+    extra = ("--pooling", "mean") if kind == "helios" else ("--embeddings", "--pooling", "mean")
+    return start_server(kind, model, threads, extra=extra)
 
 
 async def embed(client: httpx.AsyncClient, url: str, inputs: list[str]) -> int:
@@ -175,31 +130,20 @@ def main() -> None:
     round_ratios = {
         mode: [h / ls for h, ls in zip(runs["helios"][mode], runs["llama-server"][mode], strict=True)] for mode in MODES
     }
-    result = {
-        "benchmark": "bench_embed",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model.name,
-        "threads": args.threads,
-        "texts": len(items),
-        "tokens": tokens,  # per pass, as each server's usage counted them
-        "clients": args.clients,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1min": load,
-        },  # before the first round and after each: other work on the machine
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "tokens_per_s": {kind: {mode: summary(v) for mode, v in modes.items()} for kind, modes in runs.items()},
-        "ratios": ratios,  # of the means
-        "ratio_per_round": {mode: {"median": statistics.median(r), "runs": r} for mode, r in round_ratios.items()},
-        "target": 1.0,
-    }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench_embed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = metadata(
+        "bench_embed",
+        model=model.name,
+        threads=args.threads,
+        texts=len(items),
+        tokens=tokens,  # per pass, as each server's usage counted them
+        clients=args.clients,
+        tokens_per_s={kind: {mode: summary(v) for mode, v in modes.items()} for kind, modes in runs.items()},
+        ratios=ratios,  # of the means
+        ratio_per_round={mode: {"median": statistics.median(r), "runs": r} for mode, r in round_ratios.items()},
+        target=1.0,
+    )
+    result["machine"]["load_average_1min"] = load  # before the first round and after each: other work on the machine
+    write_result(result)
 
     print(
         f"\n{model.name}, {args.threads} threads, {len(items)} texts ({tokens.get('helios')} tokens), "
@@ -211,7 +155,6 @@ def main() -> None:
             f"{mode + ' tok/s':24}{mean['helios'][mode]:>10.1f}{mean['llama-server'][mode]:>14.1f}"
             f"{ratios[mode]:>8.3f}{statistics.median(round_ratios[mode]):>24.3f}"
         )
-    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

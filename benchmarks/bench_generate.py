@@ -17,20 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "vendor"))
+from harness import metadata, summary, tool, write_result
 
-import build as vendor_build  # noqa: E402
-
-from helios_core import GenerationParams, Generator, Model, backend, resolve_model  # noqa: E402
-from helios_core.context import Context  # noqa: E402
+from helios_core import GenerationParams, Generator, Model, resolve_model
+from helios_core.context import Context
 
 N_GEN = 128
 N_PROMPT = 512
@@ -39,9 +34,7 @@ GEN_PROMPT = "The three primary colors are"
 
 def llama_bench(model: Path, threads: int) -> dict[str, float]:
     """One llama-bench run of pp512 and tg128: tokens/s of each."""
-    binary = vendor_build.tools_dir() / "llama-bench"
-    if not binary.exists():
-        sys.exit(f"{binary} is missing: run `make tools` first")
+    binary = tool("llama-bench")
     out = subprocess.run(
         [
             str(binary),
@@ -99,14 +92,6 @@ def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
     return N_PROMPT / (time.perf_counter() - start)
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "runs": values,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
@@ -149,24 +134,16 @@ def main() -> None:
         "sampled_vs_tg128": mean["sampled"] / mean["tg128"],
         "prompt_vs_pp512": mean["prompt"] / mean["pp512"],
     }
-    result = {
-        "benchmark": "bench_generate",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": description,
-        "threads": args.threads,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "llama": backend.system_info()},
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "tokens_per_s": {k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
-        "python_overhead_us_per_token": {"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
-        "ratios": ratios,
-        "targets": {"greedy_vs_tg128": 0.97, "sampled_vs_tg128": 0.95, "prompt_vs_pp512": 0.97},
-    }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench_generate-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = metadata(
+        "bench_generate",
+        model=description,
+        threads=args.threads,
+        tokens_per_s={k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
+        python_overhead_us_per_token={"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
+        ratios=ratios,
+        targets={"greedy_vs_tg128": 0.97, "sampled_vs_tg128": 0.95, "prompt_vs_pp512": 0.97},
+    )
+    write_result(result)
 
     print(f"\n{description}, {args.threads} threads, {args.rounds} rounds")
     print(f"{'':24}{'helios':>10}{'llama-bench':>13}{'ratio':>8}{'target':>8}")
@@ -180,7 +157,6 @@ def main() -> None:
             f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}{result['targets'][ratio]:>8.2f}"
         )
     print(f"python overhead per token: greedy {mean['greedy_us']:.0f} us, sampled {mean['sampled_us']:.0f} us")
-    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

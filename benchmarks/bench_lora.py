@@ -7,7 +7,7 @@ and, as the peer, on llama-server (which does not batch requests with different 
 
 helios runs with --spec off: prompt-lookup drafts (its default) speed up some texts more than
 others, which would blur the comparison between the configurations (llama-server drafts nothing
-without a draft model). One server of each kind with the two adapters (test_lora.write_adapter: rank 8 on the attention
+without a draft model). One server of each kind with the two adapters (harness.write_adapter: rank 8 on the attention
 projections of every layer, off by default) and --parallel 4; the configurations take turns
 (ROUNDS of each, the median kept), so a load change on a shared machine hits them alike:
 - base: no adapter;
@@ -22,27 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from bench_server import PROMPTS
+from harness import figure, http_client, metadata, start_server, stream_completion, write_adapter, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "vendor"), str(ROOT)]
-
-import build as vendor_build  # noqa: E402
-from bench_server import PROMPTS, Server, http_client  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from helios_core.model import Model  # noqa: E402
-from tests.server_process import free_port  # noqa: E402
-from tests.test_lora import write_adapter  # noqa: E402
+from helios_core import default_model_path
+from helios_core.model import Model
 
 CLIENTS = 4
 CTX_PER_SLOT = 1024
@@ -53,81 +43,21 @@ CONFIGS = {  # name: the lora field of client i's requests
 }
 
 
-def start(kind: str, threads: int, model: Path, adapters: list[Path]) -> Server:
-    port = free_port()
+def start(kind: str, threads: int, model: Path, adapters: list[Path]):
+    """A server with `adapters` loaded and off by default (requests pick theirs), CLIENTS slots."""
     if kind == "helios":
         lora = [arg for path in adapters for arg in ("--lora", f"{path}:0")]
-        argv = [
-            sys.executable,
-            "-m",
-            "helios_cli",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-            "--parallel",
-            str(CLIENTS),
-            "--ctx-size",
-            str(CTX_PER_SLOT),
-            "--threads",
-            str(threads),
-            *lora,
-            "--spec",
-            "off",
-        ]
     else:
-        binary = vendor_build.tools_dir() / "llama-server"
-        if not binary.exists():
-            sys.exit(f"{binary} is missing: run `make tools` first")
-        lora = [arg for path in adapters for arg in ("--lora", str(path))]
-        argv = [
-            str(binary),
-            "-m",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-np",
-            str(CLIENTS),
-            "-c",
-            str(CTX_PER_SLOT * CLIENTS),
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "--no-webui",
-            "--lora-init-without-apply",
-            *lora,
-        ]
-    return Server(kind, argv, port)
+        lora = ["--lora-init-without-apply", *(arg for path in adapters for arg in ("--lora", str(path)))]
+    return start_server(kind, model, threads, parallel=CLIENTS, ctx_per_slot=CTX_PER_SLOT, extra=lora)
 
 
-async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, lora: list) -> int:
+async def stream_one(client, url: str, prompt: str, max_tokens: int, lora: list) -> int:
     """One streamed greedy completion under `lora` ([] is the server's default: no adapter); its tokens."""
     # ignore_eos: every completion is max_tokens long, whatever an adapter makes of the text (random adapters
     # end some early), so the configurations generate the same tokens.
-    body = {
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": True,
-        "lora": lora,
-        "ignore_eos": True,
-        "stream_options": {"include_usage": True},
-    }
-    tokens = chunks = 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if data.get("usage"):
-                tokens = data["usage"]["completion_tokens"]
-            chunks += sum(1 for choice in data.get("choices", []) if choice.get("text"))
-    return tokens or chunks
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "lora": lora, "ignore_eos": True}
+    return (await stream_completion(client, url, body))["tokens"]
 
 
 async def load(url: str, config: str, max_tokens: int) -> float:
@@ -145,27 +75,20 @@ async def load(url: str, config: str, max_tokens: int) -> float:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.38
-    for k, kind in enumerate(result["servers"]):
-        values = [result["tokens_per_s"][kind][config] for config in CONFIGS]
-        bars = ax.bar([i + (k - 0.5) * width for i in range(len(CONFIGS))], values, width, label=kind)
-        ax.bar_label(bars, fmt="%.1f")
-    ax.set_xticks(range(len(CONFIGS)), list(CONFIGS))
-    ax.set_ylabel("aggregate generated tok/s (median)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(
+    title = (
         f"{CLIENTS} streaming clients, {result['threads']} threads, max_tokens {result['max_tokens']}, "
         f"load {result['load_average']['before'][0]:.1f}"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with figure(path, title) as (ax,):
+        width = 0.38
+        for k, kind in enumerate(result["servers"]):
+            values = [result["tokens_per_s"][kind][config] for config in CONFIGS]
+            bars = ax.bar([i + (k - 0.5) * width for i in range(len(CONFIGS))], values, width, label=kind)
+            ax.bar_label(bars, fmt="%.1f")
+        ax.set_xticks(range(len(CONFIGS)), list(CONFIGS))
+        ax.set_ylabel("aggregate generated tok/s (median)")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
 
 
 def main() -> None:
@@ -197,30 +120,21 @@ def main() -> None:
         kind: {"two_sets_over_one_set": m["two sets"] / m["one set"], "one_set_over_base": m["one set"] / m["base"]}
         for kind, m in medians.items()
     }
-    result = {
-        "benchmark": "bench_lora",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model_path.name,
-        "threads": args.threads,
-        "clients": CLIENTS,
-        "max_tokens": args.max_tokens,
-        "rounds": args.rounds,
-        "adapters": "2 random LoRA adapters, rank 8, attention q/k/v/output of every layer (tests/test_lora.py)",
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "cpu_count": os.cpu_count(),
-        "load_average": {"before": load_before, "after": os.getloadavg()},
-        "servers": list(runs),
-        "runs_tokens_per_s": runs,
-        "tokens_per_s": medians,
-        "ratios": ratios,
-    }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_lora-{time.strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, stem.with_suffix(".png"))
+    result = metadata(
+        "bench_lora",
+        model=model_path.name,
+        threads=args.threads,
+        clients=CLIENTS,
+        max_tokens=args.max_tokens,
+        rounds=args.rounds,
+        adapters="2 random LoRA adapters, rank 8, attention q/k/v/output of every layer (harness.write_adapter)",
+        load_average={"before": load_before, "after": os.getloadavg()},
+        servers=list(runs),
+        runs_tokens_per_s=runs,
+        tokens_per_s=medians,
+        ratios=ratios,
+    )
+    write_result(result, plot)
     for kind, m in medians.items():
         print(
             f"{kind:13} "
@@ -229,7 +143,6 @@ def main() -> None:
             + f"  one/base {ratios[kind]['one_set_over_base']:.3f}"
         )
     print(f"load average before {load_before[0]:.2f}, after {result['load_average']['after'][0]:.2f}")
-    print(f"wrote {stem.relative_to(ROOT)}.json and .png")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Image encode + prefill: helios-engine serve --mmproj against llama-server --mmproj, same build, files, threads.
 
-Both serve the default model with tests/make_mmproj.py's tiny projector (or --mmproj PATH).
+Both serve the default model with benchmarks/harness/mmproj.py's tiny projector (or --mmproj PATH).
 Each request is a chat turn with one image (distinct images, so neither server has one
 cached; the tree's test-1.jpeg among them) and max_tokens 1: its wall time is the image's
 decoding, encoding and the prompt's prefill, plus one token. The servers take turns
@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from harness import metadata, start_server, write_result
+from harness.media import MTMD_MEDIA, png
+from harness.mmproj import write_mmproj
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "vendor"), str(ROOT)]
-
-from bench_server import start  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from tests.make_mmproj import write_mmproj  # noqa: E402
-from tests.media_files import MTMD_MEDIA, png  # noqa: E402
+from helios_core import default_model_path
 
 
 def images(count: int) -> list[bytes]:
@@ -71,7 +65,9 @@ def main() -> None:
         pictures = images(args.images)  # each server starts afresh each round: nothing is cached
         for round_ in range(args.rounds):
             for kind in times:
-                server = start(kind, 1, args.threads, model, ("--mmproj", str(mmproj)))
+                server = start_server(
+                    kind, model, args.threads, parallel=1, ctx_per_slot=2048, extra=("--mmproj", str(mmproj))
+                )
                 try:
                     timed_requests(server.url, [png(64, 64, seed=10_000 + round_)])  # warm-up, not counted
                     times[kind] += timed_requests(server.url, pictures)
@@ -79,13 +75,13 @@ def main() -> None:
                     server.stop()
     medians = {kind: statistics.median(seconds) for kind, seconds in times.items()}
     ratio = medians["llama-server"] / medians["helios"]
-    result = {"median_seconds": medians, "ratio_llama_over_helios": ratio, "seconds": times, "threads": args.threads}
-    out = ROOT / "benchmarks" / "results" / f"bench_media-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    result = metadata(
+        "bench_media", median_seconds=medians, ratio_llama_over_helios=ratio, seconds=times, threads=args.threads
+    )
+    write_result(result)
     for kind, median in medians.items():
         print(f"{kind:>13}: median {1000 * median:.0f} ms per image request ({len(times[kind])} requests)")
-    print(f"ratio llama-server / helios: {ratio:.3f} (>= 0.95 is the bar); {out}")
+    print(f"ratio llama-server / helios: {ratio:.3f} (>= 0.95 is the bar)")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
+from bench_server import load, start
+from harness import RpcWorkers, figure, metadata, write_result
 
-from bench_server import load, start  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from tests.test_rpc import Workers  # noqa: E402
+from helios_core import default_model_path
 
 KINDS = ("llama-server", "helios")
 
@@ -51,30 +44,18 @@ def measure(kinds, clients, args, model, extra=()) -> dict[str, dict[str, dict]]
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ks = result["clients"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, style in (("helios", "o-"), ("llama-server", "s--")):
-        ax.plot(ks, [result["rpc"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks], style, label=f"{kind} --rpc")
-        ax.plot(
-            ks,
-            [result["local"][kind][str(k)]["aggregate_tokens_per_s"] for k in ks],
-            style,
-            alpha=0.35,
-            label=f"{kind} local",
-        )
-    ax.set_title("aggregate generated tok/s")
-    ax.set_xlabel("concurrent streaming clients (= slots)")
-    ax.set_xticks(ks)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.suptitle(f"{result['model']}: 2 loopback RPC workers x {result['worker_threads']} thread(s) vs local")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = f"{result['model']}: 2 loopback RPC workers x {result['worker_threads']} thread(s) vs local"
+    with figure(path, title) as (ax,):
+        for kind, style in (("helios", "o-"), ("llama-server", "s--")):
+            for where, alpha in (("rpc", 1.0), ("local", 0.35)):
+                values = [result[where][kind][str(k)]["aggregate_tokens_per_s"] for k in ks]
+                ax.plot(ks, values, style, alpha=alpha, label=f"{kind} {'--rpc' if where == 'rpc' else where}")
+        ax.set_title("aggregate generated tok/s")
+        ax.set_xlabel("concurrent streaming clients (= slots)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def main() -> None:
@@ -91,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     model = default_model_path()
 
-    workers = Workers(2, threads=args.worker_threads)
+    workers = RpcWorkers(2, threads=args.worker_threads)
     try:
         rpc = measure(KINDS, args.clients, args, model, ("--rpc", workers.spec, "-ngl", "99"))
     finally:
@@ -101,34 +82,26 @@ def main() -> None:
     def ratio(runs, k):
         return runs["helios"][k]["aggregate_tokens_per_s"] / runs["llama-server"][k]["aggregate_tokens_per_s"]
 
-    result = {
-        "benchmark": "bench_rpc",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model.name,
-        "worker_threads": args.worker_threads,
-        "max_tokens": args.max_tokens,
-        "rounds": args.rounds,
-        "clients": args.clients,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "rpc": rpc,
-        "local": local,
-        "helios_over_llama_server_rpc": {k: ratio(rpc, k) for k in rpc["helios"]},
-        "helios_over_llama_server_local": {k: ratio(local, k) for k in local["helios"]},
-        "rpc_over_local": {
+    result = metadata(
+        "bench_rpc",
+        model=model.name,
+        worker_threads=args.worker_threads,
+        max_tokens=args.max_tokens,
+        rounds=args.rounds,
+        clients=args.clients,
+        rpc=rpc,
+        local=local,
+        helios_over_llama_server_rpc={k: ratio(rpc, k) for k in rpc["helios"]},
+        helios_over_llama_server_local={k: ratio(local, k) for k in local["helios"]},
+        rpc_over_local={
             kind: {
                 k: rpc[kind][k]["aggregate_tokens_per_s"] / local[kind][k]["aggregate_tokens_per_s"] for k in rpc[kind]
             }
             for kind in KINDS
         },
-        "targets": {"helios_over_llama_server_rpc": 1.0},
-    }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_rpc-{time.strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, stem.with_suffix(".png"))
+        targets={"helios_over_llama_server_rpc": 1.0},
+    )
+    write_result(result, plot)
 
     print(f"\n{'K':>3} {'helios rpc':>11} {'llama rpc':>10} {'ratio':>6} {'helios local':>13} {'llama local':>12}")
     for k in map(str, args.clients):
@@ -138,7 +111,6 @@ def main() -> None:
             f"{local['helios'][k]['aggregate_tokens_per_s']:>13.1f} "
             f"{local['llama-server'][k]['aggregate_tokens_per_s']:>12.1f}"
         )
-    print(f"wrote {stem.relative_to(ROOT)}.json and .png")
 
 
 if __name__ == "__main__":

@@ -24,19 +24,16 @@ Writes benchmarks/results/bench_samplers-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from harness import metadata, write_result
 
-from helios_core import GenerationParams, Generator, Model, backend, resolve_model
+from helios_core import GenerationParams, Generator, Model, resolve_model
 from helios_core.context import Context
 from helios_core.sampling import (
     SamplingState,
@@ -47,7 +44,6 @@ from helios_core.sampling import (
     make_sampler,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 N_GEN = 128
 PROMPT = "The history of the city begins"
 TARGET = 0.95
@@ -168,30 +164,13 @@ def main() -> None:
 
     median = {name: {key: statistics.median(values) for key, values in record.items()} for name, record in runs.items()}
     result = {
-        "benchmark": "bench_samplers",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": description,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "tokens": N_GEN,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "llama": backend.system_info(),
-            "load_average": os.getloadavg(),
-        },
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        **metadata("bench_samplers", model=description, threads=args.threads, rounds=args.rounds, tokens=N_GEN),
         "median": median,
         "runs": runs,
         "sampler_us_per_token": {name: {"median": m, "p90": p90} for name, (m, p90) in costs.items()},
         "target": TARGET,
     }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench_samplers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result)
 
     print(f"\n{description}, {args.threads} threads, {args.rounds} rounds of {N_GEN} tokens; medians over rounds")
     print(f"{'chain':24}{'tok/s':>8}{'greedy':>8}{'ratio':>8}{'of medians':>12}{'sampler us median':>19}{'p90':>6}")
@@ -203,7 +182,6 @@ def main() -> None:
             f"{name:24}{m['tokens_per_s']:>8.1f}{m['greedy_tokens_per_s']:>8.1f}{m['ratio']:>8.3f}"
             f"{m['ratio_of_median_steps']:>12.3f}{costs[name][0]:>19.0f}{costs[name][1]:>6.0f}{flag}"
         )
-    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -17,29 +17,14 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness import ROOT, metadata, tool, write_result
+
 from helios_core import Model, default_model_path
 from helios_core.scoring import perplexity
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def tool(name: str) -> Path:
-    bin_dir = subprocess.run(
-        [sys.executable, str(ROOT / "vendor" / "build.py"), "--print-bin-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    path = Path(bin_dir) / name
-    if not path.exists():
-        sys.exit(f"{path} is missing: run `make tools`")
-    return path
 
 
 def run_llama_perplexity(binary: Path, text_file: Path, args) -> tuple[float, float, int]:
@@ -112,10 +97,7 @@ def main() -> None:
         "settings": vars(args),
     }
     print(json.dumps(summary, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench_score-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"summary": summary, "helios": ours, "llama_perplexity": theirs}, indent=2))
-    print(f"wrote {out}")
+    write_result(metadata("bench_score", summary=summary, helios=ours, llama_perplexity=theirs))
 
 
 if __name__ == "__main__":

@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
+from harness import figure, http_client, metadata, start_server, stream_completion, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "vendor"), str(ROOT)]
-
-import build as vendor_build  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
-from tests.server_process import free_port, wait_healthy  # noqa: E402
+from helios_core import default_model_path
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -48,117 +39,14 @@ CTX_PER_SLOT = 2048
 SYSTEM_WORDS = "You are a meticulous assistant for a library. Follow the catalogue rules exactly. "
 
 
-class Server:
-    """One server process on a free loopback port; waits until /health answers 200.
-
-    helios answers 200 only once its start-up work (llguidance's and DRY's views of the
-    vocabulary) is done, so nothing of it runs beside the measurements.
-    """
-
-    def __init__(self, name: str, argv: list[str], port: int):
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_healthy(self.url, self.process, timeout=180)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str, ...] = ()):
+    """One server of `kind` with `parallel` slots of CTX_PER_SLOT tokens."""
+    return start_server(kind, model, threads, parallel=parallel, ctx_per_slot=CTX_PER_SLOT, extra=extra)
 
 
-def start(kind: str, parallel: int, threads: int, model: Path, extra: tuple[str, ...] = ()) -> Server:
-    """`extra`: options both servers spell alike (e.g. --rpc HOST:PORT -ngl 99)."""
-    port = free_port()
-    if kind == "helios":
-        # Like for like with llama-server, which drafts nothing unless told: helios's speculative
-        # decoding (on by default) is measured against llama-server's own by bench_speculative.
-        spec = () if "--spec" in extra else ("--spec", "off")
-        argv = [
-            sys.executable,
-            "-m",
-            "helios_cli",
-            "serve",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-            "--parallel",
-            str(parallel),
-            "--ctx-size",
-            str(CTX_PER_SLOT),
-            "--threads",
-            str(threads),
-            *spec,
-            *extra,
-        ]
-    else:
-        binary = vendor_build.tools_dir() / "llama-server"
-        if not binary.exists():
-            sys.exit(f"{binary} is missing: run `make tools` first")
-        argv = [
-            str(binary),
-            "-m",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-np",
-            str(parallel),
-            "-c",
-            str(CTX_PER_SLOT * parallel),
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "--no-webui",
-            *extra,
-        ]
-    return Server(kind, argv, port)
-
-
-async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> dict:
-    """One streamed greedy completion: (time to first token, tokens, seconds from first to last token)."""
-    body = {
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    sent = time.perf_counter()
-    first = last = None
-    chunks = 0
-    usage_tokens = None
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if data.get("usage"):
-                usage_tokens = data["usage"]["completion_tokens"]
-            for choice in data.get("choices", []):
-                if choice.get("text"):
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    chunks += 1
-    tokens = usage_tokens or chunks
-    return {
-        "ttft": (first or time.perf_counter()) - sent,
-        "tokens": tokens,
-        "stream_seconds": (last - first) if first and last and last > first else 0.0,
-    }
-
-
-def http_client() -> httpx.AsyncClient:
-    # A fresh connection per request for both servers: a kept-alive connection that the server
-    # closes between requests would otherwise fail the next one, whichever server it is.
-    return httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_keepalive_connections=0))
+async def stream_one(client, url: str, prompt: str, max_tokens: int) -> dict:
+    """One streamed greedy completion: time to first token, tokens, seconds from first to last token."""
+    return await stream_completion(client, url, {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0})
 
 
 async def load(url: str, clients: int, rounds: int, max_tokens: int) -> dict:
@@ -196,30 +84,23 @@ async def cache_hit(url: str) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ks = result["clients"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for kind, style in (("helios", "o-"), ("llama-server", "s--")):
-        rows = [result["runs"][kind][str(k)] for k in ks]
-        axes[0].plot(ks, [r["aggregate_tokens_per_s"] for r in rows], style, label=kind)
-        axes[1].plot(ks, [r["ttft_p50_s"] for r in rows], style, label=f"{kind} p50")
-        axes[1].plot(ks, [r["ttft_p95_s"] for r in rows], style, alpha=0.4, label=f"{kind} p95")
-        axes[2].plot(ks, [r["per_stream_tokens_per_s"] for r in rows], style, label=kind)
-    for ax, title in zip(
-        axes, ("aggregate generated tok/s", "time to first token (s)", "per-stream tok/s"), strict=True
-    ):
-        ax.set_title(title)
-        ax.set_xlabel("concurrent streaming clients (= slots)")
-        ax.set_xticks(ks)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{result['model']}, {result['threads']} threads, greedy, max_tokens {result['max_tokens']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = f"{result['model']}, {result['threads']} threads, greedy, max_tokens {result['max_tokens']}"
+    with figure(path, title, ncols=3, size=(14, 4)) as axes:
+        for kind, style in (("helios", "o-"), ("llama-server", "s--")):
+            rows = [result["runs"][kind][str(k)] for k in ks]
+            axes[0].plot(ks, [r["aggregate_tokens_per_s"] for r in rows], style, label=kind)
+            axes[1].plot(ks, [r["ttft_p50_s"] for r in rows], style, label=f"{kind} p50")
+            axes[1].plot(ks, [r["ttft_p95_s"] for r in rows], style, alpha=0.4, label=f"{kind} p95")
+            axes[2].plot(ks, [r["per_stream_tokens_per_s"] for r in rows], style, label=kind)
+        for ax, name in zip(
+            axes, ("aggregate generated tok/s", "time to first token (s)", "per-stream tok/s"), strict=True
+        ):
+            ax.set_title(name)
+            ax.set_xlabel("concurrent streaming clients (= slots)")
+            ax.set_xticks(ks)
+            ax.grid(alpha=0.3)
+            ax.legend()
 
 
 def main() -> None:
@@ -271,28 +152,20 @@ def main() -> None:
         scaling["llama_server_k4_over_k1"] = (
             runs["llama-server"]["4"]["aggregate_tokens_per_s"] / runs["llama-server"]["1"]["aggregate_tokens_per_s"]
         )
-    result = {
-        "benchmark": "bench_server",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model.name,
-        "threads": args.threads,
-        "max_tokens": args.max_tokens,
-        "rounds": args.rounds,
-        "clients": args.clients,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "runs": runs,
-        "helios_over_llama_server": ratio,
-        "scaling": scaling,
-        "cache_hit": hits,
-        "targets": {"helios_over_llama_server": 1.0, "helios_k4_over_k1": 1.45, "hit_over_cold": 0.15},
-    }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_server-{time.strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, stem.with_suffix(".png"))
+    result = metadata(
+        "bench_server",
+        model=model.name,
+        threads=args.threads,
+        max_tokens=args.max_tokens,
+        rounds=args.rounds,
+        clients=args.clients,
+        runs=runs,
+        helios_over_llama_server=ratio,
+        scaling=scaling,
+        cache_hit=hits,
+        targets={"helios_over_llama_server": 1.0, "helios_k4_over_k1": 1.45, "hit_over_cold": 0.15},
+    )
+    write_result(result, plot)
 
     print(f"\n{'K':>3} {'helios tok/s':>13} {'llama-server':>13} {'ratio':>7}")
     for k in args.clients:
@@ -302,7 +175,6 @@ def main() -> None:
         )
     for name, value in scaling.items():
         print(f"{name}: {value:.2f}")
-    print(f"wrote {stem.relative_to(ROOT)}.json and .png")
 
 
 if __name__ == "__main__":

@@ -29,21 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
+from bench_server import start
+from harness import figure, http_client, metadata, write_result
 
-from bench_server import http_client, start  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
+from helios_core import default_model_path
 
 SPEC_TYPES = ("ngram-simple", "ngram-mod")
 MAX_TOKENS = {"copy": 200, "free": 128}
@@ -189,26 +183,19 @@ async def run_workload(url: str, workload: str, clients: int) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(result["engines"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, workload in zip(axes, WORKLOADS, strict=True):
-        width = 0.8 / len(result["clients"])
-        for j, k in enumerate(result["clients"]):
-            values = [result["runs"][name][workload][str(k)]["tokens_per_s"] for name in names]
-            ax.bar([i + j * width for i in range(len(names))], values, width, label=f"{k} client(s)")
-        ax.set_xticks([i + width * (len(result["clients"]) - 1) / 2 for i in range(len(names))])
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{workload}: aggregate generated tok/s")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{result['model']}, {result['threads']} threads: speculative decoding")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = f"{result['model']}, {result['threads']} threads: speculative decoding"
+    with figure(path, title, ncols=2, size=(11, 4)) as axes:
+        for ax, workload in zip(axes, WORKLOADS, strict=True):
+            width = 0.8 / len(result["clients"])
+            for j, k in enumerate(result["clients"]):
+                values = [result["runs"][name][workload][str(k)]["tokens_per_s"] for name in names]
+                ax.bar([i + j * width for i in range(len(names))], values, width, label=f"{k} client(s)")
+            ax.set_xticks([i + width * (len(result["clients"]) - 1) / 2 for i in range(len(names))])
+            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{workload}: aggregate generated tok/s")
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=8)
 
 
 def main() -> None:
@@ -244,38 +231,25 @@ def main() -> None:
                 "helios_spec_over_best_llama_spec": spec / best_llama,
                 "llama_best_spec_over_plain": best_llama / runs["llama-plain"][workload][k]["tokens_per_s"],
             }
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    result = {
-        "benchmark": "bench_speculative",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model.name,
-        "threads": args.threads,
-        "clients": args.clients,
-        "max_tokens": MAX_TOKENS,
-        "sampled": SAMPLED,
-        "engines": {name: [kind, *extra] for name, (kind, extra) in table.items()},
-        "runs": runs,
-        "ratios": ratios,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1min": load,
-            "load_average_median": statistics.median(load),
-        },
-        "commit": commit.stdout.strip(),
-    }
+    result = metadata(
+        "bench_speculative",
+        model=model.name,
+        threads=args.threads,
+        clients=args.clients,
+        max_tokens=MAX_TOKENS,
+        sampled=SAMPLED,
+        engines={name: [kind, *extra] for name, (kind, extra) in table.items()},
+        runs=runs,
+        ratios=ratios,
+    )
+    result["machine"] |= {"load_average_1min": load, "load_average_median": statistics.median(load)}
     for key, r in ratios.items():
         print(
             f"{key:7} helios spec/plain {r['helios_spec_over_plain']:.2f}  "
             f"spec/llama best spec {r['helios_spec_over_best_llama_spec']:.2f}  "
             f"(llama spec/plain {r['llama_best_spec_over_plain']:.2f})"
         )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"bench_speculative-{time.strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and .png")
+    write_result(result, plot)
 
 
 if __name__ == "__main__":

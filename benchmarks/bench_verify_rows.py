@@ -19,14 +19,12 @@ Writes benchmarks/results/bench_verify_rows-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from harness import metadata, write_result
 
 from helios_core import Batch, Context, Model, backend, default_model_path
 
@@ -85,28 +83,17 @@ def main() -> None:
         best = max(gains, key=gains.get)
         ceilings[str(a)] = {"best_k": best, "speedup": gains[best]}
         print(f"acceptance {a:.2f}: at most {gains[best]:.2f}x plain decoding, at k = {best}")
-    result = {
-        "benchmark": "bench_verify_rows",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": default_model_path().name,
-        "threads": args.threads,
-        "history": HISTORY,
-        "one_token_ms": one,
-        "chunks": rows,
-        "speedup_ceiling": ceilings,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "devices": [d.description for d in backend.devices()],
-            "ggml": backend.system_info(),
-            "load_average_1min": os.getloadavg()[0],
-        },
-    }
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_verify_rows-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    result = metadata(
+        "bench_verify_rows",
+        model=default_model_path().name,
+        threads=args.threads,
+        history=HISTORY,
+        one_token_ms=one,
+        chunks=rows,
+        speedup_ceiling=ceilings,
+    )
+    result["machine"]["devices"] = [d.description for d in backend.devices()]
+    write_result(result)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-import httpx
+from harness import ask, report, start_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.bench_server import start  # noqa: E402  (it puts vendor/ and the root on sys.path)
-from helios_core.resolve import default_model_path  # noqa: E402
+from helios_core.resolve import default_model_path
 
 WEATHER = {
     "name": "get_weather",
@@ -52,7 +48,7 @@ BODIES = [  # (name, path, body)
     ("malformed block", "/v1/messages", {**BASE, "messages": [{"role": "user", "content": [{"text": "no type"}]}]}),
 ]  # fmt: skip
 # Values that carry protocol meaning, compared as values (ids by their prefix).
-MEANINGFUL = {"type", "role", "model", "stop_reason", "stop_sequence", "event"}
+MEANINGFUL = frozenset({"type", "role", "model", "stop_reason", "stop_sequence", "id"})
 
 
 def main() -> None:
@@ -64,110 +60,17 @@ def main() -> None:
     model = args.model or default_model_path()
     answers = {}
     for kind, extra in (("helios", ("--ctx-size", "4096")), ("llama-server", ("--jinja",))):
-        server = start(kind, 1, args.threads, model, extra if kind == "llama-server" else ())
+        server = start_server(kind, model, args.threads, parallel=1, extra=extra)
         try:
-            answers[kind] = [send(server.url, path, body) for _, path, body in BODIES]
+            answers[kind] = [ask(server.url, path, body, {"x-api-key": "unused"}) for _, path, body in BODIES]
         finally:
             server.stop()
-    pairs = zip(BODIES, answers["helios"], answers["llama-server"], strict=True)
-    report = [compare(name, ours, peer) for (name, _, _), ours, peer in pairs]
-    for entry in report:
-        print(f"\n## {entry['body']}  (status helios {entry['status'][0]}, llama-server {entry['status'][1]})")
-        for line in entry["differences"] or ["same shape"]:
-            print(f"- {line}")
+    lines = report([name for name, _, _ in BODIES], answers["helios"], answers["llama-server"], MEANINGFUL)
+    print("\n".join(lines))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or Path(__file__).parent / "results" / f"compare_messages_shapes-{stamp}.json"
-    out.write_text(json.dumps({"model": str(model), "report": report, "answers": answers}, indent=1))
+    out.write_text(json.dumps({"model": str(model), "report": lines, "answers": answers}, indent=1))
     print(f"\nwritten: {out}")
-
-
-def send(url: str, path: str, body: dict) -> dict:
-    """The answer: status and JSON body, or for a stream its events as (event line, data)."""
-    with httpx.stream("POST", url + path, json=body, headers={"x-api-key": "unused"}, timeout=600) as response:
-        if not response.headers.get("content-type", "").startswith("text/event-stream"):
-            response.read()
-            return {"status": response.status_code, "body": response.json()}
-        events, name = [], None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                events.append({"event": name, **json.loads(line[6:])})
-                name = None
-        return {"status": response.status_code, "events": events}
-
-
-def compare(name: str, helios: dict, peer: dict) -> dict:
-    differences: list[str] = []
-    if "events" in helios or "events" in peer:
-        order = [_order(a.get("events", [])) for a in (helios, peer)]
-        if order[0] != order[1]:
-            differences.append(f"event order: helios {order[0]}; llama-server {order[1]}")
-        for kind in sorted({e["type"] for a in (helios, peer) for e in a.get("events", [])}):
-            of = [_merged([e for e in a.get("events", []) if e["type"] == kind]) for a in (helios, peer)]
-            if None in of:
-                differences.append(f"{kind} events only from {'llama-server' if of[0] is None else 'helios'}")
-            else:
-                differences += [f"{kind}: {d}" for d in _diff(of[0], of[1], "")]
-    else:
-        differences += _diff(helios["body"], peer["body"], "")
-    if helios["status"] != peer["status"]:
-        differences.insert(0, f"status: helios {helios['status']}, llama-server {peer['status']}")
-    return {"body": name, "status": [helios["status"], peer["status"]], "differences": differences}
-
-
-def _order(events: list[dict]) -> list[str]:
-    names: list[str] = []
-    for event in events:
-        label = event["event"] if event["event"] == event["type"] else f"{event['event']}/{event['type']}"
-        if not names or names[-1] != label:
-            names.append(label)
-    return names
-
-
-def _merged(values: list) -> object:
-    """One value holding every field any of `values` has (the first value of each)."""
-    if not values:
-        return None
-    if all(isinstance(v, dict) for v in values):
-        keys = dict.fromkeys(k for v in values for k in v)
-        return {k: _merged([v[k] for v in values if k in v]) for k in keys}
-    if all(isinstance(v, list) for v in values):
-        items = [item for v in values for item in v]
-        return [_merged(items)] if items else []
-    return values[0]
-
-
-def _diff(a: object, b: object, path: str) -> list[str]:
-    where = path or "(body)"
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = [f"{path}.{k}".lstrip(".") + " only in helios" for k in a if k not in b]
-        out += [f"{path}.{k}".lstrip(".") + " only in llama-server" for k in b if k not in a]
-        for k in a:
-            if k in b:
-                out += _diff(a[k], b[k], f"{path}.{k}".lstrip("."))
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        if not a or not b:
-            return [] if a == b else [f"{where}: helios has {len(a)} items, llama-server {len(b)}"]
-        return _diff(_merged(a), _merged(b), path + "[]")
-    if _type(a) != _type(b):
-        return [f"{where}: helios {_type(a)} {_short(a)}, llama-server {_type(b)} {_short(b)}"]
-    leaf = path.rsplit(".", 1)[-1]
-    if leaf in MEANINGFUL and a != b:
-        return [f"{where}: helios {a!r}, llama-server {b!r}"]
-    if leaf == "id" and isinstance(a, str) and a.split("_")[0] != b.split("_")[0]:
-        return [f"{where}: helios {a.split('_')[0]}_..., llama-server {b.split('_')[0]}_..."]
-    return []
-
-
-def _type(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import sys
 
 import httpx
+from harness import sse_events
 
 CASES = {
     "split": ("Two and two. That makes 4.\n</think>\n\nThe answer is 4.", {}),
@@ -41,13 +42,9 @@ def whole(url: str, body: dict) -> dict:
 
 def deltas(url: str, body: dict) -> list[dict]:
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    out = []
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                chunk = json.loads(line[6:])
-                out.append(chunk["choices"][0]["delta"] if chunk["choices"] else {"usage": chunk.get("usage")})
-    return out
+        chunks = [chunk for _, chunk in sse_events(response.iter_lines())]
+    return [chunk["choices"][0]["delta"] if chunk["choices"] else {"usage": chunk.get("usage")} for chunk in chunks]
 
 
 def main(peer_url: str, helios_url: str) -> None:

@@ -5,7 +5,8 @@
 Both servers run the default model on loopback (llama-server with --jinja, as the brief asks).
 For each body the script prints the HTTP status of each, then every field path that one side
 has and the other lacks, or has with another JSON type. Streams are compared by their sequence
-of event types (runs of deltas folded into one) and by the fields of each event type. Values
+of event types (runs of deltas folded into one; an `event:` line that names another type shows
+as `line/type`) and by the fields of each event type (benchmarks/harness/shapes.py). Values
 (texts, ids, token counts) are not compared: a base model under two templates says different
 things; the protocol is the point.
 
@@ -17,19 +18,12 @@ Results go to benchmarks/results/compare_responses_shapes-<time>.json.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import RESULTS, ask, report, start_server
 
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]
-
-from bench_server import start  # noqa: E402
-
-from helios_core import default_model_path  # noqa: E402
+from helios_core import default_model_path
 
 WEATHER = {
     "type": "function",
@@ -116,64 +110,20 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 
 
-def shape(value: Any, path: str = "") -> dict[str, str]:
-    """{field path: JSON type} of every field; list elements share one path ending in [KIND] (their
-    `type`, or nothing)."""
-    if isinstance(value, dict):
-        out = {path or ".": "object"}
-        for key, inner in value.items():
-            out.update(shape(inner, f"{path}.{key}"))
-        return out
-    if isinstance(value, list):
-        out = {path or ".": "array"}
-        for inner in value:
-            # Items of different kinds (a message, a function_call) are compared with their own kind only.
-            kind = inner.get("type") if isinstance(inner, dict) and isinstance(inner.get("type"), str) else ""
-            out.update(shape(inner, f"{path}[{kind}]"))
-        return out
-    kind = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}[type(value)]
-    return {path or ".": kind}
-
-
-def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Status, and the body's shape, or the stream's event sequence and each event type's shape."""
-    with httpx.stream("POST", f"{url}/v1/responses", json={**BASE, **body}, timeout=300) as r:
-        raw = r.read().decode()
-        if not r.headers.get("content-type", "").startswith("text/event-stream"):
-            return {"status": r.status_code, "shape": shape(json.loads(raw))}
-    events, sequence, named = {}, [], True
-    for frame in filter(None, raw.split("\n\n")):
-        lines = dict(line.split(": ", 1) for line in frame.split("\n") if ": " in line)
-        data = json.loads(lines["data"])
-        named &= lines.get("event") == data.get("type")
-        kind = data.get("type", "?")
-        if not sequence or sequence[-1] != kind or not kind.endswith(".delta"):
-            sequence.append(kind)
-        events.setdefault(kind, {}).update(shape(data))
-    return {"status": r.status_code, "sequence": sequence, "events": events, "event_lines_match_type": named}
-
-
-def differences(helios: dict[str, str], peer: dict[str, str]) -> list[str]:
-    """Each path one side lacks (its descendants folded into it), or has with another type.
-
-    The request parameters OpenAI's response object repeats (ECHO), which llama-server leaves out,
-    are one line.
-    """
-    out = []
-    echoed = [p for p in sorted(helios) if p not in peer and _echo_field(p, helios)]
-    if echoed:
-        out.append(f"  only helios: the request echo ({len(echoed)} fields: {', '.join(echoed)})")
-    for path in sorted(set(helios) | set(peer)):
-        parent = path[: max(path.rfind("."), path.rfind("["))]
-        if path in echoed or (parent and (parent in helios) != (parent in peer)):
-            continue  # listed already, or under a parent listed as one side's only
-        if path not in peer:
-            out.append(f"  only helios: {path} ({helios[path]})")
-        elif path not in helios:
-            out.append(f"  only llama-server: {path} ({peer[path]})")
-        elif helios[path] != peer[path] and "null" not in (helios[path], peer[path]):
-            out.append(f"  type: {path} helios {helios[path]}, llama-server {peer[path]}")
-    return out
+def main() -> None:
+    model = default_model_path()
+    runs: dict[str, list[dict]] = {}
+    for kind, extra in (("helios", ()), ("llama-server", ("--jinja",))):
+        server = start_server(kind, model, 2, parallel=1, extra=extra)
+        try:
+            runs[kind] = [ask(server.url, "/v1/responses", {**BASE, **body}) for body in BODIES.values()]
+        finally:
+            server.stop()
+    lines = report(BODIES, runs["helios"], runs["llama-server"], fold=("the request echo", _echo_field))
+    print("\n".join(lines))
+    results = RESULTS / f"compare_responses_shapes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results.write_text(json.dumps({"runs": runs, "report": lines}, indent=1))
+    print(f"\nwritten to {results}")
 
 
 def _echo_field(path: str, fields: dict[str, str]) -> bool:
@@ -181,43 +131,6 @@ def _echo_field(path: str, fields: dict[str, str]) -> bool:
     prefix = ".response" if path.startswith(".response.") else ""
     rest = path.removeprefix(prefix)
     return rest.count(".") == 1 and "[" not in rest and rest[1:] in ECHO and f"{prefix}.object" in fields
-
-
-def compare(name: str, helios: dict, peer: dict) -> list[str]:
-    lines = [f"## {name}: status helios {helios['status']}, llama-server {peer['status']}"]
-    if "shape" in helios and "shape" in peer:
-        return lines + differences(helios["shape"], peer["shape"])
-    if "sequence" not in helios or "sequence" not in peer:
-        return lines + ["  one side streamed, the other did not"]
-    if helios["sequence"] != peer["sequence"]:
-        lines += [
-            f"  events helios:       {' '.join(helios['sequence'])}",
-            f"  events llama-server: {' '.join(peer['sequence'])}",
-        ]
-    lines.append(
-        f"  event: lines match data.type: helios {helios['event_lines_match_type']}, "
-        f"llama-server {peer['event_lines_match_type']}"
-    )
-    for kind in sorted(set(helios["events"]) & set(peer["events"])):
-        found = differences(helios["events"][kind], peer["events"][kind])
-        lines += [f"  {kind}:", *found] if found else []
-    return lines
-
-
-def main() -> None:
-    model = default_model_path()
-    runs: dict[str, dict[str, dict]] = {}
-    for kind, extra in (("helios", ()), ("llama-server", ("--jinja",))):
-        server = start(kind, parallel=1, threads=2, model=model, extra=extra)
-        try:
-            runs[kind] = {name: ask(server.url, body) for name, body in BODIES.items()}
-        finally:
-            server.stop()
-    report = [line for name in BODIES for line in compare(name, runs["helios"][name], runs["llama-server"][name])]
-    print("\n".join(report))
-    results = ROOT / "results" / f"compare_responses_shapes-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    results.write_text(json.dumps({"runs": runs, "report": report}, indent=1))
-    print(f"\nwritten to {results}")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,16 @@
-"""Run `helios-engine serve` as a real process on a free loopback port, for tests and benchmarks."""
+"""Run `helios-engine serve` as a real process on a free loopback port, for tests."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 
-import httpx
+from benchmarks.harness import free_port, stop_process, wait_healthy
+from tests.conftest import THREADS
 
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float, output: Callable[[], str] | None = None) -> None:
-    """Poll GET /health until it answers 200; raise if the process exits or time runs out.
-
-    output: what the process wrote, for the error (default: read its stdout).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            written = output() if output else process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"server exited early with {process.returncode}:\n{written}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server at {url} did not become healthy in {timeout:.0f} s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["ServerProcess", "free_port", "wait_healthy"]  # the last two for the tests that import them from here
 
 
 class ServerProcess:
@@ -49,8 +23,6 @@ class ServerProcess:
     """
 
     def __init__(self, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None):
-        from tests.conftest import THREADS  # imported here: benchmarks use this module's helpers without pytest
-
         if "--threads" not in args:
             args = (*args, "--threads", str(THREADS))
         self.port = free_port()
@@ -78,11 +50,5 @@ class ServerProcess:
         return "".join(self.log)
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         return self._output()

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.make_mmproj import TOKENS_PER_IMAGE, write_mmproj
-from tests.media_files import MTMD_MEDIA
+from benchmarks.harness.media import MTMD_MEDIA
+from benchmarks.harness.mmproj import TOKENS_PER_IMAGE, write_mmproj
 from tests.test_cli import run_cli
 
 

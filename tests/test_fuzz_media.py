@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.harness.media import MTMD_MEDIA, SVG, png, png_header, truncated
+from benchmarks.harness.mmproj import write_mmproj
 from tests.http_support import PATIENCE, LoggedServer
-from tests.make_mmproj import write_mmproj
-from tests.media_files import MTMD_MEDIA, SVG, png, png_header, truncated
 from tests.test_fuzz_server import junk, send, sometimes_junk
 
 N_BODIES = int(os.environ.get("HELIOS_FUZZ_MEDIA_BODIES", "400"))

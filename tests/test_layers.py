@@ -3,6 +3,7 @@
 helios_core is the engine and knows nothing of the server or the command line; helios_http speaks
 HTTP over helios_core and calls no C itself, so ctypes stays in helios_core. The command line
 (helios_cli) sits on top of both; the one edge from helios_http up to it is listed in ALLOWED.
+Benchmarks import no test module: what they share with the tests is in benchmarks/harness.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "helios_core": ("starlette", "uvicorn", "helios_http", "helios_cli"),
     "helios_http": ("ctypes", "helios_cli"),
+    "benchmarks": ("tests",),
 }
 # server.py builds the server from the parsed command line through options.py's helpers, which
 # take the argparse Namespace; the edge goes once the command line builds a Runtime and hands it over.

@@ -1,6 +1,6 @@
 """Images through libmtmd into the engine: the projector, prompt chunking, media reading and its prefix cache.
 
-The projector is tests/make_mmproj.py's tiny random one over the default model: what it
+The projector is benchmarks/harness/mmproj.py's tiny random one over the default model: what it
 "sees" is noise, so these tests check plumbing (counts, positions, logits that move or
 match within LOGIT_TOLERANCE, cached tokens), never what the model says.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.harness.media import MTMD_MEDIA, SVG, png, truncated
+from benchmarks.harness.mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
 from helios_core import media_prompt
 from helios_core.context import Context
 from helios_core.engine import Engine, Request, Scheduler
@@ -17,8 +19,6 @@ from helios_core.errors import ClosedError, ModelLoadError
 from helios_core.projector import MediaError, Projector
 from helios_core.sequence import GenerationParams
 from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close, teacher_forced
-from tests.make_mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
-from tests.media_files import MTMD_MEDIA, SVG, png, truncated
 
 
 @pytest.fixture(scope="module")

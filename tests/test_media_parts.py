@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
+from benchmarks.harness.media import MTMD_MEDIA, SVG, png, png_header
 from helios_http.errors import APIError
 from helios_http.media import MediaRef, MediaServing, audio_seconds, image_size, load
-from tests.media_files import MTMD_MEDIA, SVG, png, png_header
 
 
 def wav(seconds: float, rate: int = 16000) -> bytes:

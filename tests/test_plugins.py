@@ -183,10 +183,10 @@ def test_entry_points_are_found_and_options_win_over_them(plugin_module, monkeyp
 def plugin_server(tmp_path_factory):
     """A server with the README's lipogram.py plugged in, browsers from one origin allowed."""
     from tests.server_process import ServerProcess
-    from tests.test_readme import readme_block
+    from tests.test_readme import doc_block
 
     where = tmp_path_factory.mktemp("plugins")
-    (where / "lipogram.py").write_text(readme_block("plugin-module"))
+    (where / "lipogram.py").write_text(doc_block("plugin-module"))
     server = ServerProcess(
         "--ctx-size",
         "256",
@@ -207,17 +207,17 @@ def plugin_server(tmp_path_factory):
 def test_readme_plugin_request_writes_a_lipogram(plugin_server):
     import subprocess
 
-    code = readme_block_for_port("plugin-request", plugin_server.port)
+    code = doc_block_for_port("plugin-request", plugin_server.port)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     text = result.stdout.strip()
     assert len(text) > 5 and "e" not in text.lower()
 
 
-def readme_block_for_port(marker: str, port: int) -> str:
-    from tests.test_readme import readme_block
+def doc_block_for_port(marker: str, port: int) -> str:
+    from tests.test_readme import doc_block
 
-    code = readme_block(marker)
+    code = doc_block(marker)
     assert "8000" in code
     return code.replace("8000", str(port))
 

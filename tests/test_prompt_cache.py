@@ -88,8 +88,8 @@ def test_a_conversation_whose_answer_comes_back_re_rendered_still_gets_its_promp
 
 
 def test_each_adapter_set_gets_back_its_own_prefix_and_never_another_sets(model, tmp_path):
+    from benchmarks.harness import write_adapter
     from helios_core import lora
-    from tests.test_lora import write_adapter
 
     adapter = lora.Adapter(model, write_adapter(tmp_path / "a.gguf", model, seed=0))
     with_a = lora.adapter_set([(adapter, 1.0)])

@@ -8,61 +8,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 
+from benchmarks.harness import RpcWorkers, free_port
 from helios_core import rpc
 from helios_core.errors import BackendError
 from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close
-from tests.server_process import ServerProcess, free_port
+from tests.server_process import ServerProcess
 
 PROMPT = "The history of the printing press begins in the fifteenth century, when"
 
 
-class Workers:
-    """`helios-engine rpc-worker` processes on free loopback ports (1 thread each by default, as a small host)."""
-
-    def __init__(self, count: int, threads: int = 1):
-        self.ports = [free_port() for _ in range(count)]
-        self.processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "helios_cli", "rpc-worker", "--port", str(port), "--threads", str(threads)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for port in self.ports
-        ]
-        deadline = time.monotonic() + 60
-        for endpoint in self.endpoints:
-            while True:
-                try:
-                    rpc.check_reachable(endpoint, timeout=1)
-                    break
-                except BackendError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [f"127.0.0.1:{port}" for port in self.ports]
-
-    @property
-    def spec(self) -> str:
-        return ",".join(self.endpoints)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
 def workers():
-    started = Workers(2)
+    started = RpcWorkers(2)
     yield started
     started.stop()
 

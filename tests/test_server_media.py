@@ -1,6 +1,6 @@
 """Images through a real `helios-engine serve --mmproj`: chat's image_url parts, the limits, the prefix cache.
 
-The projector is tests/make_mmproj.py's tiny random one: these tests check plumbing
+The projector is benchmarks/harness/mmproj.py's tiny random one: these tests check plumbing
 (token counts, logits that move or match, cached tokens, 400s naming the part), never
 what the model says about an image.
 """
@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
+from benchmarks.harness.media import MTMD_MEDIA, SVG, png, png_header, truncated
+from benchmarks.harness.mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
 from tests.conftest import LOGIT_TOLERANCE
-from tests.make_mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
-from tests.media_files import MTMD_MEDIA, SVG, png, png_header, truncated
 from tests.server_process import ServerProcess
 
 PATIENCE = 300  # seconds: a bound on a failure, never a speed claim

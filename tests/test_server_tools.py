@@ -24,7 +24,7 @@ from helios_core.resolve import default_model_path
 from helios_http import tools
 from tests.conftest import VOCAB_MODELS
 from tests.server_process import ServerProcess
-from tests.test_readme import readme_block
+from tests.test_readme import doc_block
 
 PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 QWEN25 = VOCAB_MODELS / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
@@ -155,8 +155,8 @@ def test_a_streamed_answer_reassembles_to_the_whole_one(client, tool_choice):
 
 
 def test_the_readmes_tools_example_calls_the_tool(server, capsys):
-    code = readme_block("tools-example").replace("8000", str(server.port))
-    exec(compile(code, "README.md", "exec"), {})
+    code = doc_block("tools-example").replace("8000", str(server.port))
+    exec(compile(code, "tools-example", "exec"), {})
     assert capsys.readouterr().out.startswith("get_weather {")
 
 

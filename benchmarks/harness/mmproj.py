@@ -6,7 +6,7 @@ default Gemma 3 270M). libmtmd loads, resizes and encodes with it exactly as wit
 what it "sees" is noise, so tests check plumbing (counts, positions, logits that move, caches),
 never what a model says about an image.
 
-    python tests/make_mmproj.py OUT.gguf [--width 640] [--seed 0] [--audio] [--gemma3]
+    python -m benchmarks.harness.mmproj OUT.gguf [--width 640] [--seed 0] [--audio] [--gemma3]
 
 --gemma3 writes Gemma 3's own projector type instead ("gemma3": a SigLIP-style tower, 2 x 2
 average pooling, then a soft-embedding norm and a projection): libmtmd then wraps each image

@@ -1,4 +1,4 @@
-"""Media bytes for tests, made here: PNGs of any size and colour, and malformed ones.
+"""Media bytes for tests and benchmarks, made here: PNGs of any size and colour, and malformed ones.
 
 No imaging library: a PNG is a signature, an IHDR chunk, zlib-compressed rows and an IEND.
 The tree's own test media (tools/mtmd/test-1.jpeg, test-2.mp3) are in MTMD_MEDIA.
@@ -11,9 +11,9 @@ import zlib
 
 import numpy as np
 
-from tests.conftest import LLAMA_CPP
+from .results import ROOT
 
-MTMD_MEDIA = LLAMA_CPP / "tools" / "mtmd"
+MTMD_MEDIA = ROOT / "vendor" / "llama.cpp" / "tools" / "mtmd"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
 
 
