@@ -19,6 +19,9 @@ from helios_core.generate import GenerationParams
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 
+# Seconds a test waits on something merely slow: it bounds a failure, never a speed claim.
+PATIENCE = 300.0
+
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP = ROOT / "vendor" / "llama.cpp"
 VOCAB_MODELS = LLAMA_CPP / "models"

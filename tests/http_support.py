@@ -20,11 +20,10 @@ import httpx
 
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
-from tests.conftest import THREADS, eog_bias
+from tests.conftest import PATIENCE, THREADS, eog_bias
 from tests.server_process import free_port, wait_healthy
 
 # A failure bound for waits on a server that is merely slow, not a performance target.
-PATIENCE = 120.0
 
 
 @functools.cache

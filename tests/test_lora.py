@@ -30,12 +30,11 @@ from helios_core.kvcache import CachedSequence
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_core.sequence import GenerationParams
-from tests.conftest import LOGIT_TOLERANCE, THREADS, teacher_forced
+from tests.conftest import LOGIT_TOLERANCE, PATIENCE, THREADS, teacher_forced
 from tests.server_process import ServerProcess
 from tests.test_scoring import _tool
 
 PROMPT = "The weather today is"
-PATIENCE = 300
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ import jsonschema
 import pytest
 
 from helios_core.resolve import default_model_path
+from tests.conftest import PATIENCE
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 KEY = "test-key"
 MODEL_ID = default_model_path().stem
 WEATHER = {

@@ -15,10 +15,9 @@ import pytest
 from helios_http.errors import APIError
 from helios_http.messages.request import parse_messages
 from helios_http.responses_request import parse_responses
-from tests.conftest import VOCAB_MODELS
+from tests.conftest import PATIENCE, VOCAB_MODELS
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 THOUGHT, ANSWER = "plan it", "the answer"
 OUTPUT = ["<th", "ink>\n", THOUGHT, "\n</", "think>\n\n", ANSWER]
 ASK = "What is 2+2?"

@@ -11,10 +11,8 @@ from helios_core.context import Context
 from helios_core.engine import Done, Engine, Step
 from helios_core.generate import GenerationParams
 from helios_core.sampling import greedy
-from tests.conftest import THREADS
+from tests.conftest import PATIENCE, THREADS
 from tests.test_engine import PROMPTS, run, scheduler, steps_of
-
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 
 
 class VectorisedGreedy:

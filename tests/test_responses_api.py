@@ -17,11 +17,10 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.conftest import ROOT
+from tests.conftest import PATIENCE, ROOT
 from tests.http_support import no_eog
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 WEATHER = {
     "type": "function",
     "name": "get_weather",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import httpx
 import openai
@@ -13,13 +12,13 @@ import pytest
 
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
-from tests.conftest import eog_bias
+from tests.conftest import PATIENCE
+from tests.http_support import metric, wait_until
 from tests.server_process import ServerProcess
 
 CTX = 1024
 # Seconds after which waiting for the server counts as a failure: a bound, never a speed claim. On a
 # 2-core machine shared with other llama.cpp processes, a 6-token request has been seen to take 13 s.
-PATIENCE = 300
 # max_tokens of the runs that a client abandons: with end-of-generation tokens
 # banned and CTX leaving room, only this or a cancel can end them, and a whole
 # run takes seconds on any CPU, against a handful of tokens once a client leaves.
@@ -44,30 +43,10 @@ def vocab():
         yield m.vocab
 
 
-@pytest.fixture(scope="module")
-def no_eog(vocab) -> dict[str, int]:
-    """A logit_bias banning end-of-generation tokens: a run then lasts its max_tokens."""
-    return {str(token): -100 for token in eog_bias(vocab)}
-
-
-def metric(server, name: str) -> float:
-    for line in httpx.get(f"{server.url}/metrics", timeout=PATIENCE).text.splitlines():
-        if line.startswith(f"helios_{name} ") or line.startswith(f"helios_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
-
-
-def wait_for(condition, what: str, timeout: float = PATIENCE) -> None:
-    """Poll until condition() holds. The deadline only bounds a failure: no test claims a speed."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what} after {timeout:.0f} s"
-        time.sleep(0.02)
-
-
 def wait_until_idle(server) -> None:
-    wait_for(
-        lambda: metric(server, "slots_busy") == 0 and metric(server, "requests_queued") == 0, "the server to go idle"
+    wait_until(
+        lambda: metric(server.url, "slots_busy") == 0 and metric(server.url, "requests_queued") == 0,
+        "the server to go idle",
     )
 
 
@@ -308,7 +287,7 @@ def test_health_tokenize_detokenize(server, vocab):
 
 def test_metrics_in_prometheus_format(server, client, no_eog):
     wait_until_idle(server)
-    before = metric(server, "generated_tokens_total")
+    before = metric(server.url, "generated_tokens_total")
     client.completions.create(model="m", prompt="Metrics", max_tokens=2, seed=5, logit_bias=no_eog)
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
@@ -324,12 +303,12 @@ def test_metrics_in_prometheus_format(server, client, no_eog):
     ):
         assert f"# TYPE helios_{name} " in text
     assert 'helios_requests_total{path="/v1/completions",status="200"}' in text
-    assert metric(server, "generated_tokens_total") - before == 2
+    assert metric(server.url, "generated_tokens_total") - before == 2
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(server, no_eog):
     wait_until_idle(server)
-    before = metric(server, "generated_tokens_total")
+    before = metric(server.url, "generated_tokens_total")
     body = {
         "prompt": "Write a very long story:",
         "max_tokens": LONG,
@@ -341,7 +320,7 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(server, no_eo
     with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=PATIENCE) as response:
         assert next(response.iter_lines()).startswith("data: {")  # it is generating; now leave
     wait_until_idle(server)
-    generated = metric(server, "generated_tokens_total") - before
+    generated = metric(server.url, "generated_tokens_total") - before
     assert 1 <= generated < LONG // 2  # cancelled, not run to max_tokens
     assert httpx.get(f"{server.url}/health").status_code == 200
     assert post(server, "/v1/completions", {"prompt": "Still alive?", "max_tokens": 2}).status_code == 200
@@ -361,7 +340,7 @@ def test_full_queue_is_429_with_retry_after(no_eog):
                 target=lambda: waiting.append(post(server, "/v1/completions", {"prompt": "Wait:", "max_tokens": 2}))
             )
             waiter.start()
-            wait_for(lambda: metric(server, "requests_queued") == 1, "the second request to wait for the slot")
+            wait_until(lambda: metric(server.url, "requests_queued") == 1, "the second request to wait for the slot")
             limited = post(server, "/v1/completions", {"prompt": "One too many:", "max_tokens": 2})
         waiter.join()
         assert limited.status_code == 429
@@ -386,7 +365,7 @@ def test_api_key_is_required_when_set():
 
 def test_a_non_streaming_client_that_leaves_stops_its_generation(server, no_eog):
     wait_until_idle(server)
-    before = metric(server, "generated_tokens_total")
+    before = metric(server.url, "generated_tokens_total")
     body = json.dumps(
         {"prompt": "Write a very long essay:", "max_tokens": LONG, "temperature": 0.9, "seed": 3, "logit_bias": no_eog}
     ).encode()
@@ -395,13 +374,13 @@ def test_a_non_streaming_client_that_leaves_stops_its_generation(server, no_eog)
             b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        wait_for(
-            lambda: metric(server, "slots_busy") == 1 and metric(server, "generated_tokens_total") > before,
+        wait_until(
+            lambda: metric(server.url, "slots_busy") == 1 and metric(server.url, "generated_tokens_total") > before,
             "the request to generate",
         )
     # The client has left before any answer came; the server notices and cancels.
     wait_until_idle(server)
-    generated = metric(server, "generated_tokens_total") - before
+    generated = metric(server.url, "generated_tokens_total") - before
     assert 1 <= generated < LONG // 2  # cancelled, not run to max_tokens
 
 

@@ -10,10 +10,9 @@ import pytest
 
 from helios_core.context import Context
 from helios_core.scoring import score
-from tests.conftest import LOGIT_TOLERANCE, THREADS
+from tests.conftest import LOGIT_TOLERANCE, PATIENCE, THREADS
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: a bound on a failure, never a speed claim
 PROMPT = "The capital of France is Paris. The capital of Italy is"
 
 

@@ -15,10 +15,9 @@ import pytest
 
 from benchmarks.harness.media import MTMD_MEDIA, SVG, png, png_header, truncated
 from benchmarks.harness.mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmproj
-from tests.conftest import LOGIT_TOLERANCE
+from tests.conftest import LOGIT_TOLERANCE, PATIENCE
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: a bound on a failure, never a speed claim
 MAX_ITEMS = 3
 
 

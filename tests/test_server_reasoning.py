@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import VOCAB_MODELS
+from tests.conftest import PATIENCE, VOCAB_MODELS
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 TEMPLATES = VOCAB_MODELS / "templates"
 ASK = [{"role": "user", "content": "What is 2+2?"}]
 THOUGHT = "Two and two. That makes 4."

@@ -22,11 +22,10 @@ from helios_core.generate import Step
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_http import tools
-from tests.conftest import VOCAB_MODELS
+from tests.conftest import PATIENCE, VOCAB_MODELS
 from tests.server_process import ServerProcess
 from tests.test_readme import doc_block
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 QWEN25 = VOCAB_MODELS / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
 
 WEATHER = {

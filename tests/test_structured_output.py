@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import PATIENCE
 from tests.json_prefix import assert_object_or_its_start, is_json_prefix
 from tests.server_process import ServerProcess
 
-PATIENCE = 300  # seconds: bounds a failure, never a speed claim
 FEW_SHOT = 'Records as JSON.\nRecord: {"id": 1, "name": "Ada"}\nRecord:'
 
 # Schemas of the shapes clients send: nested objects, arrays with bounds, enums, bounded numbers,
