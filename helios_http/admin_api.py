@@ -39,6 +39,15 @@ def _model_object(state: ServerState, model_id: str) -> dict:
     return entry | {"modalities": ["text", *state.media.modalities]}
 
 
+async def index(request: Request) -> Response:
+    """The server's root: what it is and what it serves. Clients probe it (Claude Code sends HEAD /) to see
+    that the base URL answers at all; llama-server answers it with its web page."""
+    state: ServerState = request.app.state.helios
+    return json_response(
+        {"server": "helios-engine", "model": state.model_id, "ready": state.engine is not None, "health": "/health"}
+    )
+
+
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.helios
     if state.engine is None:

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from helios_http.accounting import RequestAccounting
-from helios_http.admin_api import health, metrics, model, models
+from helios_http.admin_api import health, index, metrics, model, models
 from helios_http.admission import Admission
 from helios_http.auth import ApiKeyAuth
 from helios_http.chat_api import chat_completions
@@ -60,6 +60,7 @@ ROUTES = [
     Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", model, methods=["GET"]),  # ids may hold "/" (owner/repo:file)
+    Route("/", index, methods=["GET"]),  # and HEAD, as every GET route
     Route("/health", health, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
@@ -77,7 +78,7 @@ ROUTES = [
 _KNOWN_PATHS = {route.path for route in ROUTES}
 
 
-OPEN_PATHS = {"/health"}  # answered without the API key: probes carry no credentials
+OPEN_PATHS = {"/", "/health"}  # answered without the API key: probes carry no credentials
 
 
 def build_app(state: ServerState, lifespan=None) -> Starlette:

@@ -63,6 +63,18 @@ def test_health_is_503_while_the_model_loads():
     assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
 
 
+def test_the_root_answers_get_and_head_without_a_key_saying_what_it_serves():
+    client = client_for(ServerState(model_id="m", api_key="secret"))
+    assert client.head("/").status_code == 200  # Claude Code probes the base URL so
+    r = client.get("/")
+    assert r.status_code == 200 and r.json() == {
+        "server": "helios-engine",
+        "model": "m",
+        "ready": False,
+        "health": "/health",
+    }
+
+
 def test_health_says_why_the_model_failed_to_load():
     r = client_for(ServerState(model_id="m", load_error="not a GGUF file")).get("/health")
     assert r.status_code == 503 and "not a GGUF file" in r.json()["error"]["message"]
