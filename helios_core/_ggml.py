@@ -52,7 +52,7 @@ FUNCTIONS: dict[str, tuple] = {}
 RPC_PROCS: dict[str, tuple] = {}
 
 
-def _fn(prototype: str, restype, *argtypes) -> None:
+def _c(prototype: str, restype, *argtypes) -> None:
     name = prototype.split("(")[0].split()[-1].lstrip("*")
     FUNCTIONS[name] = (restype, list(argtypes), prototype)
 
@@ -62,71 +62,67 @@ def _proc(prototype: str, restype, *argtypes) -> None:
     RPC_PROCS[name] = (CFUNCTYPE(restype, *argtypes), prototype)
 
 
-_fn(
+_c(
     "ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)",
     ggml_abort_callback_t,
     ggml_abort_callback_t,
 )
-_fn("ggml_backend_reg_t ggml_backend_reg_by_name(const char * name)", ggml_backend_reg_t, c_char_p)
-_fn("const char * ggml_backend_reg_name(ggml_backend_reg_t reg)", c_char_p, ggml_backend_reg_t)
-_fn(
+_c("ggml_backend_reg_t ggml_backend_reg_by_name(const char * name)", ggml_backend_reg_t, c_char_p)
+_c("const char * ggml_backend_reg_name(ggml_backend_reg_t reg)", c_char_p, ggml_backend_reg_t)
+_c(
     "void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)",
     c_void_p,
     ggml_backend_reg_t,
     c_char_p,
 )
-_fn("void ggml_backend_register(ggml_backend_reg_t reg)", None, ggml_backend_reg_t)
-_fn("ggml_backend_reg_t ggml_backend_load(const char * path)", ggml_backend_reg_t, c_char_p)
-_fn("size_t ggml_backend_dev_count(void)", c_size_t)
-_fn("ggml_backend_dev_t ggml_backend_dev_get(size_t index)", ggml_backend_dev_t, c_size_t)
-_fn("ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type)", ggml_backend_dev_t, c_int)
-_fn("const char * ggml_backend_dev_name(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
-_fn("const char * ggml_backend_dev_description(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
-_fn(
+_c("void ggml_backend_register(ggml_backend_reg_t reg)", None, ggml_backend_reg_t)
+_c("ggml_backend_reg_t ggml_backend_load(const char * path)", ggml_backend_reg_t, c_char_p)
+_c("size_t ggml_backend_dev_count(void)", c_size_t)
+_c("ggml_backend_dev_t ggml_backend_dev_get(size_t index)", ggml_backend_dev_t, c_size_t)
+_c("ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type)", ggml_backend_dev_t, c_int)
+_c("const char * ggml_backend_dev_name(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
+_c("const char * ggml_backend_dev_description(ggml_backend_dev_t device)", c_char_p, ggml_backend_dev_t)
+_c(
     "void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total)",
     None,
     ggml_backend_dev_t,
     POINTER(c_size_t),
     POINTER(c_size_t),
 )
-_fn("enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device)", c_int, ggml_backend_dev_t)
-_fn(
-    "ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)", ggml_backend_reg_t, ggml_backend_dev_t
-)
+_c("enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device)", c_int, ggml_backend_dev_t)
+_c("ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device)", ggml_backend_reg_t, ggml_backend_dev_t)
 
-_fn(
+_c(
     "struct gguf_context * gguf_init_from_file(const char * fname, struct gguf_init_params params)",
     gguf_context_p,
     c_char_p,
     gguf_init_params,
 )
-_fn("void gguf_free(struct gguf_context * ctx)", None, gguf_context_p)
-_fn("int64_t gguf_find_key(const struct gguf_context * ctx, const char * key)", c_int64, gguf_context_p, c_char_p)
-_fn("enum gguf_type gguf_get_kv_type(const struct gguf_context * ctx, int64_t key_id)", c_int, gguf_context_p, c_int64)
-_fn("const char * gguf_get_val_str(const struct gguf_context * ctx, int64_t key_id)", c_char_p, gguf_context_p, c_int64)
-_fn("size_t gguf_get_data_offset(const struct gguf_context * ctx)", c_size_t, gguf_context_p)
-_fn("int64_t gguf_get_n_tensors(const struct gguf_context * ctx)", c_int64, gguf_context_p)
-_fn(
+_c("void gguf_free(struct gguf_context * ctx)", None, gguf_context_p)
+_c("int64_t gguf_find_key(const struct gguf_context * ctx, const char * key)", c_int64, gguf_context_p, c_char_p)
+_c("enum gguf_type gguf_get_kv_type(const struct gguf_context * ctx, int64_t key_id)", c_int, gguf_context_p, c_int64)
+_c("const char * gguf_get_val_str(const struct gguf_context * ctx, int64_t key_id)", c_char_p, gguf_context_p, c_int64)
+_c("size_t gguf_get_data_offset(const struct gguf_context * ctx)", c_size_t, gguf_context_p)
+_c("int64_t gguf_get_n_tensors(const struct gguf_context * ctx)", c_int64, gguf_context_p)
+_c(
     "const char * gguf_get_tensor_name(const struct gguf_context * ctx, int64_t tensor_id)",
     c_char_p,
     gguf_context_p,
     c_int64,
 )
-_fn(
+_c(
     "size_t gguf_get_tensor_offset(const struct gguf_context * ctx, int64_t tensor_id)",
     c_size_t,
     gguf_context_p,
     c_int64,
 )
-_fn(
+_c(
     "enum ggml_type gguf_get_tensor_type(const struct gguf_context * ctx, int64_t tensor_id)",
     c_int,
     gguf_context_p,
     c_int64,
 )
-_fn(
-    "size_t gguf_get_tensor_size(const struct gguf_context * ctx, int64_t tensor_id)", c_size_t, gguf_context_p, c_int64
-)
+_c("size_t gguf_get_tensor_size(const struct gguf_context * ctx, int64_t tensor_id)", c_size_t, gguf_context_p, c_int64)
 
 _proc("ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint)", ggml_backend_reg_t, c_char_p)
 _proc(

@@ -128,8 +128,18 @@ def test_ggml_ctypes_match_the_prototypes():
         assert match, c
         params = [] if match[2].strip() == "void" else [p.strip() for p in match[2].split(",")]
         declared = [re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").strip() for p in params]
-        assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
-        assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"
+        assert _is_one_of(restype, c_types[match[1].strip()]), f"{name} returns {match[1]}"
+        assert len(declared) == len(argtypes), f"{name}({', '.join(declared)})"
+        for i, (c_type, ours) in enumerate(zip(declared, argtypes, strict=True)):
+            assert _is_one_of(ours, c_types[c_type]), f"{name}: argument {i} is {c_type}, declared {ours}"
+
+
+def _is_one_of(ours, theirs) -> bool:
+    return ours in theirs if isinstance(theirs, tuple) else ours == theirs
+
+
+def test_every_llama_function_has_a_checked_prototype():
+    assert set(_llama._SIGNATURES) == set(_llama.PROTOTYPES)
 
 
 @pytest.mark.parametrize("name", ENUMS)
@@ -163,7 +173,7 @@ def test_ggml_structs_match_the_headers(tmp_path):
             assert getattr(struct, field).offset == theirs[(struct.__name__, field)], f"{struct.__name__}.{field}"
 
 
-# --- llama.h functions declared with their prototype (_llama.PROTOTYPES: the LoRA adapter API) ----------
+# --- llama.h functions, each declared with its prototype (_llama.PROTOTYPES) -----------------------------
 
 
 def test_llama_prototypes_are_the_headers_own(tmp_path):
@@ -195,22 +205,51 @@ def test_llama_ctypes_match_the_prototypes():
     import re
 
     pointer = ctypes.c_void_p
+    opaque = (  # handles helios never looks inside: c_void_p
+        "struct llama_model *",
+        "const struct llama_model *",
+        "struct llama_context *",
+        "const struct llama_context *",
+        "const struct llama_vocab *",
+        "struct llama_adapter_lora *",
+        "const struct llama_adapter_lora *",
+        "struct llama_sampler *",
+        "const struct llama_sampler *",
+        "llama_memory_t",
+        "void *",
+    )
     c_types = {
         "void": None,
+        "bool": ctypes.c_bool,
         "const char *": ctypes.c_char_p,
-        "char *": ctypes.c_char_p,
+        "char *": (ctypes.c_char_p, ctypes.POINTER(ctypes.c_char)),  # a string, or a buffer C writes into
+        "const char **": ctypes.POINTER(ctypes.c_char_p),
         "size_t": ctypes.c_size_t,
         "int32_t": ctypes.c_int32,
+        "uint32_t": ctypes.c_uint32,
+        "int64_t": ctypes.c_int64,
         "uint64_t": ctypes.c_uint64,
+        "float": ctypes.c_float,
         "float *": ctypes.POINTER(ctypes.c_float),
+        "const float *": ctypes.POINTER(ctypes.c_float),
         "uint8_t *": ctypes.POINTER(ctypes.c_uint8),
         "const uint8_t *": ctypes.POINTER(ctypes.c_uint8),
+        "llama_token": ctypes.c_int32,
+        "llama_token *": ctypes.POINTER(ctypes.c_int32),
+        "const llama_token *": ctypes.POINTER(ctypes.c_int32),
+        "llama_pos": ctypes.c_int32,
         "llama_seq_id": ctypes.c_int32,
-        "struct llama_model *": pointer,
-        "struct llama_context *": pointer,
-        "struct llama_adapter_lora *": pointer,
-        "const struct llama_adapter_lora *": pointer,
+        "enum llama_pooling_type": ctypes.c_int,
+        "enum llama_token_attr": ctypes.c_int,
         "struct llama_adapter_lora **": ctypes.POINTER(pointer),
+        "ggml_log_callback": _llama.ggml_log_callback,
+        "struct llama_batch": _llama.llama_batch,
+        "struct llama_model_params": _llama.llama_model_params,
+        "struct llama_context_params": _llama.llama_context_params,
+        "struct llama_perf_context_data": _llama.llama_perf_context_data,
+        "struct llama_sampler_chain_params": _llama.llama_sampler_chain_params,
+        "const struct llama_chat_message *": ctypes.POINTER(_llama.llama_chat_message),
+        **dict.fromkeys(opaque, pointer),
     }
     assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.PROTOTYPES)
     for name, c in _llama.PROTOTYPES.items():
@@ -222,5 +261,7 @@ def test_llama_ctypes_match_the_prototypes():
             re.sub(r"\s*\b\w+$", "", p).replace("*", " *").replace("  ", " ").replace("* *", "**").strip()
             for p in params
         ]
-        assert c_types[match[1].strip()] == restype, f"{name} returns {match[1]}"
-        assert [c_types[t] for t in declared] == argtypes, f"{name}({', '.join(declared)})"
+        assert _is_one_of(restype, c_types[match[1].strip()]), f"{name} returns {match[1]}"
+        assert len(declared) == len(argtypes), f"{name}({', '.join(declared)})"
+        for i, (c_type, ours) in enumerate(zip(declared, argtypes, strict=True)):
+            assert _is_one_of(ours, c_types[c_type]), f"{name}: argument {i} is {c_type}, declared {ours}"
