@@ -194,6 +194,10 @@ class llama_sampler_chain_params(Structure):
     _fields_ = [("no_perf", c_bool)]
 
 
+class llama_sampler_seq_config(Structure):
+    _fields_ = [("seq_id", llama_seq_id), ("sampler", llama_sampler_p)]
+
+
 # Every Structure above, by its C name: the ABI test walks this list.
 STRUCTS = [
     llama_model_params,
@@ -202,6 +206,7 @@ STRUCTS = [
     llama_chat_message,
     llama_perf_context_data,
     llama_sampler_chain_params,
+    llama_sampler_seq_config,
 ]
 
 # --- library loading -------------------------------------------------------
@@ -450,3 +455,72 @@ _fn("llama_sampler_chain_default_params", llama_sampler_chain_params)
 _fn("llama_sampler_init_greedy", llama_sampler_p)
 _fn("llama_sampler_sample", llama_token, llama_sampler_p, llama_context_p, c_int32)
 _fn("llama_sampler_free", None, llama_sampler_p)
+
+# Backend sampling [EXPERIMENTAL in llama.h] (sampling/backend.py): a chain set on a sequence runs inside
+# the compute graph, and the decode leaves its token for that sequence's output row.
+_c(
+    "struct llama_sampler * llama_sampler_chain_init(struct llama_sampler_chain_params params)",
+    llama_sampler_p,
+    llama_sampler_chain_params,
+)
+_c(
+    "void llama_sampler_chain_add(struct llama_sampler * chain, struct llama_sampler * smpl)",
+    None,
+    llama_sampler_p,
+    llama_sampler_p,
+)
+_c("int32_t llama_sampler_chain_n(const struct llama_sampler * chain)", c_int32, llama_sampler_p)
+_c("struct llama_sampler * llama_sampler_init_dist(uint32_t seed)", llama_sampler_p, c_uint32)
+_c("struct llama_sampler * llama_sampler_init_top_k(int32_t k)", llama_sampler_p, c_int32)
+_c("struct llama_sampler * llama_sampler_init_top_p(float p, size_t min_keep)", llama_sampler_p, c_float, c_size_t)
+_c("struct llama_sampler * llama_sampler_init_min_p(float p, size_t min_keep)", llama_sampler_p, c_float, c_size_t)
+_c("struct llama_sampler * llama_sampler_init_temp(float t)", llama_sampler_p, c_float)
+_c(
+    "bool llama_set_sampler(struct llama_context * ctx, llama_seq_id seq_id, struct llama_sampler * smpl)",
+    c_bool,
+    llama_context_p,
+    llama_seq_id,
+    llama_sampler_p,
+)
+_c(
+    "llama_token llama_get_sampled_token_ith(struct llama_context * ctx, int32_t i)",
+    llama_token,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "float * llama_get_sampled_probs_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(c_float),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_probs_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "float * llama_get_sampled_logits_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(c_float),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_logits_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "llama_token * llama_get_sampled_candidates_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(llama_token),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_candidates_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)

@@ -73,6 +73,7 @@ from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
 from helios_core.sampling import greedy
+from helios_core.sampling.backend import BackendChain, BackendSampler, chain_for, enabled_by_default
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
 from helios_core.speculative import EMPTY, Drafter, Offer, SlotAcceptance, Speculation, allocate, can_verify, verify
@@ -138,6 +139,7 @@ class Request:
     started_at: float = 0.0
     first_token_at: float = 0.0
     speculates: bool = False  # drafts are verified for it (set when submitted)
+    backend: BackendChain | None = None  # its chain runs in the compute graph (sampling/backend.py)
 
     @property
     def usage(self):
@@ -205,6 +207,7 @@ class Slot:
     next_pos: int = 0
     drafter: Drafter | None = None  # with speculation: this slot's drafter, and its request's record of drafts
     acceptance: SlotAcceptance | None = None
+    sampler: BackendSampler | None = None  # its request's backend chain, set on its sequence while it runs
 
     @property
     def busy(self) -> bool:
@@ -272,10 +275,13 @@ class Scheduler:
         n_ctx_per_seq: int | None = None,
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
+        backend_sampling: bool | None = None,
     ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
+        backend_sampling: run the built-in chains that are exact there in the compute graph
+            (sampling/backend.py; None: yes, unless HELIOS_BACKEND_SAMPLING=0).
         """
         self.ctx = ctx
         self.on_dequeue = on_dequeue
@@ -290,6 +296,7 @@ class Scheduler:
         self.prefill_per_step = max(1, prefill_per_step)
         self.batch = Batch(ctx.n_batch)
         self.stats = SchedulerStats()
+        self.backend_sampling = enabled_by_default() if backend_sampling is None else backend_sampling
 
     # --- requests ------------------------------------------------------------
 
@@ -311,6 +318,8 @@ class Scheduler:
             and params.batch_sampler is None
             and can_verify(request.seq.sampler)
         )
+        if self.backend_sampling and not request.speculates:
+            request.backend = chain_for(params, request.seq.sampler, request.seq.processors)
         self.waiting.append(request)
 
     @property
@@ -399,6 +408,12 @@ class Scheduler:
             slot.next_pos = cached
             if request.speculates:
                 slot.acceptance = SlotAcceptance()
+            if request.backend is not None:
+                try:
+                    slot.sampler = BackendSampler(self.ctx, slot.cache.seq_id, request.backend)
+                except HeliosError as error:  # a backend without the ops: the Python path is exact too
+                    logger.info("request %d samples in Python: %s", request.id, error)
+                    request.backend = None
 
     # --- the plan -----------------------------------------------------------------
 
@@ -527,7 +542,11 @@ class Scheduler:
                 self._verify(chunk)
                 continue
             try:
-                step = seq.step(self.ctx.logits(chunk.last_row))
+                if slot.sampler is not None:  # drawn in the graph: no row to read
+                    forced = seq.forced_token()
+                    step = seq.accept(slot.sampler.token(chunk.last_row) if forced is None else forced, None)
+                else:
+                    step = seq.step(self.ctx.logits(chunk.last_row))
             except Exception as error:  # a custom sampler or processor failed: end this request only
                 logger.warning("request %d failed in its sampler: %r", request.id, error)
                 self._finish(slot, None, error)
@@ -685,6 +704,9 @@ class Scheduler:
         slot.request = None
         slot.pending = []
         slot.acceptance = None
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
         self.stats.reasoning_tokens += request.seq.usage.reasoning_tokens
         stop = request.seq.stops.stopped_by if reason == "stop" else None
         _deliver(request, Done(reason, error, request.seq.usage, request.timings, stop))
@@ -754,6 +776,7 @@ class Engine:
         prefill_per_step: int = PREFILL_PER_STEP,
         n_ctx_per_seq: int | None = None,
         speculation: Speculation | None = None,
+        backend_sampling: bool | None = None,
     ):
         self.scheduler = Scheduler(
             ctx,
@@ -761,6 +784,7 @@ class Engine:
             n_ctx_per_seq=n_ctx_per_seq,
             on_dequeue=self._dequeued,
             speculation=speculation,
+            backend_sampling=backend_sampling,
         )
         self.max_queue = max_queue
         self._inbox: queue.SimpleQueue[Request | str | None] = queue.SimpleQueue()

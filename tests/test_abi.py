@@ -208,6 +208,15 @@ def test_llama_ctypes_match_the_prototypes():
         "struct llama_adapter_lora *": pointer,
         "const struct llama_adapter_lora *": pointer,
         "struct llama_adapter_lora **": ctypes.POINTER(pointer),
+        "bool": ctypes.c_bool,
+        "float": ctypes.c_float,
+        "uint32_t": ctypes.c_uint32,
+        "llama_token": ctypes.c_int32,
+        "llama_seq_id": ctypes.c_int32,
+        "llama_token *": ctypes.POINTER(ctypes.c_int32),
+        "struct llama_sampler *": pointer,
+        "const struct llama_sampler *": pointer,
+        "struct llama_sampler_chain_params": _llama.llama_sampler_chain_params,
     }
     assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.PROTOTYPES)
     for name, c in _llama.PROTOTYPES.items():
