@@ -794,8 +794,21 @@ class Engine:
         self._idle = True  # nothing queued, nothing running
         self._accepting = True
         self._stopping = False
+        self._step_listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
         self._thread.start()
+
+    def add_step_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on the engine thread after every step (and once at shutdown).
+
+        Sinks called during a step may hold its events and hand them on in one batch there.
+        """
+        self._step_listeners.append(listener)
+
+    @property
+    def thread_id(self) -> int | None:
+        """The engine thread's identifier: sinks called on it are inside a step."""
+        return self._thread.ident
 
     @property
     def n_ctx_per_seq(self) -> int:
@@ -896,6 +909,7 @@ class Engine:
                 logger.exception("engine step failed; ending the requests in flight")
                 scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
             self._note_idle()
+            self._after_step()
         scheduler.fail_all(shutdown)
         while True:  # submitted but never taken from the inbox
             try:
@@ -907,6 +921,14 @@ class Engine:
                 _deliver(item, Done(None, shutdown))
         scheduler.fail_waiting(shutdown)
         self._note_idle()
+        self._after_step()
+
+    def _after_step(self) -> None:
+        for listener in self._step_listeners:
+            try:
+                listener()
+            except Exception:  # a listener's failure must not take the engine thread down
+                logger.exception("a step listener failed")
 
     def _take(self, request: Request) -> None:
         try:
