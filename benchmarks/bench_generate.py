@@ -5,10 +5,12 @@ Measures, alternating the two in rounds so drift hits both alike:
   - helios sampled decode tok/s (temperature 0.8, top-p 0.95)  vs tg128
   - helios prompt tok/s on a 512-token prompt                  vs pp512
 and helios's Python overhead per token: wall time per step minus llama.cpp's
-own decode time from its perf counters.
+own decode time from its perf counters. Each chain's path is reported: "backend"
+(drawn in the compute graph, helios_core.sampling.backend) or "python" (NumPy
+over the logits row); --path python runs both chains on the Python path.
 
 Run:  make bench            (builds llama-bench first)
-      .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC]
+      .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC] [--path python]
 Writes benchmarks/results/bench_generate-<timestamp>.json.
 """
 
@@ -31,6 +33,7 @@ import build as vendor_build  # noqa: E402
 
 from helios_core import GenerationParams, Generator, Model, backend, resolve_model  # noqa: E402
 from helios_core.context import Context  # noqa: E402
+from helios_core.sampling.backend import chain_for  # noqa: E402
 
 N_GEN = 128
 N_PROMPT = 512
@@ -99,6 +102,14 @@ def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
     return N_PROMPT / (time.perf_counter() - start)
 
 
+def path_of(params: GenerationParams, generator: Generator) -> str:
+    """Where a chain is drawn: "backend" (in the compute graph) or "python"."""
+    if not generator.scheduler.backend_sampling:
+        return "python"
+    on_backend = chain_for(params, params.build_sampler(), params.build_processors()) is not None
+    return "backend" if on_backend else "python"
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "mean": statistics.fmean(values),
@@ -112,6 +123,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--path", choices=("auto", "python"), default="auto", help="python: no backend sampling")
     args = parser.parse_args()
 
     path = resolve_model(args.model)
@@ -123,7 +135,8 @@ def main() -> None:
     with Model(path) as model:
         # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
         ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
-        generator = Generator(model, ctx)
+        generator = Generator(model, ctx, backend_sampling=False if args.path == "python" else None)
+        paths = {"greedy": path_of(greedy, generator), "sampled": path_of(sampled, generator)}
         helios_decode(generator, greedy)  # warm-up, as llama-bench warms up
         for round_ in range(args.rounds):
             theirs = llama_bench(path, args.threads)
@@ -161,6 +174,7 @@ def main() -> None:
         "tokens_per_s": {k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
         "python_overhead_us_per_token": {"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
         "ratios": ratios,
+        "paths": paths,
         "targets": {"greedy_vs_tg128": 0.97, "sampled_vs_tg128": 0.95, "prompt_vs_pp512": 0.97},
     }
     out_dir = ROOT / "benchmarks" / "results"
@@ -180,6 +194,7 @@ def main() -> None:
             f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}{result['targets'][ratio]:>8.2f}"
         )
     print(f"python overhead per token: greedy {mean['greedy_us']:.0f} us, sampled {mean['sampled_us']:.0f} us")
+    print(f"sampling path: greedy {paths['greedy']}, sampled {paths['sampled']}")
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -24,7 +24,7 @@ custom or batched sampler, logprobs, prompt logprobs, and speculative decoding
 as before.
 
 Seeds: the draw uses llama.cpp's own generator (std::mt19937, seeded with the
-request's seed mod 2**32), so a seeded request is reproducible on this path,
+request's seed mod 2**32 - 1), so a seeded request is reproducible on this path,
 but its tokens differ from the Python path's for the same seed.
 """
 
