@@ -296,7 +296,8 @@ class Scheduler:
         self.prefill_per_step = max(1, prefill_per_step)
         self.batch = Batch(ctx.n_batch)
         self.stats = SchedulerStats()
-        self.backend_sampling = enabled_by_default() if backend_sampling is None else backend_sampling
+        wanted = enabled_by_default() if backend_sampling is None else backend_sampling
+        self.backend_sampling = wanted and isinstance(ctx, Context)  # a scripted context has no graph to draw in
 
     # --- requests ------------------------------------------------------------
 
