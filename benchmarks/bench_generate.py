@@ -7,10 +7,12 @@ Measures, alternating the two in rounds so drift hits both alike:
 and helios's Python overhead per token: wall time per step minus llama.cpp's
 own decode time from its perf counters. Each chain's path is reported: "backend"
 (drawn in the compute graph, helios_core.sampling.backend) or "python" (NumPy
-over the logits row); --path python runs both chains on the Python path.
+over the logits row); --path python keeps both in Python, --path backend puts
+greedy in the graph on a CPU too.
 
 Run:  make bench            (builds llama-bench first)
-      .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC] [--path python]
+      .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC]
+      [--path auto|python|backend]
 Writes benchmarks/results/bench_generate-<timestamp>.json.
 """
 
@@ -33,7 +35,6 @@ import build as vendor_build  # noqa: E402
 
 from helios_core import GenerationParams, Generator, Model, backend, resolve_model  # noqa: E402
 from helios_core.context import Context  # noqa: E402
-from helios_core.sampling.backend import chain_for  # noqa: E402
 
 N_GEN = 128
 N_PROMPT = 512
@@ -89,6 +90,8 @@ def helios_decode(generator: Generator, params: GenerationParams) -> dict[str, f
     return {
         "tokens_per_s": steps / wall,
         "python_overhead_us_per_token": 1e6 * (wall - decode_ms / 1000) / steps,
+        # "backend": drawn in the compute graph (helios_core.sampling.backend); "python": NumPy over the row.
+        "path": "python" if generation.request.backend is None else "backend",
     }
 
 
@@ -100,14 +103,6 @@ def helios_prompt(model: Model, ctx: Context, generator: Generator) -> float:
     start = time.perf_counter()
     next(generator.generate(tokens, GenerationParams(max_tokens=1, temperature=0.0)))
     return N_PROMPT / (time.perf_counter() - start)
-
-
-def path_of(params: GenerationParams, generator: Generator) -> str:
-    """Where a chain is drawn: "backend" (in the compute graph) or "python"."""
-    if not generator.scheduler.backend_sampling:
-        return "python"
-    on_backend = chain_for(params, params.build_sampler(), params.build_processors()) is not None
-    return "backend" if on_backend else "python"
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -123,7 +118,12 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--path", choices=("auto", "python"), default="auto", help="python: no backend sampling")
+    parser.add_argument(
+        "--path",
+        choices=("auto", "python", "backend"),
+        default="auto",
+        help="auto: where it pays (top-k; greedy with the logits on a GPU); python: none; backend: greedy too",
+    )
     args = parser.parse_args()
 
     path = resolve_model(args.model)
@@ -135,8 +135,8 @@ def main() -> None:
     with Model(path) as model:
         # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
         ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
-        generator = Generator(model, ctx, backend_sampling=False if args.path == "python" else None)
-        paths = {"greedy": path_of(greedy, generator), "sampled": path_of(sampled, generator)}
+        generator = Generator(model, ctx, backend_sampling={"python": False, "backend": True}.get(args.path))
+        paths = {}
         helios_decode(generator, greedy)  # warm-up, as llama-bench warms up
         for round_ in range(args.rounds):
             theirs = llama_bench(path, args.threads)
@@ -148,6 +148,7 @@ def main() -> None:
             runs["greedy_us"].append(g["python_overhead_us_per_token"])
             runs["sampled"].append(s["tokens_per_s"])
             runs["sampled_us"].append(s["python_overhead_us_per_token"])
+            paths = {"greedy": g["path"], "sampled": s["path"]}
             runs["prompt"].append(helios_prompt(model, ctx, generator))
             print(
                 f"round {round_ + 1}/{args.rounds}: tg128 {theirs['tg128']:.1f}, greedy {g['tokens_per_s']:.1f}, "

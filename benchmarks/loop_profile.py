@@ -51,14 +51,17 @@ def main() -> None:
     with Model(resolve_model(None)) as model:
         ctx = Context(model, n_ctx=1024, n_batch=512, n_threads=args.threads)
         print(f"{'chain':10}{'path':9}{'py calls/tok':>14}{'C calls/tok':>13}{'python us/tok':>15}")
-        for backend in (True, False):
+        for backend in (True, False):  # True: greedy in the graph too, as on a GPU
             generator = Generator(model, ctx, backend_sampling=backend)
             for name, settings in CHAINS.items():
                 params = GenerationParams(max_tokens=args.tokens, **settings)
 
-                def run(params=params, generator=generator) -> tuple[int, float]:
+                paths = []
+
+                def run(params=params, generator=generator, paths=paths) -> tuple[int, float]:
                     generator.cache.forget(ctx)
                     generation = generator.generate(PROMPT, params)
+                    paths.append("python" if generation.request.backend is None else "backend")
                     next(generation)  # the prompt is read and the first token drawn
                     inside[0] = 0.0
                     started = time.perf_counter()
@@ -74,15 +77,9 @@ def main() -> None:
                 for _ in range(args.rounds):
                     n, python = run()
                     shares.append(1e6 * python / n)
-                path = "backend" if generator.scheduler.backend_sampling and params_on_backend(params) else "python"
+                path = paths[-1]
                 print(f"{name:10}{path:9}{calls[0]:>14.1f}{calls[1]:>13.1f}{statistics.median(shares):>15.0f}")
         ctx.close()
-
-
-def params_on_backend(params: GenerationParams) -> bool:
-    from helios_core.sampling.backend import chain_for
-
-    return chain_for(params, params.build_sampler(), params.build_processors()) is not None
 
 
 def _count_calls(run) -> tuple[float, float]:

@@ -281,7 +281,8 @@ class Scheduler:
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
         backend_sampling: run the built-in chains that are exact there in the compute graph
-            (sampling/backend.py; None: yes, unless HELIOS_BACKEND_SAMPLING=0).
+            (sampling/backend.py). None: where it pays (top-k chains; greedy only with the logits
+            on a GPU), unless HELIOS_BACKEND_SAMPLING=0; True: every such chain; False: none.
         """
         self.ctx = ctx
         self.on_dequeue = on_dequeue
@@ -298,6 +299,10 @@ class Scheduler:
         self.stats = SchedulerStats()
         wanted = enabled_by_default() if backend_sampling is None else backend_sampling
         self.backend_sampling = wanted and isinstance(ctx, Context)  # a scripted context has no graph to draw in
+        # Greedy in the graph pays where the logits are on a GPU; on CPU threads ggml's argmax over the
+        # vocabulary cost ~1 ms a token more than NumPy's (measured), so there greedy stays in Python unless
+        # backend_sampling=True asks for every chain the graph draws exactly.
+        self.greedy_in_graph = self.backend_sampling and (backend_sampling is True or ctx.model.gpu_output)
 
     # --- requests ------------------------------------------------------------
 
@@ -320,7 +325,8 @@ class Scheduler:
             and can_verify(request.seq.sampler)
         )
         if self.backend_sampling and not request.speculates:
-            request.backend = chain_for(params, request.seq.sampler, request.seq.processors)
+            chain = chain_for(params, request.seq.sampler, request.seq.processors)
+            request.backend = None if chain is not None and chain.is_greedy and not self.greedy_in_graph else chain
         self.waiting.append(request)
 
     @property

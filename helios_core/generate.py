@@ -30,8 +30,8 @@ class Generator:
     Without `ctx` the generator makes its own context and close() (or the
     end of a `with` block) frees it; a context passed in stays the caller's.
     speculation: speculative decoding (helios_core.speculative.Speculation), off by default.
-    backend_sampling: run greedy and top-k chains in the compute graph (helios_core.sampling.backend;
-        None: yes, unless HELIOS_BACKEND_SAMPLING=0).
+    backend_sampling: draw top-k chains (and greedy, with the logits on a GPU) in the compute graph
+        (helios_core.sampling.backend; None: so, unless HELIOS_BACKEND_SAMPLING=0; True: greedy too, anywhere).
     """
 
     def __init__(

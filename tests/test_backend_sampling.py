@@ -129,3 +129,13 @@ def _run(scheduler: Scheduler, requests: list[Request]) -> None:
         scheduler.submit(request)
     while scheduler.has_work:
         scheduler.step()
+
+
+def test_by_default_greedy_stays_in_python_where_the_logits_are_on_the_cpu_and_top_k_does_not(model):
+    assert not model.gpu_output  # the suite's model is loaded with no GPU layers
+    with Generator(model, n_ctx=256, n_threads=THREADS) as generator:
+        plain = generator.generate(PROMPT, GenerationParams(max_tokens=2, temperature=0.0))
+        top_k = generator.generate(PROMPT, GenerationParams(max_tokens=2, temperature=0.8, top_k=40, seed=1))
+        assert len(list(plain)) == len(list(top_k)) == 2
+    assert plain.request.backend is None
+    assert top_k.request.backend == BackendChain(0.8, 40, seed=1)

@@ -9,7 +9,10 @@ step is sampled this way llama.cpp does not even copy the logits out.
 Which chains take this path (`chain_for`), and why only these:
 
 - greedy (temperature 0, top_k 1): an argmax, the same token as
-  sampling.greedy (the lowest id on a tie);
+  sampling.greedy (the lowest id on a tie). The scheduler puts it in the graph
+  only where the logits are on a GPU unless told to (backend_sampling=True): on
+  CPU threads ggml's argmax over the vocabulary costs ~1 ms a token more than
+  NumPy's, far more than the Python it saves;
 - top-k with 1 < k <= MAX_TOP_K, then temperature, top-p, min-p, a draw: the k
   best cut first and exactly, so the in-graph softmax and cumulative sum work
   on k floats and draw from the same distribution as the Python chain.
