@@ -5,10 +5,14 @@ Measures, alternating the two in rounds so drift hits both alike:
   - helios sampled decode tok/s (temperature 0.8, top-p 0.95)  vs tg128
   - helios prompt tok/s on a 512-token prompt                  vs pp512
 and helios's Python overhead per token: wall time per step minus llama.cpp's
-own decode time from its perf counters.
+own decode time from its perf counters. Each chain's path is reported: "backend"
+(drawn in the compute graph, helios_core.sampling.backend) or "python" (NumPy
+over the logits row); --path python keeps both in Python, --path backend puts
+greedy in the graph on a CPU too.
 
 Run:  make bench            (builds llama-bench first)
       .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC]
+      [--path auto|python|backend]
 Writes benchmarks/results/bench_generate-<timestamp>.json.
 """
 
@@ -79,6 +83,8 @@ def helios_decode(generator: Generator, params: GenerationParams) -> dict[str, f
     return {
         "tokens_per_s": steps / wall,
         "python_overhead_us_per_token": 1e6 * (wall - decode_ms / 1000) / steps,
+        # "backend": drawn in the compute graph (helios_core.sampling.backend); "python": NumPy over the row.
+        "path": "python" if generation.request.backend is None else "backend",
     }
 
 
@@ -97,6 +103,12 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--path",
+        choices=("auto", "python", "backend"),
+        default="auto",
+        help="auto: where it pays (top-k; greedy with the logits on a GPU); python: none; backend: greedy too",
+    )
     args = parser.parse_args()
 
     path = resolve_model(args.model)
@@ -108,7 +120,8 @@ def main() -> None:
     with Model(path) as model:
         # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
         ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
-        generator = Generator(model, ctx)
+        generator = Generator(model, ctx, backend_sampling={"python": False, "backend": True}.get(args.path))
+        paths = {}
         helios_decode(generator, greedy)  # warm-up, as llama-bench warms up
         for round_ in range(args.rounds):
             theirs = llama_bench(path, args.threads)
@@ -120,6 +133,7 @@ def main() -> None:
             runs["greedy_us"].append(g["python_overhead_us_per_token"])
             runs["sampled"].append(s["tokens_per_s"])
             runs["sampled_us"].append(s["python_overhead_us_per_token"])
+            paths = {"greedy": g["path"], "sampled": s["path"]}
             runs["prompt"].append(helios_prompt(model, ctx, generator))
             print(
                 f"round {round_ + 1}/{args.rounds}: tg128 {theirs['tg128']:.1f}, greedy {g['tokens_per_s']:.1f}, "
@@ -141,6 +155,7 @@ def main() -> None:
         tokens_per_s={k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
         python_overhead_us_per_token={"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
         ratios=ratios,
+        paths=paths,
         targets={"greedy_vs_tg128": 0.97, "sampled_vs_tg128": 0.95, "prompt_vs_pp512": 0.97},
     )
     write_result(result)
@@ -157,6 +172,7 @@ def main() -> None:
             f"{label:24}{mean[ours]:>10.1f}{mean[theirs]:>13.1f}{ratios[ratio]:>8.3f}{result['targets'][ratio]:>8.2f}"
         )
     print(f"python overhead per token: greedy {mean['greedy_us']:.0f} us, sampled {mean['sampled_us']:.0f} us")
+    print(f"sampling path: greedy {paths['greedy']}, sampled {paths['sampled']}")
 
 
 if __name__ == "__main__":

@@ -408,3 +408,72 @@ _c(
     c_int32,
 )
 _c("void llama_sampler_free(struct llama_sampler * smpl)", None, llama_sampler_p)
+
+# Backend sampling [EXPERIMENTAL in llama.h] (sampling/backend.py): a chain set on a sequence runs inside
+# the compute graph, and the decode leaves its token for that sequence's output row.
+_c(
+    "struct llama_sampler * llama_sampler_chain_init(struct llama_sampler_chain_params params)",
+    llama_sampler_p,
+    llama_sampler_chain_params,
+)
+_c(
+    "void llama_sampler_chain_add(struct llama_sampler * chain, struct llama_sampler * smpl)",
+    None,
+    llama_sampler_p,
+    llama_sampler_p,
+)
+_c("int32_t llama_sampler_chain_n(const struct llama_sampler * chain)", c_int32, llama_sampler_p)
+_c("struct llama_sampler * llama_sampler_init_dist(uint32_t seed)", llama_sampler_p, c_uint32)
+_c("struct llama_sampler * llama_sampler_init_top_k(int32_t k)", llama_sampler_p, c_int32)
+_c("struct llama_sampler * llama_sampler_init_top_p(float p, size_t min_keep)", llama_sampler_p, c_float, c_size_t)
+_c("struct llama_sampler * llama_sampler_init_min_p(float p, size_t min_keep)", llama_sampler_p, c_float, c_size_t)
+_c("struct llama_sampler * llama_sampler_init_temp(float t)", llama_sampler_p, c_float)
+_c(
+    "bool llama_set_sampler(struct llama_context * ctx, llama_seq_id seq_id, struct llama_sampler * smpl)",
+    c_bool,
+    llama_context_p,
+    llama_seq_id,
+    llama_sampler_p,
+)
+_c(
+    "llama_token llama_get_sampled_token_ith(struct llama_context * ctx, int32_t i)",
+    llama_token,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "float * llama_get_sampled_probs_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(c_float),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_probs_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "float * llama_get_sampled_logits_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(c_float),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_logits_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "llama_token * llama_get_sampled_candidates_ith(struct llama_context * ctx, int32_t i)",
+    POINTER(llama_token),
+    llama_context_p,
+    c_int32,
+)
+_c(
+    "uint32_t llama_get_sampled_candidates_count_ith(struct llama_context * ctx, int32_t i)",
+    c_uint32,
+    llama_context_p,
+    c_int32,
+)

@@ -65,6 +65,7 @@ __all__ = [
     "llama_pos",
     "llama_progress_callback",
     "llama_sampler_chain_params",
+    "llama_sampler_seq_config",
     "llama_sampler_p",
     "llama_seq_id",
     "llama_token",
@@ -229,6 +230,10 @@ class llama_sampler_chain_params(Structure):
     _fields_ = [("no_perf", c_bool)]
 
 
+class llama_sampler_seq_config(Structure):
+    _fields_ = [("seq_id", llama_seq_id), ("sampler", llama_sampler_p)]
+
+
 # Every Structure above, by its C name: the ABI test walks this list.
 STRUCTS = [
     llama_model_params,
@@ -237,4 +242,5 @@ STRUCTS = [
     llama_chat_message,
     llama_perf_context_data,
     llama_sampler_chain_params,
+    llama_sampler_seq_config,
 ]

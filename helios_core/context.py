@@ -21,6 +21,10 @@ _FLASH_ATTN = {
 }
 
 
+# Row views logits() keeps for reuse, at most (one per output row of recent decodes).
+_MAX_VIEWS = 64
+
+
 @dataclass(frozen=True)
 class PerfCounters:
     """llama.cpp's own timings since the context was created or last reset (ms, tokens).
@@ -114,6 +118,7 @@ class Context:
         self.n_vocab: int = model.vocab.n_vocab
         self.pooling: int = _llama.llama_pooling_type(ptr)  # LLAMA_POOLING_TYPE_NONE unless embeddings pool
         self._row_type = ctypes.c_float * self.n_vocab
+        self._views: dict[int, np.ndarray] = {}  # logits(): a view per row address, made once
         # Tokens llama_decode accepted since creation: what KV reuse saves is counted here.
         self.tokens_decoded = 0
         self.n_outputs = 0  # logits rows the last decode produced
@@ -141,6 +146,7 @@ class Context:
         a logits view stays readable while the view lives.
         """
         self._handle = None
+        self._views = {}  # the views kept for reuse would keep the context alive
 
     @property
     def closed(self) -> bool:
@@ -212,10 +218,17 @@ class Context:
         ptr = _llama.llama_get_logits_ith(handle.ptr, i)
         if not ptr:
             raise DecodeError(f"no logits for batch row {i}: it was not marked for output in the last decode", -1)
-        row = self._row_type.from_address(ctypes.addressof(ptr.contents))
-        row.context_handle = handle  # the view's base: keeps the context's memory alive
-        view = np.frombuffer(row, dtype=np.float32)
-        view.flags.writeable = False
+        address = ctypes.addressof(ptr.contents)
+        # The same address is the same memory: reuse its view (a ctypes array and a NumPy view
+        # cost ~30 us a token). A moved buffer gives new addresses, and new views.
+        view = self._views.get(address)
+        if view is None:
+            if len(self._views) >= _MAX_VIEWS:
+                self._views.clear()
+            row = self._row_type.from_address(address)
+            row.context_handle = handle  # the view's base: keeps the context's memory alive
+            view = self._views[address] = np.frombuffer(row, dtype=np.float32)
+            view.flags.writeable = False
         return view
 
     def output_logits(self) -> np.ndarray:

@@ -76,6 +76,7 @@ from helios_core.kvcache import CachedSequence
 from helios_core.media_prompt import MediaPrompt
 from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
+from helios_core.sampling.backend import BackendChain, BackendSampler, chain_for, enabled_by_default
 from helios_core.scoring import ROWS_PER_DECODE, Scored
 from helios_core.sequence import GenerationParams, SequenceState, Step, Timings, Usage
 from helios_core.speculative import EMPTY, Drafter, Offer, SlotAcceptance, Speculation, allocate, can_verify, verify
@@ -142,6 +143,7 @@ class Request:
     first_token_at: float = 0.0
     speculates: bool = False  # drafts are verified for it (set when submitted)
     media: MediaPrompt | None = None  # the prompt's media chunks, when it has any (media_step reads them)
+    backend: BackendChain | None = None  # its chain runs in the compute graph (sampling/backend.py)
 
     @property
     def usage(self):
@@ -209,6 +211,7 @@ class Slot:
     next_pos: int = 0
     drafter: Drafter | None = None  # with speculation: this slot's drafter, and its request's record of drafts
     acceptance: SlotAcceptance | None = None
+    sampler: BackendSampler | None = None  # its request's backend chain, set on its sequence while it runs
 
     @property
     def busy(self) -> bool:
@@ -277,12 +280,16 @@ class Scheduler:
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
         prompt_cache: PromptCache | None = None,
+        backend_sampling: bool | None = None,
     ):
         """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
 
         speculation: draft and verify tokens for the requests that allow it (None: never).
         prompt_cache: the RAM tier a slot's prefix is saved to before the slot is reused, and
             restored from at admission (helios_core.prompt_cache; None: slots only).
+        backend_sampling: run the built-in chains that are exact there in the compute graph
+            (sampling/backend.py). None: where it pays (top-k chains; greedy only with the logits
+            on a GPU), unless HELIOS_BACKEND_SAMPLING=0; True: every such chain; False: none.
         """
         self.ctx = ctx
         self.prompt_cache = prompt_cache
@@ -298,6 +305,12 @@ class Scheduler:
         self.prefill_per_step = max(1, prefill_per_step)
         self.batch = Batch(ctx.n_batch)
         self.stats = SchedulerStats()
+        wanted = enabled_by_default() if backend_sampling is None else backend_sampling
+        self.backend_sampling = wanted and isinstance(ctx, Context)  # a scripted context has no graph to draw in
+        # Greedy in the graph pays where the logits are on a GPU; on CPU threads ggml's argmax over the
+        # vocabulary cost ~1 ms a token more than NumPy's (measured), so there greedy stays in Python unless
+        # backend_sampling=True asks for every chain the graph draws exactly.
+        self.greedy_in_graph = self.backend_sampling and (backend_sampling is True or ctx.model.gpu_output)
 
     # --- requests ------------------------------------------------------------
 
@@ -323,6 +336,9 @@ class Scheduler:
             and params.batch_sampler is None
             and can_verify(request.seq.sampler)
         )
+        if self.backend_sampling and not request.speculates:
+            chain = chain_for(params, request.seq.sampler, request.seq.processors)
+            request.backend = None if chain is not None and chain.is_greedy and not self.greedy_in_graph else chain
         self.waiting.append(request)
 
     @property
@@ -419,6 +435,12 @@ class Scheduler:
             slot.next_pos = cached
             if request.speculates:
                 slot.acceptance = SlotAcceptance()
+            if request.backend is not None:
+                try:
+                    slot.sampler = BackendSampler(self.ctx, slot.cache.seq_id, request.backend)
+                except HeliosError as error:  # a backend without the ops: the Python path is exact too
+                    logger.info("request %d samples in Python: %s", request.id, error)
+                    request.backend = None
 
     # --- the plan -----------------------------------------------------------------
 
@@ -575,7 +597,11 @@ class Scheduler:
                 self._verify(chunk)
                 continue
             try:
-                step = seq.step(self.ctx.logits(chunk.last_row))
+                if slot.sampler is not None:  # drawn in the graph: no row to read
+                    forced = seq.forced_token()
+                    step = seq.accept(slot.sampler.token(chunk.last_row) if forced is None else forced, None)
+                else:
+                    step = seq.step(self.ctx.logits(chunk.last_row))
             except Exception as error:  # a custom sampler or processor failed: end this request only
                 logger.warning("request %d failed in its sampler: %r", request.id, error)
                 self._finish(slot, None, error)
@@ -733,6 +759,9 @@ class Scheduler:
         slot.request = None
         slot.pending = []
         slot.acceptance = None
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
         self.stats.reasoning_tokens += request.seq.usage.reasoning_tokens
         stop = request.seq.stops.stopped_by if reason == "stop" else None
         _deliver(request, Done(reason, error, request.seq.usage, request.timings, stop))
@@ -803,6 +832,7 @@ class Engine:
         n_ctx_per_seq: int | None = None,
         speculation: Speculation | None = None,
         prompt_cache: PromptCache | None = None,
+        backend_sampling: bool | None = None,
     ):
         self.scheduler = Scheduler(
             ctx,
@@ -811,6 +841,7 @@ class Engine:
             on_dequeue=self._dequeued,
             speculation=speculation,
             prompt_cache=prompt_cache,
+            backend_sampling=backend_sampling,
         )
         self.max_queue = max_queue
         self._inbox: queue.SimpleQueue[Request | str | tuple | None] = queue.SimpleQueue()  # tuple: call()
@@ -820,8 +851,21 @@ class Engine:
         self._idle = True  # nothing queued, nothing running
         self._accepting = True
         self._stopping = False
+        self._step_listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
         self._thread.start()
+
+    def add_step_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on the engine thread after every step (and once at shutdown).
+
+        Sinks called during a step may hold its events and hand them on in one batch there.
+        """
+        self._step_listeners.append(listener)
+
+    @property
+    def thread_id(self) -> int | None:
+        """The engine thread's identifier: sinks called on it are inside a step."""
+        return self._thread.ident
 
     @property
     def n_ctx_per_seq(self) -> int:
@@ -937,6 +981,7 @@ class Engine:
                 logger.exception("engine step failed; ending the requests in flight")
                 scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
             self._note_idle()
+            self._after_step()
         scheduler.fail_all(shutdown)
         while True:  # submitted but never taken from the inbox
             try:
@@ -950,6 +995,14 @@ class Engine:
                 item[1].set_exception(shutdown)
         scheduler.fail_waiting(shutdown)
         self._note_idle()
+        self._after_step()
+
+    def _after_step(self) -> None:
+        for listener in self._step_listeners:
+            try:
+                listener()
+            except Exception:  # a listener's failure must not take the engine thread down
+                logger.exception("a step listener failed")
 
     def _take(self, request: Request) -> None:
         try:

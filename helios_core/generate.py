@@ -31,6 +31,8 @@ class Generator:
     Without `ctx` the generator makes its own context and close() (or the
     end of a `with` block) frees it; a context passed in stays the caller's.
     speculation: speculative decoding (helios_core.speculative.Speculation), off by default.
+    backend_sampling: draw top-k chains (and greedy, with the logits on a GPU) in the compute graph
+        (helios_core.sampling.backend; None: so, unless HELIOS_BACKEND_SAMPLING=0; True: greedy too, anywhere).
     """
 
     def __init__(
@@ -42,11 +44,12 @@ class Generator:
         n_threads: int | None = None,
         n_batch: int = 512,
         speculation: Speculation | None = None,
+        backend_sampling: bool | None = None,
     ):
         self.model = model
         self._owns_ctx = ctx is None
         self.ctx = ctx or Context(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
-        self.scheduler = Scheduler(self.ctx, speculation=speculation)
+        self.scheduler = Scheduler(self.ctx, speculation=speculation, backend_sampling=backend_sampling)
         self._closed = False
 
     def close(self) -> None:

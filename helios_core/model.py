@@ -63,6 +63,12 @@ class Model:
         self._dependents: weakref.WeakSet = weakref.WeakSet()
         self.vocab_only = vocab_only
         self.vocab = Vocab(self)
+        # Whether the output layer (the logits) is computed on a GPU: where a backend sampler pays for greedy.
+        self.gpu_output = bool(
+            not vocab_only
+            and _llama.llama_supports_gpu_offload()
+            and (n_gpu_layers < 0 or n_gpu_layers > _llama.llama_model_n_layer(ptr))
+        )
 
     # --- lifetime ----------------------------------------------------------
 

@@ -244,6 +244,8 @@ class SequenceState:
         self.state = SamplingState(self._tokens[: self.n_tokens], self.rng, 0, self.n_prompt)
         self.detokenizer = IncrementalDetokenizer(model.vocab)
         self.stops = StopMatcher(params.stop)
+        # The tokens that end the output, as one set: a lookup per token, not a call into llama.cpp.
+        self._ends = frozenset(model.vocab.eog_tokens).union(params.stop_token_ids)
         self.finish_reason: str | None = None
         self.usage = Usage(prompt_tokens=self.n_prompt)
         self.prompt_scores = None if params.prompt_logprobs is None else Scored.empty(prompt, params.prompt_logprobs)
@@ -303,7 +305,7 @@ class SequenceState:
         self._tokens[self.n_tokens] = token
         self.n_tokens += 1
         self.usage.completion_tokens += 1
-        if self.vocab.is_eog(token) or token in self.params.stop_token_ids:
+        if token in self._ends:
             step.text = self._flush(step, token)
             step.finish_reason = self.finish_reason = "stop"
             return step

@@ -1,15 +1,21 @@
 """From asyncio handlers to the engine thread and back.
 
-The engine calls a request's sink on its own thread; the sink hands each
-event to the event loop with call_soon_threadsafe, so handlers await
-events without ever blocking the loop, and the engine never waits on a
-slow client (events queue up in the handler's asyncio.Queue).
+The engine calls a request's sink on its own thread. The sinks of every
+request of one event loop post into that loop's `Dispatcher`, which wakes
+the loop once per burst of events (an engine step's tokens for every request
+it batched, however many) rather than once per token; the loop then hands
+each handler its events, and a handler takes them without awaiting per
+event. Handlers never block the loop, and the engine never waits on a slow
+client (events queue up in the handler's inbox).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from helios_core.engine import Done, Engine, Event, Request
@@ -31,11 +37,12 @@ async def run_jobs(
     iteration early (a client that went away) cancels whatever still runs.
     """
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+    dispatcher = dispatcher_for(loop, engine)
+    inbox = _Inbox(loop)
     requests: list[Request] = []
 
     def sink_for(index: int):
-        return lambda event: loop.call_soon_threadsafe(events.put_nowait, (index, event))
+        return lambda event: dispatcher.post(inbox, index, event)
 
     sinks = []
     try:
@@ -45,20 +52,18 @@ async def run_jobs(
             IN_FLIGHT[id(sink)] = sink
             sinks.append(sink)
         remaining = len(requests)
-        next_check = loop.time() + DISCONNECT_POLL_SECONDS
+        # Check on a clock, not only when events pause: tokens may flow every few ms.
+        next_check = loop.time() + DISCONNECT_POLL_SECONDS if disconnected is not None else None
+        items = inbox.items
         while remaining:
-            if disconnected is None:
-                index, event = await events.get()
-            else:
-                # Check on a clock, not only when events pause: tokens may flow every few ms.
-                if loop.time() >= next_check:
-                    if await disconnected():
-                        return
-                    next_check = loop.time() + DISCONNECT_POLL_SECONDS
-                try:
-                    index, event = await asyncio.wait_for(events.get(), max(0.0, next_check - loop.time()))
-                except asyncio.TimeoutError:
-                    continue
+            if next_check is not None and loop.time() >= next_check:
+                if await disconnected():
+                    return
+                next_check = loop.time() + DISCONNECT_POLL_SECONDS
+            if not items:
+                await inbox.wait(next_check)
+                continue
+            index, event = items.popleft()
             if isinstance(event, Done):
                 remaining -= 1
             yield index, event
@@ -67,6 +72,110 @@ async def run_jobs(
             request.cancel()  # no-op for requests that already finished
         for sink in sinks:
             IN_FLIGHT.pop(id(sink), None)
+
+
+class Dispatcher:
+    """Events from other threads into one event loop: one wake-up per engine step, not one per event.
+
+    Events posted on an attached engine's thread wait for the end of its step
+    (Engine.add_step_listener), when flush() hands them all on in one wake-up;
+    events from any other thread schedule one at once (at most one pending).
+    `wakeups` counts them.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.wakeups = 0
+        self._lock = threading.Lock()
+        self._pending: list[tuple[_Inbox, int, Event]] = []
+        self._scheduled = False
+        self._engine_threads: set[int] = set()
+        self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def attach(self, engine: Engine) -> None:
+        """Batch what `engine`'s thread posts by its steps (once per engine)."""
+        if engine not in self._engines:
+            self._engines.add(engine)
+            self._engine_threads.add(engine.thread_id)
+            engine.add_step_listener(self.flush)
+
+    def post(self, inbox: _Inbox, index: int, event: Event) -> None:
+        """From any thread."""
+        with self._lock:
+            self._pending.append((inbox, index, event))
+            if self._scheduled or threading.get_ident() in self._engine_threads:
+                return
+            self._scheduled = True
+        self._schedule()
+
+    def flush(self) -> None:
+        """Hand on what is pending in one wake-up (the end of an engine step)."""
+        with self._lock:
+            if self._scheduled or not self._pending:
+                return
+            self._scheduled = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed: nobody is left to read these events
+            with self._lock:
+                self._pending.clear()
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        self.wakeups += 1
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+        for inbox, index, event in batch:
+            inbox.put(index, event)
+
+
+def dispatcher_for(loop: asyncio.AbstractEventLoop, engine: Engine | None = None) -> Dispatcher:
+    """The one Dispatcher of `loop`, made on first use; attached to `engine` when one is given."""
+    dispatcher = _DISPATCHERS.get(loop)
+    if dispatcher is None:
+        dispatcher = _DISPATCHERS[loop] = Dispatcher(loop)
+    if engine is not None:
+        dispatcher.attach(engine)
+    return dispatcher
+
+
+class _Inbox:
+    """One handler's events, filled on the loop's thread; wait() returns once there are some."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.items: deque[tuple[int, Event]] = deque()
+        self._loop = loop
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, index: int, event: Event) -> None:
+        self.items.append((index, event))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, deadline: float | None) -> None:
+        """Until an event arrives, or the loop's clock reaches `deadline` (None: no deadline)."""
+        waiter = self._waiter = self._loop.create_future()
+        timer = None if deadline is None else self._loop.call_at(deadline, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+_DISPATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = weakref.WeakKeyDictionary()
 
 
 # The sinks of every job submitted and not yet answered, for end_in_flight.
