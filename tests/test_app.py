@@ -35,9 +35,14 @@ class ScriptedEngine:
     busy_slots = 0
     queued = 0
 
+    thread_id = None  # no engine thread: the bridge hands each event on as it arrives
+
     def __init__(self, events):
         self.events = events
         self.scheduler = SimpleNamespace(stats=SchedulerStats())  # what /metrics reads
+
+    def add_step_listener(self, listener) -> None:
+        pass  # no steps to end
 
     def submit(self, prompt, params, sink):
         threading.Thread(target=lambda: [sink(e) for e in self.events], daemon=True).start()

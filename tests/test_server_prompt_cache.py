@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import PATIENCE
+from tests.http_support import metric
 from tests.server_process import ServerProcess
 from tests.test_cli import run_cli
-from tests.test_server import PATIENCE, metric
 
 SYSTEM = "You are a careful assistant. Tools: search(query), open(url), summarize(text). " * 12
 
@@ -42,9 +43,9 @@ def test_a_conversation_returning_to_a_reused_slot_gets_its_prefix_from_the_tier
     complete(server, "An unrelated prompt about baking bread, long enough to need the slot. " * 4)
     again = complete(server, SYSTEM + "User A: what is the tallest mountain? And the deepest lake?")
     assert again["prompt_tokens_details"]["cached_tokens"] >= first["prompt_tokens"] - 1
-    assert metric(server, "prompt_cache_tier_hits_total") == 1
-    assert metric(server, "prompt_cache_tier_tokens_restored_total") >= first["prompt_tokens"] - 1
-    assert 0 < metric(server, "prompt_cache_tier_bytes") <= 64 * 1024 * 1024
+    assert metric(server.url, "prompt_cache_tier_hits_total") == 1
+    assert metric(server.url, "prompt_cache_tier_tokens_restored_total") >= first["prompt_tokens"] - 1
+    assert 0 < metric(server.url, "prompt_cache_tier_bytes") <= 64 * 1024 * 1024
 
 
 def test_a_slot_saved_erased_and_restored_serves_its_prefix_again(server):
@@ -98,7 +99,7 @@ def test_a_restart_with_cache_persist_is_warm(tmp_path):
     second = ServerProcess(*args)
     try:
         warm = complete(second, SYSTEM + "User D: name a desert. And a forest?")
-        assert metric(second, "prompt_cache_tier_hits_total") == 1
+        assert metric(second.url, "prompt_cache_tier_hits_total") == 1
     finally:
         log = second.stop()
     assert "1 prefixes read" in log

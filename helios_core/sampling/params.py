@@ -97,8 +97,9 @@ class SamplingSettings:
     temperature 0, or top_p 0 (the smallest nucleus), is greedy.
     """
 
+    # No upper bound, as llama-server and vLLM (OpenAI's API stops at 2): a hot temperature is a research tool.
     temperature: float = setting(
-        DEFAULT_TEMPERATURE, 0.0, 2.0, flags=("--temperature", "--temp"), help="sampling temperature; 0 is greedy"
+        DEFAULT_TEMPERATURE, 0.0, None, flags=("--temperature", "--temp"), help="sampling temperature; 0 is greedy"
     )
     top_k: int = setting(0, 0, None, flags=("--top-k",), help="keep the k most likely tokens; 0 is off")
     top_p: float = setting(
