@@ -1,13 +1,24 @@
 """helios_core: llama.cpp through hand-written ctypes, and a token loop in Python/NumPy.
 
 Layers, each importing only those below it:
-    engine, generate           the scheduler (many sequences, one decode per step), one-sequence generation
+    engine/                    the scheduler: request, slots, scheduler (admission, plan), commit, worker (the thread)
+    generate                   one-sequence generation (the N = 1 engine); runtime: owns what a served model opens
+    speculative/               drafters, step cost, acceptance, verification
+    prompt_cache, slot_files   the RAM tier behind the slots, and slot files on disk
+    media_prompt, media_step   prompts with image and audio chunks, read in bounded steps
     scoring, embeddings        log-probabilities of given text, pooled embeddings of texts
-    sampling, text             samplers, detokenizer, stop strings
-    model, context, batch      owners of llama.cpp's C objects
-    _llama                     ctypes declarations of llama.h
+    chat/, tool_calls/         chat templates; tool-call formats (one module each), parser and grammars
+    reasoning/                 reasoning sections: formats, parsers, the budget tracker
+    constraint, guidance       JSON schema / regex / grammar constraints on llguidance
+    sampling/                  samplers and processors; params (the one table of settings); backend (in-graph)
+    sequence, text             one request's state; detokenizer and stop strings
+    model, vocab, context, batch, kvcache, lora, control_vector, projector
+                               owners of llama.cpp's (and libmtmd's) C objects
+    backend, cpu_variant, rpc, resolve, handle, errors
+                               devices and the proved CPU build, RPC workers, model files, lifetimes
+    _llama, _llama_types, _ggml, _mtmd
+                               ctypes declarations, each function with a prototype checked by tests/test_abi*.py
 """
-
 from helios_core.batch import Batch
 from helios_core.constraint import Constraint, grammar, json_object, json_schema, regex
 from helios_core.context import Context, PerfCounters

@@ -18,10 +18,11 @@ import llguidance
 import numpy as np
 import pytest
 
-from helios_core import constraint, engine
+from helios_core import constraint
 from helios_core.constraint import ConstraintError, compute_masks, json_schema
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
+from helios_core.engine import commit as engine_commit
 from helios_core.errors import ClosedError, HeliosError
 from helios_core.generate import GenerationParams, Generator
 from helios_core.model import Model
@@ -356,7 +357,7 @@ def mask_calls(monkeypatch) -> list[int]:
         calls.append(len(items))
         compute_masks(items, executor)
 
-    monkeypatch.setattr(engine, "compute_masks", counted)
+    monkeypatch.setattr(engine_commit, "compute_masks", counted)
     return calls
 
 
