@@ -19,6 +19,7 @@ Layers, each importing only those below it:
     _llama, _llama_types, _ggml, _mtmd
                                ctypes declarations, each function with a prototype checked by tests/test_abi*.py
 """
+
 from helios_core.batch import Batch
 from helios_core.constraint import Constraint, grammar, json_object, json_schema, regex
 from helios_core.context import Context, PerfCounters

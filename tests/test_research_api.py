@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from helios_core.context import Context
-from helios_core.engine import Done, Engine, Step
+from helios_core.engine import Done, Engine
 from helios_core.generate import GenerationParams
 from helios_core.sampling import greedy
+from helios_core.sequence import Step
 from tests.conftest import PATIENCE, THREADS
 from tests.test_engine import PROMPTS, run, scheduler, steps_of
 
