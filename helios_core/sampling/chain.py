@@ -109,20 +109,8 @@ def make_sampler(
     a new sampler: build one per request (GenerationParams does).
     The random draws use `state.rng`, so a seeded generator gives reproducible text.
     """
-    settings = dict(
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        typical_p=typical_p,
-        top_n_sigma=top_n_sigma,
-        xtc_threshold=xtc_threshold,
-        xtc_probability=xtc_probability,
-        mirostat=mirostat,
-        mirostat_tau=mirostat_tau,
-        mirostat_eta=mirostat_eta,
-    )
-    for name, value in settings.items():
+    arguments = dict(locals())  # each argument is a row of the one table (sampling.params)
+    for name, value in arguments.items():
         SETTINGS_BY_NAME[name].check(value)
     if top_p == 0:
         return greedy  # the smallest nucleus: the single most likely token
