@@ -17,6 +17,7 @@ from __future__ import annotations
 from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_int64, c_size_t, c_void_p
 
 from helios_core import _llama
+from helios_core._declarations import Declarations
 
 ggml_backend_reg_t = c_void_p
 ggml_backend_dev_t = c_void_p
@@ -46,15 +47,13 @@ class gguf_init_params(Structure):
 
 STRUCTS = [gguf_init_params]  # checked field by field against gguf.h by tests/test_abi.py
 
-# name: (restype, argtypes, C prototype as in the header)
-FUNCTIONS: dict[str, tuple] = {}
+# Looked up through libllama's handle: dlsym searches the libraries it links.
+_declared = Declarations(lambda: _llama.lib)
+_c = _declared.c
+FUNCTIONS = _declared.functions
+__getattr__ = _declared.module_getattr(globals())
 # Reached through ggml_backend_reg_get_proc_address(RPC registry, name): (CFUNCTYPE, C prototype).
 RPC_PROCS: dict[str, tuple] = {}
-
-
-def _c(prototype: str, restype, *argtypes) -> None:
-    name = prototype.split("(")[0].split()[-1].lstrip("*")
-    FUNCTIONS[name] = (restype, list(argtypes), prototype)
 
 
 def _proc(prototype: str, restype, *argtypes) -> None:
@@ -135,20 +134,6 @@ _proc(
     c_size_t,
     POINTER(ggml_backend_dev_t),
 )
-
-_bound: dict[str, object] = {}
-
-
-def __getattr__(name: str):
-    # Bound on first use, as _llama binds: importing this module loads no library.
-    if name in FUNCTIONS:
-        if name not in _bound:
-            restype, argtypes, _ = FUNCTIONS[name]
-            function = getattr(_llama.lib, name)
-            function.restype, function.argtypes = restype, argtypes
-            _bound[name] = function
-        return _bound[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rpc_proc(name: str):

@@ -1,8 +1,8 @@
 """ctypes declarations of vendor/llama.cpp/include/llama.h, and library loading.
 
 Hand-written against the pinned header. The types live in _llama_types.py (re-exported
-here); every function is declared with its C prototype (`_c`), which tests/test_abi.py
-compiles against llama.h and checks against the ctypes types.
+here); every function is declared with its C prototype (`_c`, _declarations.py), which
+tests/test_abi.py compiles against llama.h and checks against the ctypes types.
 
 Only what helios uses is declared. Names follow llama.h exactly so a reader
 can grep from one to the other. Nothing here owns memory: model.py,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from ctypes import (
     POINTER,
     c_bool,
@@ -29,6 +28,7 @@ from ctypes import (
 )
 from pathlib import Path
 
+from helios_core._declarations import Declarations
 from helios_core._llama_types import *  # llama.h's types, re-exported beside its functions
 from helios_core.errors import LibraryNotFoundError
 
@@ -57,48 +57,10 @@ def _load() -> ctypes.CDLL:
     )
 
 
-# The library loads on first use, not at import: `helios-engine --help` and
-# everything else that never calls llama.cpp works without a build.
-_SIGNATURES: dict[str, tuple] = {}
-_bind_lock = threading.Lock()
-
-
-def _fn(name: str, restype, *argtypes) -> None:
-    _SIGNATURES[name] = (restype, list(argtypes))
-
-
-# name -> C prototype as llama.h spells it, for the declarations made with _c: tests/test_abi.py
-# compiles each against the header (a prototype that drifted fails to compile) and checks that
-# the ctypes types match the C ones.
-PROTOTYPES: dict[str, str] = {}
-
-
-def _c(prototype: str, restype, *argtypes) -> None:
-    name = prototype.split("(")[0].split()[-1].lstrip("*")
-    PROTOTYPES[name] = prototype
-    _fn(name, restype, *argtypes)
-
-
-def _bind() -> None:
-    with _bind_lock:
-        if "lib" in globals():
-            return
-        loaded = _load()
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            f = getattr(loaded, name)
-            f.restype = restype
-            f.argtypes = argtypes
-            globals()[name] = f
-        globals()["lib"] = loaded  # last: its presence means every function is bound
-
-
-def __getattr__(name: str):
-    # Called only for names the module does not hold yet (PEP 562): after the
-    # first call every function is a plain module global, with no indirection.
-    if name == "lib" or name in _SIGNATURES:
-        _bind()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_declared = Declarations(_load)
+_c = _declared.c
+FUNCTIONS = _declared.functions
+__getattr__ = _declared.module_getattr(globals())
 
 
 # --- functions -------------------------------------------------------------

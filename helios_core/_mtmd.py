@@ -13,10 +13,10 @@ helios_core/projector.py does.
 from __future__ import annotations
 
 import ctypes
-import threading
 from ctypes import POINTER, Structure, c_bool, c_char_p, c_float, c_int, c_int32, c_int64, c_size_t, c_uint32, c_void_p
 
 from helios_core import _llama
+from helios_core._declarations import Declarations
 from helios_core.errors import LibraryNotFoundError
 
 mtmd_context_p = c_void_p
@@ -86,13 +86,10 @@ STRUCTS = [
     mtmd_helper_bitmap_wrapper,
 ]
 
-# name: (restype, argtypes, C prototype as in the header)
-FUNCTIONS: dict[str, tuple] = {}
-
-
-def _fn(prototype: str, restype, *argtypes) -> None:
-    name = prototype.split("(")[0].split()[-1].lstrip("*")
-    FUNCTIONS[name] = (restype, list(argtypes), prototype)
+_declared = Declarations(lambda: _load())
+_fn = _declared.c
+FUNCTIONS = _declared.functions
+__getattr__ = _declared.module_getattr(globals())
 
 
 _fn("const char * mtmd_default_marker(void)", c_char_p)
@@ -181,8 +178,6 @@ _fn(
 )
 
 _LIB_NAMES = ("libmtmd.so", "libmtmd.dylib", "mtmd.dll")
-_bound: dict[str, object] = {}
-_lock = threading.Lock()
 
 
 def available() -> bool:
@@ -191,7 +186,7 @@ def available() -> bool:
 
 
 def _load() -> ctypes.CDLL:
-    _llama._bind()  # libllama first: libmtmd links it
+    _llama.lib  # noqa: B018 (binds libllama first: libmtmd links it)
     for name in _LIB_NAMES:
         path = _llama.lib_dir() / name
         if path.exists():
@@ -199,18 +194,3 @@ def _load() -> ctypes.CDLL:
     raise LibraryNotFoundError(
         f"libmtmd not found in {_llama.lib_dir()}: `make build` builds it beside libllama (images and audio need it)"
     )
-
-
-def __getattr__(name: str):
-    # Bound on first use, as _llama binds: importing this module loads no library.
-    if name == "lib" or name in FUNCTIONS:
-        with _lock:
-            if "lib" not in _bound:
-                loaded = _load()
-                for fname, (restype, argtypes, _) in FUNCTIONS.items():
-                    function = getattr(loaded, fname)
-                    function.restype, function.argtypes = restype, argtypes
-                    _bound[fname] = function
-                _bound["lib"] = loaded
-        return _bound[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

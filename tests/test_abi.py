@@ -138,10 +138,6 @@ def _is_one_of(ours, theirs) -> bool:
     return ours in theirs if isinstance(theirs, tuple) else ours == theirs
 
 
-def test_every_llama_function_has_a_checked_prototype():
-    assert set(_llama._SIGNATURES) == set(_llama.PROTOTYPES)
-
-
 @pytest.mark.parametrize("name", ENUMS)
 def test_enum_value_matches_c(name, c_layout):
     assert getattr(_llama, name) == c_layout[("enum", name)]
@@ -173,13 +169,13 @@ def test_ggml_structs_match_the_headers(tmp_path):
             assert getattr(struct, field).offset == theirs[(struct.__name__, field)], f"{struct.__name__}.{field}"
 
 
-# --- llama.h functions, each declared with its prototype (_llama.PROTOTYPES) -----------------------------
+# --- llama.h functions, each declared with its prototype (_llama.FUNCTIONS) -----------------------------
 
 
 def test_llama_prototypes_are_the_headers_own(tmp_path):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     assert cc, "the ABI check needs a C compiler (cc)"
-    lines = ['#include "llama.h"'] + [f"{c};" for c in _llama.PROTOTYPES.values()]
+    lines = ['#include "llama.h"'] + [f"{c};" for _, _, c in _llama.FUNCTIONS.values()]
     source = tmp_path / "llama_prototypes.c"
     source.write_text("\n".join(lines) + "\n")
     result = subprocess.run(
@@ -251,9 +247,8 @@ def test_llama_ctypes_match_the_prototypes():
         "const struct llama_chat_message *": ctypes.POINTER(_llama.llama_chat_message),
         **dict.fromkeys(opaque, pointer),
     }
-    assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.PROTOTYPES)
-    for name, c in _llama.PROTOTYPES.items():
-        restype, argtypes = _llama._SIGNATURES[name]
+    assert {"llama_adapter_lora_init", "llama_set_adapters_lora", "llama_adapter_lora_free"} <= set(_llama.FUNCTIONS)
+    for name, (restype, argtypes, c) in _llama.FUNCTIONS.items():
         match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)
         assert match, c
         params = [] if match[2].strip() == "void" else [p.strip() for p in match[2].split(",")]
