@@ -44,7 +44,9 @@ class PerfCounters:
 class Context:
     """A llama_context over a Model: KV memory for up to n_seq_max sequences.
 
-    n_ctx: KV cells in tokens (shared by all sequences; 0 = model's training length).
+    n_ctx: KV cells in tokens, over all sequences (0 = model's training length). Each
+        sequence has its own stream of n_ctx / n_seq_max cells (`n_ctx_seq`), as in
+        llama.cpp's default, unless kv_unified.
     n_batch: most tokens one decode may take; n_ubatch: tokens per compute pass.
     n_threads / n_threads_batch: CPU threads for one-token steps / prompt chunks
         (default: every core).
@@ -52,6 +54,10 @@ class Context:
         model like Gemma 3 forgets tokens older than its window, and a cached
         prefix can no longer be trusted for reuse (see llama_memory_seq_pos_min).
     flash_attn: "auto", "on" or "off".
+    kv_unified: one stream of n_ctx cells shared by all sequences, each free to fill it.
+        Not the default: there llama.cpp gives the cells a sliding-window layer no longer
+        attends to (Gemma 3's, beyond 512 tokens back) to other sequences' tokens, so a
+        sequence keeps its tokens but loses part of their KV and its prefix cannot be reused.
     embeddings: compute pooled embeddings (embeddings.py) instead of only logits:
         every token of a decode is then an output, and `pooling` (a
         LLAMA_POOLING_TYPE_*; default: the model's own) pools each sequence.
@@ -73,7 +79,7 @@ class Context:
         n_threads_batch: int | None = None,
         swa_full: bool = True,
         flash_attn: str = "auto",
-        kv_unified: bool = True,
+        kv_unified: bool = False,
         embeddings: bool = False,
         pooling: int = _llama.LLAMA_POOLING_TYPE_UNSPECIFIED,
     ):

@@ -157,6 +157,7 @@ class Embedder:
             n_seq_max=n_seq_max,
             n_threads=n_threads,
             swa_full=False,
+            kv_unified=True,  # inputs of any length up to n_batch share one decode; no KV is kept
             embeddings=True,
             pooling=POOLING[pooling],
         )

@@ -82,10 +82,8 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
         logger.info("helios-engine: reasoning format %s", state.reasoning.name if state.reasoning else "none")
         if state.chat_template is None and model.chat_template() is None:
             logger.warning(no_chat_template_warning(model))
-        # One KV stream per slot, each of --ctx-size tokens: no slot can starve another. Not one
-        # unified cache: there llama.cpp reuses the cells a sliding-window layer no longer attends to
-        # (Gemma 3's, beyond 512 tokens back) for other slots' tokens, so a slot kept its tokens but
-        # lost part of their KV, and a returning conversation re-read its whole prompt.
+        # One KV stream per slot (Context's default), each of --ctx-size tokens: no slot can starve
+        # another, and none loses the KV of its prefix to another's (see Context's kv_unified).
         ctx = runtime.own(
             Context(
                 model,
@@ -93,7 +91,6 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
                 n_seq_max=args.parallel,
                 n_batch=512,
                 n_threads=args.threads,
-                kv_unified=False,
             )
         )
         apply_control_vectors(args, model, ctx)

@@ -229,3 +229,25 @@ def _truncated_copy(path, size: int):
     with default_model_path().open("rb") as f:
         path.write_bytes(f.read(size))
     return path
+
+
+def _fill(ctx: Context, batch: Batch, seq_id: int, n: int) -> None:
+    start = ctx.seq_pos_max(seq_id) + 1
+    for first in range(start, start + n, batch.capacity):
+        count = min(batch.capacity, start + n - first)
+        batch.clear()
+        batch.add(list(range(1000 + first, 1000 + first + count)), first, seq_id, logits_last=True)
+        ctx.decode(batch)
+
+
+def test_a_sequence_keeps_its_prefix_while_another_reuses_freed_cells(model):
+    # Gemma 3's sliding-window layers attend 512 tokens back. In one unified cache llama.cpp
+    # hands the cells of a sequence's older tokens to the next sequence that needs room, so
+    # sequence 0 would start at position 100 here; each sequence's own stream (the default) keeps it.
+    with Context(model, n_ctx=2 * 1024, n_seq_max=2, n_batch=512, n_threads=THREADS) as ctx:
+        batch = Batch(512)
+        _fill(ctx, batch, 1, 100)
+        _fill(ctx, batch, 0, 900)
+        ctx.seq_rm(1, -1, -1)
+        _fill(ctx, batch, 1, 200)
+        assert (ctx.seq_pos_min(0), ctx.seq_pos_max(0)) == (0, 899)
