@@ -160,12 +160,12 @@ class Projector:
         return out.reshape(-1)
 
     def encode(self, chunk: int, n_tokens: int) -> np.ndarray:
-        """Run the encoder over one media chunk: its embeddings, float32 (n_tokens, n_embd), a copy."""
+        """Run the encoder over one media chunk: its embeddings, float32 (n_tokens, model.n_embd_inp), a copy."""
         handle = self.handle()
         with backend.errors_captured() as errors:
             code = _mtmd.mtmd_encode_chunk(handle.ptr, chunk)
         if code != 0:
             raise MediaError(f"encoding the media failed ({errors[-1].strip() if errors else code})")
         out = _mtmd.mtmd_get_output_embd(handle.ptr)
-        n_embd = self.model.n_embd
+        n_embd = self.model.n_embd_inp  # Qwen3-VL's rows carry its deepstack layers' inputs too
         return np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
