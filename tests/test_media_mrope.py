@@ -8,8 +8,10 @@ take max(4, 2) = 4 positions: every later token sits 4 positions before its inde
 
 from __future__ import annotations
 
+import base64
 import ctypes
 
+import httpx
 import numpy as np
 import pytest
 
@@ -25,17 +27,24 @@ from helios_core.model import Model
 from helios_core.projector import Projector
 from helios_core.prompt_cache import PromptCache
 from helios_core.sequence import GenerationParams
-from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close, teacher_forced
+from tests.conftest import LOGIT_TOLERANCE, PATIENCE, THREADS, assert_logits_close, teacher_forced
+from tests.server_process import ServerProcess
 
 WIDE = (64, 32)  # pixels: 4 x 2 merged tokens, 4 positions
 TOKENS, POSITIONS = 8, 4
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
+def qwen_files(tmp_path_factory):
+    """The tiny qwen2vl text model's path and its projector's."""
     folder = tmp_path_factory.mktemp("qwen2vl")
-    with Model(write_qwen2vl_model(folder / "model.gguf")) as model:
-        with Projector(model, write_qwen2vl_mmproj(folder / "mmproj.gguf"), n_threads=THREADS) as projector:
+    return write_qwen2vl_model(folder / "model.gguf"), write_qwen2vl_mmproj(folder / "mmproj.gguf")
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_files):
+    with Model(qwen_files[0]) as model:
+        with Projector(model, qwen_files[1], n_threads=THREADS) as projector:
             yield model, projector
 
 
@@ -216,3 +225,29 @@ def test_positions_map_indices_past_two_mrope_images():
     positions = Positions([Span(2, 8, 4), Span(12, 6, 3)])
     assert [positions.pos(i) for i in (0, 2, 5, 10, 11, 12, 15, 18, 20)] == [0, 2, 2, 6, 7, 8, 8, 11, 13]
     assert [positions.cut(i) for i in (2, 5, 10, 13, 18)] == [2, 2, 10, 12, 18]
+
+
+def test_a_served_qwen2vl_reuses_an_image_from_the_cache_with_the_same_logprobs(qwen_files):
+    model, mmproj = qwen_files
+    server = ServerProcess(
+        *("--model", str(model), "--mmproj", str(mmproj), "--chat-template", "chatml"),
+        *("--ctx-size", "512", "--parallel", "2"),
+    )
+    image = f"data:image/png;base64,{base64.b64encode(png(*WIDE, seed=8)).decode()}"
+    parts = [{"type": "text", "text": "Describe the image."}, {"type": "image_url", "image_url": {"url": image}}]
+    body = {"messages": [{"role": "user", "content": parts}], "max_tokens": 1, "temperature": 0}
+    body |= {"logprobs": True, "top_logprobs": 10}
+    try:
+        answers = [httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=PATIENCE) for _ in range(2)]
+    finally:
+        server.stop()
+    first, second = (answer.json() for answer in answers)
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] > TOKENS
+    tops = [
+        {tuple(alt["bytes"]): alt["logprob"] for alt in answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+        for answer in (first, second)
+    ]
+    # By bytes: most of this vocabulary's tokens are single bytes, whose text is the same U+FFFD.
+    # The tail of the top 10 may swap places within the tolerance.
+    common = tops[0].keys() & tops[1].keys()
+    assert len(common) >= 8 and all(abs(tops[0][t] - tops[1][t]) <= LOGIT_TOLERANCE for t in common)
