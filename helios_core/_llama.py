@@ -87,6 +87,7 @@ _c("const struct llama_vocab * llama_model_get_vocab(const struct llama_model * 
 _c("int32_t llama_model_n_ctx_train(const struct llama_model * model)", c_int32, llama_model_p)
 _c("int32_t llama_model_n_embd(const struct llama_model * model)", c_int32, llama_model_p)
 _c("int32_t llama_model_n_embd_out(const struct llama_model * model)", c_int32, llama_model_p)
+_c("int32_t llama_model_n_embd_inp(const struct llama_model * model)", c_int32, llama_model_p)
 _c("int32_t llama_model_n_layer(const struct llama_model * model)", c_int32, llama_model_p)
 _c("int32_t llama_model_n_swa(const struct llama_model * model)", c_int32, llama_model_p)
 _c("uint64_t llama_model_n_params(const struct llama_model * model)", c_uint64, llama_model_p)

@@ -142,6 +142,19 @@ _fn(
 _fn("size_t mtmd_input_chunk_get_n_tokens(const mtmd_input_chunk * chunk)", c_size_t, mtmd_input_chunk_p)
 _fn("const char * mtmd_input_chunk_get_id(const mtmd_input_chunk * chunk)", c_char_p, mtmd_input_chunk_p)
 _fn("llama_pos mtmd_input_chunk_get_n_pos(const mtmd_input_chunk * chunk)", _llama.llama_pos, mtmd_input_chunk_p)
+_fn(
+    "const mtmd_image_tokens * mtmd_input_chunk_get_tokens_image(const mtmd_input_chunk * chunk)",
+    mtmd_image_tokens_p,
+    mtmd_input_chunk_p,
+)
+_fn(
+    "struct mtmd_decoder_pos mtmd_image_tokens_get_decoder_pos(const mtmd_image_tokens * image_tokens, "
+    "llama_pos pos_0, size_t i)",
+    mtmd_decoder_pos,
+    mtmd_image_tokens_p,
+    _llama.llama_pos,
+    c_size_t,
+)
 _fn("mtmd_input_chunk * mtmd_input_chunk_copy(const mtmd_input_chunk * chunk)", mtmd_input_chunk_p, mtmd_input_chunk_p)
 _fn("void mtmd_input_chunk_free(mtmd_input_chunk * chunk)", None, mtmd_input_chunk_p)
 _fn(
@@ -169,6 +182,20 @@ _fn(
     c_size_t,
     c_bool,
     mtmd_helper_init_opt,
+)
+_fn(
+    "int32_t mtmd_helper_eval_chunks(mtmd_context * ctx, struct llama_context * lctx, "
+    "const mtmd_input_chunks * chunks, llama_pos n_past, llama_seq_id seq_id, int32_t n_batch, bool logits_last, "
+    "llama_pos * new_n_past)",
+    c_int32,
+    mtmd_context_p,
+    c_void_p,
+    mtmd_input_chunks_p,
+    _llama.llama_pos,
+    _llama.llama_seq_id,
+    c_int32,
+    c_bool,
+    POINTER(_llama.llama_pos),
 )
 _fn(
     "void mtmd_helper_log_set(ggml_log_callback log_callback, void * user_data)",

@@ -9,9 +9,11 @@ tokens) needs nothing new: the same image in the next turn matches, another imag
 does not, and a cached prefix never reuses the KV states of other media.
 
 The engine reads text runs as before and media chunks in steps of their own
-(helios_core/media_step.py): `media_at(pos)` says which chunk covers a position.
-Placement assumes one position per token, as for Gemma 3 and LLaVA-style models
-(the projector refuses M-RoPE ones).
+(helios_core/media_step.py): `media_at(i)` says which chunk covers token index i.
+Indices here are token indices. With M-RoPE models (Qwen2-VL and kin) an image of
+n_tokens rows takes n_pos < n_tokens positions, so positions part from indices after
+it: helios_core/kvcache.py's Positions maps one to the other, and media_step.py
+records each M-RoPE chunk there as it reads it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class MediaChunk:
     chunk: Handle  # an mtmd_input_chunk of our own (a copy), freed with this Handle
     non_causal: bool
     kind: str  # "image" or "audio"
-    n_pos: int  # positions it takes in the sequence: n_tokens here (no M-RoPE)
+    n_pos: int  # positions it takes in the sequence: n_tokens, or fewer with M-RoPE
+    mrope: bool = False  # rows placed with M-RoPE (four positions each), and cut only whole
     embeddings: np.ndarray | None = None  # (n_tokens, n_embd) once encoded; dropped once decoded
 
     @property
@@ -56,19 +59,19 @@ class MediaPrompt(list):
     chunks: list[MediaChunk]
     _starts: list[int]
 
-    def media_at(self, pos: int) -> MediaChunk | None:
-        """The media chunk covering position `pos`, or None when it is a text token."""
-        i = bisect.bisect_right(self._starts, pos) - 1
-        if i >= 0 and pos < self.chunks[i].end:
+    def media_at(self, index: int) -> MediaChunk | None:
+        """The media chunk covering token `index`, or None when it is a text token."""
+        i = bisect.bisect_right(self._starts, index) - 1
+        if i >= 0 and index < self.chunks[i].end:
             return self.chunks[i]
         return None
 
-    def text_ahead(self, pos: int) -> int:
-        """How many text tokens from `pos` come before the next media chunk (to the end when none follows)."""
-        if self.media_at(pos) is not None:  # inside a chunk read in pieces
+    def text_ahead(self, index: int) -> int:
+        """How many text tokens from `index` come before the next media chunk (to the end when none follows)."""
+        if self.media_at(index) is not None:  # inside a chunk read in pieces
             return 0
-        i = bisect.bisect_left(self._starts, pos)
-        return (self.chunks[i].start if i < len(self.chunks) else len(self)) - pos
+        i = bisect.bisect_left(self._starts, index)
+        return (self.chunks[i].start if i < len(self.chunks) else len(self)) - index
 
     def sampling_prompt(self) -> list[int]:
         """The ids a sampler's history holds: the placeholders stand-in tokens."""
@@ -124,9 +127,7 @@ def build(projector: Projector, text: str, media: list[bytes], *, n_ubatch: int)
         owned = Handle(_mtmd.mtmd_input_chunk_copy(chunk), _mtmd.mtmd_input_chunk_free, projector.handle())
         name = "audio" if kind == _mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO else "image"
         n_pos = int(_mtmd.mtmd_input_chunk_get_n_pos(chunk))
-        if n_pos != n_tokens:  # the Projector refuses M-RoPE models, the only ones where they differ
-            raise MediaError(f"a media chunk of {n_tokens} tokens takes {n_pos} positions; helios places one per token")
-        prompt.chunks.append(MediaChunk(len(prompt), n_tokens, owned, non_causal, name, n_pos))
+        prompt.chunks.append(MediaChunk(len(prompt), n_tokens, owned, non_causal, name, n_pos, projector.mrope))
         prompt.extend([placeholder] * n_tokens)
     if not prompt or prompt[-1] < 0:
         raise MediaError("a prompt must end with text after its last media item")

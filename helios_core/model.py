@@ -147,6 +147,11 @@ class Model:
         return int(_llama.llama_model_n_embd(self.ptr))
 
     @property
+    def n_embd_inp(self) -> int:
+        """Width of an input embedding row: n_embd, or more where media rows carry more layers' inputs (Qwen3-VL)."""
+        return int(_llama.llama_model_n_embd_inp(self.ptr))
+
+    @property
     def n_layer(self) -> int:
         return int(_llama.llama_model_n_layer(self.ptr))
 

@@ -38,8 +38,10 @@ class Projector:
     """A loaded mmproj for `model`. n_threads: encoder threads (default: every CPU).
 
     Raises ModelLoadError with one line saying why, for a missing file, one that is not an
-    mmproj, one whose output width does not match the model's, or one that needs M-RoPE
-    positions (Qwen-VL style), which helios does not place yet.
+    mmproj, or one whose output width does not match the model's.
+
+    mrope: the model places media rows with M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): four
+    positions a row (`positions`), and fewer positions than rows per image.
     """
 
     def __init__(self, model: Model, path: str | os.PathLike, *, n_threads: int | None = None, use_gpu: bool = False):
@@ -69,12 +71,7 @@ class Projector:
         self.vision = bool(_mtmd.mtmd_support_vision(ptr))
         self.audio = bool(_mtmd.mtmd_support_audio(ptr))
         self.audio_sample_rate = int(_mtmd.mtmd_get_audio_sample_rate(ptr)) if self.audio else 0
-        if _mtmd.mtmd_decode_use_mrope(ptr):
-            self.close()
-            raise ModelLoadError(
-                f"the projector {self.path.name} places its tokens with M-RoPE (Qwen-VL style), "
-                "which helios does not serve yet"
-            )
+        self.mrope = bool(_mtmd.mtmd_decode_use_mrope(ptr))
 
     @property
     def modalities(self) -> list[str]:
@@ -144,13 +141,31 @@ class Projector:
         """Whether this media chunk's embeddings are decoded with non-causal attention (Gemma 3)."""
         return bool(_mtmd.mtmd_decode_use_non_causal(self.handle().ptr, chunk))
 
+    def positions(self, chunk: int, pos_0: int, rows: range) -> np.ndarray:
+        """M-RoPE positions of a media chunk's `rows` when its first row sits at position pos_0.
+
+        int32, section-major as an embeddings llama_batch takes them: four planes of len(rows)
+        (temporal, row, column, unused), libmtmd's placement for images; one position a row
+        in every plane for audio.
+        """
+        self.handle()  # raises once closed: the chunk belongs to this projector
+        out = np.empty((4, len(rows)), dtype=np.int32)
+        image = _mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+        if not image:
+            out[:] = np.arange(pos_0 + rows.start, pos_0 + rows.stop, dtype=np.int32)
+            return out.reshape(-1)
+        for j, i in enumerate(rows):
+            p = _mtmd.mtmd_image_tokens_get_decoder_pos(image, pos_0, i)
+            out[:, j] = (p.t, p.y, p.x, p.z)  # llama.cpp's sections: temporal, height, width
+        return out.reshape(-1)
+
     def encode(self, chunk: int, n_tokens: int) -> np.ndarray:
-        """Run the encoder over one media chunk: its embeddings, float32 (n_tokens, n_embd), a copy."""
+        """Run the encoder over one media chunk: its embeddings, float32 (n_tokens, model.n_embd_inp), a copy."""
         handle = self.handle()
         with backend.errors_captured() as errors:
             code = _mtmd.mtmd_encode_chunk(handle.ptr, chunk)
         if code != 0:
             raise MediaError(f"encoding the media failed ({errors[-1].strip() if errors else code})")
         out = _mtmd.mtmd_get_output_embd(handle.ptr)
-        n_embd = self.model.n_embd
+        n_embd = self.model.n_embd_inp  # Qwen3-VL's rows carry its deepstack layers' inputs too
         return np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()

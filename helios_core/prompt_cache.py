@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from helios_core.context import Context
-from helios_core.kvcache import CachedSequence
+from helios_core.kvcache import CachedSequence, Span
 
 MiB = 1024 * 1024
 
@@ -59,11 +59,12 @@ logger = logging.getLogger("helios.prompt_cache")
 
 @dataclass
 class Entry:
-    """One saved sequence: its tokens (positions 0..n-1), the adapter set they were read under, its state."""
+    """One saved sequence: its tokens, the adapter set they were read under, its state, its M-RoPE media."""
 
     tokens: np.ndarray  # int32
     lora: tuple
     state: bytearray
+    spans: tuple[Span, ...] = ()  # where its positions part from its token indices (kvcache.Positions)
 
     @property
     def nbytes(self) -> int:
@@ -140,8 +141,8 @@ class PromptCache:
         prompt = self._prompts.pop(seq.seq_id, None)
         if ctx.model.n_swa and prompt is not None and keep <= len(prompt) < len(seq.tokens):
             end = len(prompt)
-            if seq.tokens[:end] == list(prompt) and ctx.seq_rm(seq.seq_id, end, -1):
-                del seq.tokens[end:]
+            if seq.tokens[:end] == list(prompt):
+                seq.truncate(ctx, end)
         self.save(ctx, seq)
 
     # --- the tier ------------------------------------------------------------------------
@@ -176,7 +177,7 @@ class PromptCache:
                 self._entries.move_to_end(key)  # held already, as a prefix of this entry
                 return None
         state = ctx.seq_state(seq.seq_id)
-        return self.add(Entry(tokens, seq.lora, state))
+        return self.add(Entry(tokens, seq.lora, state, tuple(seq.positions.spans)))
 
     def add(self, entry: Entry) -> Entry | None:
         """Hold an entry as the most recent; drop those it makes redundant, then the least recent over the bound."""
@@ -209,8 +210,10 @@ class PromptCache:
                 "a cached prefix of %d tokens did not fit the KV cache; decoding it again", entry.tokens.size
             )
             seq.tokens.clear()
+            seq.positions.spans.clear()
             return False
         seq.tokens[:] = entry.tokens.tolist()
+        seq.positions.spans[:] = entry.spans
         seq.lora = entry.lora
         return True
 

@@ -38,6 +38,7 @@ import numpy as np
 from helios_core import _llama
 from helios_core.engine import Scheduler
 from helios_core.errors import HeliosError
+from helios_core.kvcache import Span
 from helios_core.prompt_cache import Entry, PromptCache
 
 MAGIC = b"HELIOSKV"
@@ -92,6 +93,7 @@ def write(path: Path, entry: Entry, valid: Validity) -> int:
         "n_tokens": int(entry.tokens.size),
         "state_bytes": len(entry.state),
         "sha256": _sha256(tokens, entry.state),
+        "mrope_spans": [[span.start, span.n_tokens, span.n_pos] for span in entry.spans],
     }
     head = json.dumps(header).encode()
     temporary = path.with_name(f".{path.name}.tmp")
@@ -121,6 +123,7 @@ def read(path: Path, valid: Validity, adapters: Sequence = ()) -> Entry:
     try:
         header = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + head_bytes])
         n_tokens, state_bytes = int(header["n_tokens"]), int(header["state_bytes"])
+        spans = tuple(Span(int(s), int(n), int(p)) for s, n, p in header.get("mrope_spans", []))
     except (ValueError, KeyError, TypeError):
         raise SlotFileError(f"{path.name}: corrupt header") from None
     for field, ours in asdict(valid).items():
@@ -133,7 +136,9 @@ def read(path: Path, valid: Validity, adapters: Sequence = ()) -> Entry:
     state = bytearray(data[start + 4 * n_tokens :])
     if _sha256(tokens, state) != header.get("sha256"):
         raise SlotFileError(f"{path.name}: corrupt (checksum mismatch)")
-    return Entry(np.frombuffer(tokens, dtype="<i4").astype(np.int32), _adapter_set(path, header, adapters), state)
+    return Entry(
+        np.frombuffer(tokens, dtype="<i4").astype(np.int32), _adapter_set(path, header, adapters), state, spans
+    )
 
 
 # --- slots and the tier (on the engine thread: Engine.call) ------------------------------------
@@ -143,7 +148,9 @@ def save_slot(scheduler: Scheduler, slot_id: int, path: Path, valid: Validity) -
     """Write a free slot's tokens and state to `path`: (tokens, bytes written)."""
     slot = _free_slot(scheduler, slot_id)
     tokens = np.asarray(slot.cache.tokens, dtype=np.int32)
-    entry = Entry(tokens, slot.cache.lora, scheduler.ctx.seq_state(slot.cache.seq_id))
+    entry = Entry(
+        tokens, slot.cache.lora, scheduler.ctx.seq_state(slot.cache.seq_id), tuple(slot.cache.positions.spans)
+    )
     return tokens.size, write(path, entry, valid)
 
 
@@ -162,8 +169,10 @@ def restore_slot(
         scheduler.prompt_cache.stash(scheduler.ctx, slot.cache)
     if not scheduler.ctx.seq_state_set(slot.cache.seq_id, entry.state):
         slot.cache.tokens.clear()
+        slot.cache.positions.spans.clear()
         raise SlotFileError(f"{path.name}: its state does not fit the KV cache now")
     slot.cache.tokens[:] = entry.tokens.tolist()
+    slot.cache.positions.spans[:] = entry.spans
     slot.cache.lora = entry.lora
     return entry.tokens.size, path.stat().st_size
 

@@ -100,6 +100,11 @@ def test_mtmd_ctypes_match_the_prototypes():
         "struct mtmd_caps": _mtmd.mtmd_caps,
         "struct mtmd_helper_init_opt": _mtmd.mtmd_helper_init_opt,
         "struct mtmd_helper_bitmap_wrapper": _mtmd.mtmd_helper_bitmap_wrapper,
+        "const mtmd_image_tokens *": pointer,
+        "struct mtmd_decoder_pos": _mtmd.mtmd_decoder_pos,
+        "struct llama_context *": pointer,
+        "llama_seq_id": _llama.llama_seq_id,
+        "llama_pos *": ctypes.POINTER(_llama.llama_pos),
     }
     for name, (restype, argtypes, c) in _mtmd.FUNCTIONS.items():
         match = re.fullmatch(rf"(.+?)\s*\b{name}\((.*)\)", c)

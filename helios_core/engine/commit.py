@@ -123,7 +123,7 @@ def _verify(scheduler: Scheduler, chunk: Chunk) -> None:
     slot.cache.tokens.extend(draft[: n - 1].tolist())
     slot.next_pos = chunk.pos + n
     if n <= draft.size:  # positions past the newest step's token were refused
-        scheduler.ctx.seq_rm(slot.cache.seq_id, slot.next_pos, -1)
+        scheduler.ctx.seq_rm(slot.cache.seq_id, slot.cache.pos(slot.next_pos), -1)
     scheduler.speculation.judged(slot.acceptance, chunk.draft_key, draft.size, accepted)
     scheduler.stats.draft_tokens += draft.size
     scheduler.stats.draft_accepted += accepted

@@ -231,7 +231,7 @@ class Scheduler:
             last = slot.request.seq.tokens[-1:]
             rows = batch.add(
                 np.concatenate((last, draft)) if draft.size else last,
-                slot.next_pos,
+                slot.cache.pos(slot.next_pos),
                 slot.cache.seq_id,
                 logits_last=True,
             )
@@ -261,7 +261,7 @@ class Scheduler:
             tokens = slot.pending[:limit]
             last = len(tokens) == len(slot.pending)
             samples = last and seq.max_new > 0  # max_tokens=0: the prompt is all there is to do
-            rows = batch.add(tokens, slot.next_pos, slot.cache.seq_id, logits_last=samples)
+            rows = batch.add(tokens, slot.cache.pos(slot.next_pos), slot.cache.seq_id, logits_last=samples)
             chunk = Chunk(slot, rows, slot.next_pos, prompt=len(tokens), samples=samples)
             if seq.scores_prompt:
                 # Row p predicts prompt token p + 1: every row but the prompt's last.
@@ -287,14 +287,13 @@ class Scheduler:
             media = slot.request.media
             lora.apply(self.ctx, slot.request.params.lora)
             try:
-                n, pos = media_step.read(self.ctx, slot.cache.seq_id, slot.next_pos, media, budget)
+                n, pos = media_step.read(self.ctx, slot.cache, slot.next_pos, media, budget)
             except HeliosError as error:
                 self.forget(slot)
                 self.finish(slot, None, error)
                 continue
             if pos < slot.next_pos:  # a cached prefix ended inside a chunk that is read whole: from its start
-                self.ctx.seq_rm(slot.cache.seq_id, pos, -1)
-                del slot.cache.tokens[pos:]
+                slot.cache.truncate(self.ctx, pos)
                 slot.pending = slot.request.prompt[pos:]
             slot.cache.tokens.extend(slot.pending[:n])
             slot.pending = slot.pending[n:]
