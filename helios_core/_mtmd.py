@@ -87,14 +87,14 @@ STRUCTS = [
 ]
 
 _declared = Declarations(lambda: _load())
-_fn = _declared.c
+_c = _declared.c
 FUNCTIONS = _declared.functions
 __getattr__ = _declared.module_getattr(globals())
 
 
-_fn("const char * mtmd_default_marker(void)", c_char_p)
-_fn("struct mtmd_context_params mtmd_context_params_default(void)", mtmd_context_params)
-_fn(
+_c("const char * mtmd_default_marker(void)", c_char_p)
+_c("struct mtmd_context_params mtmd_context_params_default(void)", mtmd_context_params)
+_c(
     "mtmd_context * mtmd_init_from_file(const char * mmproj_fname, const struct llama_model * text_model, "
     "const struct mtmd_context_params ctx_params)",
     mtmd_context_p,
@@ -102,52 +102,52 @@ _fn(
     c_void_p,
     mtmd_context_params,
 )
-_fn("void mtmd_free(mtmd_context * ctx)", None, mtmd_context_p)
-_fn(
+_c("void mtmd_free(mtmd_context * ctx)", None, mtmd_context_p)
+_c(
     "bool mtmd_decode_use_non_causal(const mtmd_context * ctx, const mtmd_input_chunk * chunk)",
     c_bool,
     mtmd_context_p,
     mtmd_input_chunk_p,
 )
-_fn("bool mtmd_decode_use_mrope(const mtmd_context * ctx)", c_bool, mtmd_context_p)
-_fn("bool mtmd_support_vision(const mtmd_context * ctx)", c_bool, mtmd_context_p)
-_fn("bool mtmd_support_audio(const mtmd_context * ctx)", c_bool, mtmd_context_p)
-_fn("int mtmd_get_audio_sample_rate(const mtmd_context * ctx)", c_int, mtmd_context_p)
-_fn("const char * mtmd_get_marker(const mtmd_context * ctx)", c_char_p, mtmd_context_p)
+_c("bool mtmd_decode_use_mrope(const mtmd_context * ctx)", c_bool, mtmd_context_p)
+_c("bool mtmd_support_vision(const mtmd_context * ctx)", c_bool, mtmd_context_p)
+_c("bool mtmd_support_audio(const mtmd_context * ctx)", c_bool, mtmd_context_p)
+_c("int mtmd_get_audio_sample_rate(const mtmd_context * ctx)", c_int, mtmd_context_p)
+_c("const char * mtmd_get_marker(const mtmd_context * ctx)", c_char_p, mtmd_context_p)
 
-_fn("uint32_t mtmd_bitmap_get_nx(const mtmd_bitmap * bitmap)", c_uint32, mtmd_bitmap_p)
-_fn("uint32_t mtmd_bitmap_get_ny(const mtmd_bitmap * bitmap)", c_uint32, mtmd_bitmap_p)
-_fn("size_t mtmd_bitmap_get_n_bytes(const mtmd_bitmap * bitmap)", c_size_t, mtmd_bitmap_p)
-_fn("bool mtmd_bitmap_is_audio(const mtmd_bitmap * bitmap)", c_bool, mtmd_bitmap_p)
-_fn("void mtmd_bitmap_free(mtmd_bitmap * bitmap)", None, mtmd_bitmap_p)
-_fn("const char * mtmd_bitmap_get_id(const mtmd_bitmap * bitmap)", c_char_p, mtmd_bitmap_p)
-_fn("void mtmd_bitmap_set_id(mtmd_bitmap * bitmap, const char * id)", None, mtmd_bitmap_p, c_char_p)
+_c("uint32_t mtmd_bitmap_get_nx(const mtmd_bitmap * bitmap)", c_uint32, mtmd_bitmap_p)
+_c("uint32_t mtmd_bitmap_get_ny(const mtmd_bitmap * bitmap)", c_uint32, mtmd_bitmap_p)
+_c("size_t mtmd_bitmap_get_n_bytes(const mtmd_bitmap * bitmap)", c_size_t, mtmd_bitmap_p)
+_c("bool mtmd_bitmap_is_audio(const mtmd_bitmap * bitmap)", c_bool, mtmd_bitmap_p)
+_c("void mtmd_bitmap_free(mtmd_bitmap * bitmap)", None, mtmd_bitmap_p)
+_c("const char * mtmd_bitmap_get_id(const mtmd_bitmap * bitmap)", c_char_p, mtmd_bitmap_p)
+_c("void mtmd_bitmap_set_id(mtmd_bitmap * bitmap, const char * id)", None, mtmd_bitmap_p, c_char_p)
 
-_fn("mtmd_input_chunks * mtmd_input_chunks_init(void)", mtmd_input_chunks_p)
-_fn("size_t mtmd_input_chunks_size(const mtmd_input_chunks * chunks)", c_size_t, mtmd_input_chunks_p)
-_fn(
+_c("mtmd_input_chunks * mtmd_input_chunks_init(void)", mtmd_input_chunks_p)
+_c("size_t mtmd_input_chunks_size(const mtmd_input_chunks * chunks)", c_size_t, mtmd_input_chunks_p)
+_c(
     "const mtmd_input_chunk * mtmd_input_chunks_get(const mtmd_input_chunks * chunks, size_t idx)",
     mtmd_input_chunk_p,
     mtmd_input_chunks_p,
     c_size_t,
 )
-_fn("void mtmd_input_chunks_free(mtmd_input_chunks * chunks)", None, mtmd_input_chunks_p)
-_fn("enum mtmd_input_chunk_type mtmd_input_chunk_get_type(const mtmd_input_chunk * chunk)", c_enum, mtmd_input_chunk_p)
-_fn(
+_c("void mtmd_input_chunks_free(mtmd_input_chunks * chunks)", None, mtmd_input_chunks_p)
+_c("enum mtmd_input_chunk_type mtmd_input_chunk_get_type(const mtmd_input_chunk * chunk)", c_enum, mtmd_input_chunk_p)
+_c(
     "const llama_token * mtmd_input_chunk_get_tokens_text(const mtmd_input_chunk * chunk, size_t * n_tokens_output)",
     POINTER(_llama.llama_token),
     mtmd_input_chunk_p,
     POINTER(c_size_t),
 )
-_fn("size_t mtmd_input_chunk_get_n_tokens(const mtmd_input_chunk * chunk)", c_size_t, mtmd_input_chunk_p)
-_fn("const char * mtmd_input_chunk_get_id(const mtmd_input_chunk * chunk)", c_char_p, mtmd_input_chunk_p)
-_fn("llama_pos mtmd_input_chunk_get_n_pos(const mtmd_input_chunk * chunk)", _llama.llama_pos, mtmd_input_chunk_p)
-_fn(
+_c("size_t mtmd_input_chunk_get_n_tokens(const mtmd_input_chunk * chunk)", c_size_t, mtmd_input_chunk_p)
+_c("const char * mtmd_input_chunk_get_id(const mtmd_input_chunk * chunk)", c_char_p, mtmd_input_chunk_p)
+_c("llama_pos mtmd_input_chunk_get_n_pos(const mtmd_input_chunk * chunk)", _llama.llama_pos, mtmd_input_chunk_p)
+_c(
     "const mtmd_image_tokens * mtmd_input_chunk_get_tokens_image(const mtmd_input_chunk * chunk)",
     mtmd_image_tokens_p,
     mtmd_input_chunk_p,
 )
-_fn(
+_c(
     "struct mtmd_decoder_pos mtmd_image_tokens_get_decoder_pos(const mtmd_image_tokens * image_tokens, "
     "llama_pos pos_0, size_t i)",
     mtmd_decoder_pos,
@@ -155,9 +155,9 @@ _fn(
     _llama.llama_pos,
     c_size_t,
 )
-_fn("mtmd_input_chunk * mtmd_input_chunk_copy(const mtmd_input_chunk * chunk)", mtmd_input_chunk_p, mtmd_input_chunk_p)
-_fn("void mtmd_input_chunk_free(mtmd_input_chunk * chunk)", None, mtmd_input_chunk_p)
-_fn(
+_c("mtmd_input_chunk * mtmd_input_chunk_copy(const mtmd_input_chunk * chunk)", mtmd_input_chunk_p, mtmd_input_chunk_p)
+_c("void mtmd_input_chunk_free(mtmd_input_chunk * chunk)", None, mtmd_input_chunk_p)
+_c(
     "int32_t mtmd_tokenize(const mtmd_context * ctx, mtmd_input_chunks * output, const mtmd_input_text * text, "
     "const mtmd_bitmap * const * bitmaps, size_t n_bitmaps)",
     c_int32,
@@ -167,13 +167,13 @@ _fn(
     POINTER(mtmd_bitmap_p),
     c_size_t,
 )
-_fn("int32_t mtmd_encode_chunk(mtmd_context * ctx, const mtmd_input_chunk * chunk)", c_int32, mtmd_context_p, c_void_p)
-_fn("float * mtmd_get_output_embd(mtmd_context * ctx)", POINTER(c_float), mtmd_context_p)
-_fn("void mtmd_log_set(ggml_log_callback log_callback, void * user_data)", None, _llama.ggml_log_callback, c_void_p)
-_fn("struct mtmd_caps mtmd_get_cap_from_file(const char * mmproj_fname)", mtmd_caps, c_char_p)
+_c("int32_t mtmd_encode_chunk(mtmd_context * ctx, const mtmd_input_chunk * chunk)", c_int32, mtmd_context_p, c_void_p)
+_c("float * mtmd_get_output_embd(mtmd_context * ctx)", POINTER(c_float), mtmd_context_p)
+_c("void mtmd_log_set(ggml_log_callback log_callback, void * user_data)", None, _llama.ggml_log_callback, c_void_p)
+_c("struct mtmd_caps mtmd_get_cap_from_file(const char * mmproj_fname)", mtmd_caps, c_char_p)
 
-_fn("struct mtmd_helper_init_opt mtmd_helper_init_opt_default(void)", mtmd_helper_init_opt)
-_fn(
+_c("struct mtmd_helper_init_opt mtmd_helper_init_opt_default(void)", mtmd_helper_init_opt)
+_c(
     "struct mtmd_helper_bitmap_wrapper mtmd_helper_bitmap_init_from_buf(const mtmd_context * ctx, "
     "const unsigned char * buf, size_t len, bool placeholder, struct mtmd_helper_init_opt opt)",
     mtmd_helper_bitmap_wrapper,
@@ -183,7 +183,7 @@ _fn(
     c_bool,
     mtmd_helper_init_opt,
 )
-_fn(
+_c(
     "int32_t mtmd_helper_eval_chunks(mtmd_context * ctx, struct llama_context * lctx, "
     "const mtmd_input_chunks * chunks, llama_pos n_past, llama_seq_id seq_id, int32_t n_batch, bool logits_last, "
     "llama_pos * new_n_past)",
@@ -197,7 +197,7 @@ _fn(
     c_bool,
     POINTER(_llama.llama_pos),
 )
-_fn(
+_c(
     "void mtmd_helper_log_set(ggml_log_callback log_callback, void * user_data)",
     None,
     _llama.ggml_log_callback,

@@ -229,9 +229,7 @@ def perplexity(
     first = n_ctx // 2
     nll, count = 0.0, 0
     # llama-perplexity's context: one sequence, its window cache, its own KV layout.
-    with Context(
-        model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads, swa_full=False
-    ) as ctx:
+    with Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads, swa_full=False) as ctx:
         batch = Batch(n_batch)
         for chunk_index in range(n_chunks):
             chunk = tokens[chunk_index * n_ctx : (chunk_index + 1) * n_ctx].copy()
