@@ -143,7 +143,7 @@ def save_slot(scheduler: Scheduler, slot_id: int, path: Path, valid: Validity) -
     """Write a free slot's tokens and state to `path`: (tokens, bytes written)."""
     slot = _free_slot(scheduler, slot_id)
     tokens = np.asarray(slot.cache.tokens, dtype=np.int32)
-    entry = Entry(tokens, slot.cache.lora, scheduler.ctx.seq_state(slot.cache.seq_id))
+    entry = Entry(tokens, slot.cache.lora, scheduler.runner.ctx.seq_state(slot.cache.seq_id))
     return tokens.size, write(path, entry, valid)
 
 
@@ -158,9 +158,10 @@ def restore_slot(
     entry = read(path, valid, adapters)
     if entry.tokens.size >= scheduler.n_ctx_per_seq:
         raise SlotFileError(f"{path.name}: {entry.tokens.size} tokens do not fit a slot of {scheduler.n_ctx_per_seq}")
-    if scheduler.prompt_cache is not None:
-        scheduler.prompt_cache.stash(scheduler.ctx, slot.cache)
-    if not scheduler.ctx.seq_state_set(slot.cache.seq_id, entry.state):
+    runner = scheduler.runner  # a LlamaRunner: slot files are a llama context's states
+    if runner.prompt_cache is not None:
+        runner.prompt_cache.stash(runner.ctx, slot.cache)
+    if not runner.ctx.seq_state_set(slot.cache.seq_id, entry.state):
         slot.cache.tokens.clear()
         raise SlotFileError(f"{path.name}: its state does not fit the KV cache now")
     slot.cache.tokens[:] = entry.tokens.tolist()
@@ -172,7 +173,7 @@ def erase_slot(scheduler: Scheduler, slot_id: int) -> int:
     """Forget a free slot's tokens; how many it held."""
     slot = _free_slot(scheduler, slot_id)
     n = len(slot.cache.tokens)
-    slot.cache.forget(scheduler.ctx)
+    slot.cache.forget(scheduler.runner.ctx)
     return n
 
 
