@@ -25,7 +25,6 @@ decode on a small model. llama-server pays the same.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from helios_core.batch import Batch
 from helios_core.context import Context
 from helios_core.errors import HeliosError
 from helios_core.model import Model
+from helios_core.worker import Worker
 
 logger = logging.getLogger("helios.embeddings")
 
@@ -290,8 +290,8 @@ class EmbeddingJob:
                 logger.exception("an embedding job's on_done callback failed")
 
 
-class EmbeddingWorker:
-    """An Embedder on a thread of its own, the only thread that touches its context.
+class EmbeddingWorker(Worker):
+    """An Embedder on a thread of its own (a Worker), the only thread that touches its context.
 
     submit() may come from any thread. The thread starts, and the context is
     made, at the first job: a server that never embeds pays nothing. Each
@@ -313,6 +313,7 @@ class EmbeddingWorker:
         n_seq_max: int = DEFAULT_SEQUENCES,
         n_threads: int | None = None,
     ):
+        super().__init__("helios-embeddings")
         pooling = checked_pooling(model, pooling)
         if n_batch < 1 or n_seq_max < 1:
             raise ValueError(f"n_batch and n_seq_max must be positive, got {n_batch}, {n_seq_max}")
@@ -322,8 +323,7 @@ class EmbeddingWorker:
         self.n_seq_max = min(n_seq_max, n_batch, MAX_SEQUENCES)  # as the Embedder's context holds
         self._settings = {"pooling": pooling, "n_batch": n_batch, "n_seq_max": n_seq_max, "n_threads": n_threads}
         self.n_embd = embedding_size(model)
-        self._jobs: queue.SimpleQueue[EmbeddingJob | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._waiting: deque[EmbeddingJob] = deque()  # jobs with inputs not yet decoded, in turn (worker thread)
         self._lock = threading.Lock()
         self._closed = False
         self._embedder: Embedder | None = None
@@ -345,42 +345,34 @@ class EmbeddingWorker:
             if self._closed:
                 raise HeliosError("the embedding worker is closed")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="helios-embeddings", daemon=True)
-                self._thread.start()
-            self._jobs.put(job)
+                self.start()
+            self.put(job)
         return job
 
     def close(self, timeout: float | None = None) -> None:
         """Fail the jobs still waiting, end the thread (after a decode in flight) and free the context."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-        self._jobs.put(None)
-        if thread is not None:
-            thread.join(timeout)
+        self.stop(timeout)
         if self._embedder is not None:
             self._embedder.close()
 
     # --- the worker's thread -----------------------------------------------
 
-    def _run(self) -> None:
-        waiting: deque[EmbeddingJob] = deque()  # jobs with inputs not yet decoded, in turn
-        while True:
-            block = not waiting
-            try:
-                while True:  # everything that has arrived, so it can share the next decode
-                    job = self._jobs.get(block=block)
-                    block = False
-                    if job is None:
-                        for job in waiting:
-                            job._fail(HeliosError("the embedding worker was closed"))
-                        return
-                    waiting.append(job)
-            except queue.Empty:
-                pass
-            group = self._next_group(waiting)
-            if group:
-                self._decode(group)
+    def has_work(self) -> bool:
+        return bool(self._waiting)
+
+    def take(self, job: EmbeddingJob) -> None:
+        self._waiting.append(job)  # everything that has arrived shares the next decode
+
+    def work(self) -> None:
+        group = self._next_group(self._waiting)
+        if group:
+            self._decode(group)
+
+    def finish(self, leftovers: list[EmbeddingJob]) -> None:
+        for job in [*self._waiting, *leftovers]:
+            job._fail(HeliosError("the embedding worker was closed"))
 
     def _next_group(self, waiting: deque[EmbeddingJob]) -> list[tuple[EmbeddingJob, int]]:
         """(job, input index) pairs for the next decode: the jobs' next inputs in turn, while they fit."""
