@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from helios_core.embeddings import EmbeddingJob, EmbeddingWorker, InputTooLongError
+from helios_core.embedding_worker import EmbeddingJob, EmbeddingWorker
+from helios_core.embeddings import InputTooLongError
 from helios_core.errors import HeliosError
 from helios_http.bridge import run_job
 from helios_http.errors import APIError, invalid, shutting_down
