@@ -52,6 +52,7 @@ from helios_core import GenerationParams, Generator, Model, engine, resolve_mode
 from helios_core.constraint import ConstraintProcessor, compute_masks, json_schema, tokenizer_for
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.sampling import SamplingState
 from helios_core.sequence import Step
 
@@ -136,7 +137,7 @@ def decode_together(
     """len(params) sequences in one scheduler, from PROMPTS: aggregate tok/s after every one has its first token,
     Python's share per step (us: wall time minus llama.cpp's), each sequence's generated tokens, each text,
     and the scheduler's mask computation per step (us)."""
-    ctx = scheduler.ctx
+    ctx = scheduler.runner.ctx
     for slot in scheduler.slots:
         slot.cache.forget(ctx)
     events: list[list] = [[] for _ in params]
@@ -213,7 +214,7 @@ def mask_ways_alternating(scheduler: Scheduler, n_sequences: int, runs: int) -> 
 
     Per way, per step (seconds): the whole step, llama.cpp's decode in it, and the rest (Python's share).
     """
-    ctx = scheduler.ctx
+    ctx = scheduler.runner.ctx
     spec = json_schema(SCHEMA)
     decode = ctx.decode
     decode_seconds = [0.0]
@@ -317,7 +318,7 @@ def main() -> None:
         ctx = Context(model, n_ctx=1024, n_batch=512, n_threads=args.threads)
         generator = Generator(model, ctx)
         ctx_batched = Context(model, n_ctx=1024 * args.slots, n_batch=512, n_seq_max=args.slots, n_threads=args.threads)
-        scheduler = Scheduler(ctx_batched)
+        scheduler = Scheduler(LlamaRunner(ctx_batched))
 
         def constrained() -> GenerationParams:
             return GenerationParams(

@@ -1,12 +1,16 @@
 """helios_core: llama.cpp through hand-written ctypes, and a token loop in Python/NumPy.
 
 Layers, each importing only those below it:
-    engine/                    the scheduler: request, slots, scheduler (admission, plan), commit, worker (the thread)
+    engine/                    request, slots, scheduler (admission, plan: pure), commit (rows to tokens),
+                               runner (the protocol they use), llama_runner (the only caller of decode,
+                               batch, KV trims), worker (Engine: the thread)
     generate                   one-sequence generation (the N = 1 engine); runtime: owns what a served model opens
     speculative/               drafters, step cost, acceptance, verification
     prompt_cache, slot_files   the RAM tier behind the slots, and slot files on disk
     media_prompt, media_step   prompts with image and audio chunks, read in bounded steps
-    scoring, embeddings        log-probabilities of given text, pooled embeddings of texts
+    scoring, embeddings        log-probabilities of given text, pooled embeddings of texts (embedding_worker:
+                               the server's thread for them)
+    worker                     Worker: a thread fed through an inbox (the engine's, the embedding worker's)
     chat/, tool_calls/         chat templates; tool-call formats (one module each), parser and grammars
     reasoning/                 reasoning sections: formats, parsers, the budget tracker
     constraint, guidance       JSON schema / regex / grammar constraints on llguidance
@@ -23,7 +27,8 @@ Layers, each importing only those below it:
 from helios_core.batch import Batch
 from helios_core.constraint import Constraint, grammar, json_object, json_schema, regex
 from helios_core.context import Context, PerfCounters
-from helios_core.embeddings import Embedder, EmbeddingWorker, embed
+from helios_core.embedding_worker import EmbeddingWorker
+from helios_core.embeddings import Embedder, embed
 from helios_core.engine import Engine
 from helios_core.errors import (
     ChatTemplateError,

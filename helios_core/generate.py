@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from helios_core.context import Context
 from helios_core.engine import Done, Event, Generation, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.errors import ClosedError
 from helios_core.kvcache import CachedSequence
 from helios_core.media_prompt import MediaPrompt
@@ -49,7 +50,7 @@ class Generator:
         self.model = model
         self._owns_ctx = ctx is None
         self.ctx = ctx or Context(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
-        self.scheduler = Scheduler(self.ctx, speculation=speculation, backend_sampling=backend_sampling)
+        self.scheduler = Scheduler(LlamaRunner(self.ctx), speculation=speculation, backend_sampling=backend_sampling)
         self._closed = False
 
     def close(self) -> None:

@@ -148,9 +148,8 @@ def save_slot(scheduler: Scheduler, slot_id: int, path: Path, valid: Validity) -
     """Write a free slot's tokens and state to `path`: (tokens, bytes written)."""
     slot = _free_slot(scheduler, slot_id)
     tokens = np.asarray(slot.cache.tokens, dtype=np.int32)
-    entry = Entry(
-        tokens, slot.cache.lora, scheduler.ctx.seq_state(slot.cache.seq_id), tuple(slot.cache.positions.spans)
-    )
+    state = scheduler.runner.ctx.seq_state(slot.cache.seq_id)
+    entry = Entry(tokens, slot.cache.lora, state, tuple(slot.cache.positions.spans))
     return tokens.size, write(path, entry, valid)
 
 
@@ -165,9 +164,10 @@ def restore_slot(
     entry = read(path, valid, adapters)
     if entry.tokens.size >= scheduler.n_ctx_per_seq:
         raise SlotFileError(f"{path.name}: {entry.tokens.size} tokens do not fit a slot of {scheduler.n_ctx_per_seq}")
-    if scheduler.prompt_cache is not None:
-        scheduler.prompt_cache.stash(scheduler.ctx, slot.cache)
-    if not scheduler.ctx.seq_state_set(slot.cache.seq_id, entry.state):
+    runner = scheduler.runner  # a LlamaRunner: slot files are a llama context's states
+    if runner.prompt_cache is not None:
+        runner.prompt_cache.stash(runner.ctx, slot.cache)
+    if not runner.ctx.seq_state_set(slot.cache.seq_id, entry.state):
         slot.cache.tokens.clear()
         slot.cache.positions.spans.clear()
         raise SlotFileError(f"{path.name}: its state does not fit the KV cache now")
@@ -181,7 +181,7 @@ def erase_slot(scheduler: Scheduler, slot_id: int) -> int:
     """Forget a free slot's tokens; how many it held."""
     slot = _free_slot(scheduler, slot_id)
     n = len(slot.cache.tokens)
-    slot.cache.forget(scheduler.ctx)
+    slot.cache.forget(scheduler.runner.ctx)
     return n
 
 

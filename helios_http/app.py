@@ -3,7 +3,7 @@
 Built by `build_app(state)` from plain values, so tests and `serve` build
 the same app. Handlers never touch llama.cpp: tokenizing and templating run
 in the thread pool, generation on the engine thread (bridge.py), embeddings on a thread
-of their own (helios_core.embeddings.EmbeddingWorker).
+of their own (helios_core.embedding_worker.EmbeddingWorker).
 
 The handlers live by API family: chat_api.py, completions_api.py (what they share:
 generation.py, streaming.py), messages/ (Anthropic's), embeddings_api.py, tokenizer_api.py and admin_api.py; one

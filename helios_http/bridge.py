@@ -7,6 +7,9 @@ it batched, however many) rather than once per token; the loop then hands
 each handler its events, and a handler takes them without awaiting per
 event. Handlers never block the loop, and the engine never waits on a slow
 client (events queue up in the handler's inbox).
+
+The one bridge for every worker thread (helios_core.worker): `run_jobs` for the engine's
+requests, `run_job` for a job that ends with one callback (an embedding job).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from helios_core.engine import Done, Engine, Event, Request
 from helios_core.generate import GenerationParams
@@ -26,9 +30,11 @@ Job = tuple[int, Sequence[int], GenerationParams]  # (choice index, prompt token
 # How often a non-streamed request checks that its client is still there.
 DISCONNECT_POLL_SECONDS = 0.5
 
+Disconnected = Callable[[], Awaitable[bool]]  # whether the client went away (Starlette's is_disconnected)
+
 
 async def run_jobs(
-    engine: Engine, jobs: list[Job], disconnected: Callable[[], Awaitable[bool]] | None = None
+    engine: Engine, jobs: list[Job], disconnected: Disconnected | None = None
 ) -> AsyncIterator[tuple[int, Event]]:
     """Submit every job, then yield (choice index, event) as the engine produces them.
 
@@ -38,7 +44,7 @@ async def run_jobs(
     """
     loop = asyncio.get_running_loop()
     dispatcher = dispatcher_for(loop, engine)
-    inbox = _Inbox(loop)
+    inbox = Inbox(loop)
     requests: list[Request] = []
 
     def sink_for(index: int):
@@ -52,26 +58,61 @@ async def run_jobs(
             IN_FLIGHT[id(sink)] = sink
             sinks.append(sink)
         remaining = len(requests)
-        # Check on a clock, not only when events pause: tokens may flow every few ms.
-        next_check = loop.time() + DISCONNECT_POLL_SECONDS if disconnected is not None else None
-        items = inbox.items
-        while remaining:
-            if next_check is not None and loop.time() >= next_check:
-                if await disconnected():
-                    return
-                next_check = loop.time() + DISCONNECT_POLL_SECONDS
-            if not items:
-                await inbox.wait(next_check)
-                continue
-            index, event = items.popleft()
-            if isinstance(event, Done):
-                remaining -= 1
+        if not remaining:
+            return
+        async for index, event in _received(inbox, disconnected):
             yield index, event
+            remaining -= isinstance(event, Done)
+            if not remaining:
+                return
     finally:
         for request in requests:
             request.cancel()  # no-op for requests that already finished
         for sink in sinks:
             IN_FLIGHT.pop(id(sink), None)
+
+
+T = TypeVar("T")
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+async def run_job(
+    submit: Callable[[Callable[[T], None]], Cancellable], disconnected: Disconnected | None = None
+) -> T | None:
+    """Start a job on a worker thread and await the one value it ends with; None if the client went away first.
+
+    submit(on_done) starts it (raising at once for a refusal) and returns something to cancel; the
+    worker calls on_done(value) on its thread. Leaving early cancels the job (a no-op once done).
+    """
+    loop = asyncio.get_running_loop()
+    dispatcher, inbox = dispatcher_for(loop), Inbox(loop)
+    job = submit(lambda value: dispatcher.post(inbox, 0, value))
+    try:
+        async for _, value in _received(inbox, disconnected):
+            return value
+        return None
+    finally:
+        job.cancel()
+
+
+async def _received(inbox: Inbox, disconnected: Disconnected | None) -> AsyncIterator[tuple[int, Event]]:
+    """What arrives in `inbox`, as it comes; ends when `disconnected` says the client went away."""
+    loop = inbox.loop
+    # Check on a clock, not only when events pause: tokens may flow every few ms.
+    next_check = loop.time() + DISCONNECT_POLL_SECONDS if disconnected is not None else None
+    items = inbox.items
+    while True:
+        if next_check is not None and loop.time() >= next_check:
+            if await disconnected():
+                return
+            next_check = loop.time() + DISCONNECT_POLL_SECONDS
+        if not items:
+            await inbox.wait(next_check)
+            continue
+        yield items.popleft()
 
 
 class Dispatcher:
@@ -87,7 +128,7 @@ class Dispatcher:
         self.loop = loop
         self.wakeups = 0
         self._lock = threading.Lock()
-        self._pending: list[tuple[_Inbox, int, Event]] = []
+        self._pending: list[tuple[Inbox, int, Event]] = []
         self._scheduled = False
         self._engine_threads: set[int] = set()
         self._engines: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -99,7 +140,7 @@ class Dispatcher:
             self._engine_threads.add(engine.thread_id)
             engine.add_step_listener(self.flush)
 
-    def post(self, inbox: _Inbox, index: int, event: Event) -> None:
+    def post(self, inbox: Inbox, index: int, event: Event) -> None:
         """From any thread."""
         with self._lock:
             self._pending.append((inbox, index, event))
@@ -144,12 +185,12 @@ def dispatcher_for(loop: asyncio.AbstractEventLoop, engine: Engine | None = None
     return dispatcher
 
 
-class _Inbox:
+class Inbox:
     """One handler's events, filled on the loop's thread; wait() returns once there are some."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.items: deque[tuple[int, Event]] = deque()
-        self._loop = loop
+        self.loop = loop
         self._waiter: asyncio.Future | None = None
 
     def put(self, index: int, event: Event) -> None:
@@ -160,8 +201,8 @@ class _Inbox:
 
     async def wait(self, deadline: float | None) -> None:
         """Until an event arrives, or the loop's clock reaches `deadline` (None: no deadline)."""
-        waiter = self._waiter = self._loop.create_future()
-        timer = None if deadline is None else self._loop.call_at(deadline, _wake, waiter)
+        waiter = self._waiter = self.loop.create_future()
+        timer = None if deadline is None else self.loop.call_at(deadline, _wake, waiter)
         try:
             await waiter
         finally:

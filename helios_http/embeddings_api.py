@@ -13,7 +13,6 @@ generation for embedding. Inputs of concurrent requests share its decodes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 
@@ -23,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from helios_core.embeddings import EmbeddingJob, EmbeddingWorker, InputTooLongError
+from helios_core.embedding_worker import EmbeddingJob, EmbeddingWorker
+from helios_core.embeddings import InputTooLongError
 from helios_core.errors import HeliosError
-from helios_http.bridge import DISCONNECT_POLL_SECONDS
+from helios_http.bridge import run_job
 from helios_http.errors import APIError, invalid, shutting_down
 from helios_http.schemas import parse_json
 from helios_http.state import ServerState
@@ -129,22 +129,12 @@ def _tokens(worker: EmbeddingWorker, inputs: list[str | list[int]]) -> list[np.n
 
 async def _run(request: Request, worker: EmbeddingWorker, token_lists: list[np.ndarray]) -> EmbeddingJob:
     """The job once done; a client that goes away meanwhile cancels what of it is not decoded yet."""
-    loop = asyncio.get_running_loop()
-    finished = loop.create_future()
-
-    def on_done(job: EmbeddingJob) -> None:  # on the worker's thread
-        loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(job))
-
     try:
-        job = worker.submit(token_lists, on_done)
+        job = await run_job(lambda on_done: worker.submit(token_lists, on_done), request.is_disconnected)
     except HeliosError:  # closed: the server is stopping
         raise shutting_down() from None
-    try:
-        while not (await asyncio.wait({finished}, timeout=DISCONNECT_POLL_SECONDS))[0]:
-            if await request.is_disconnected():
-                raise ClientDisconnect()
-    finally:
-        job.cancel()  # a no-op for a job already done
+    if job is None:
+        raise ClientDisconnect()
     if job.error is not None:
         if worker.closed:
             raise shutting_down()

@@ -187,7 +187,7 @@ def prompt(engine: Engine, text: str, refs: list[MediaRef], loaded: LoadedMedia 
     projector = loaded.projector
     marked = text.replace(SENTINEL, projector.marker)
     try:
-        return media_prompt.build(projector, marked, loaded.items, n_ubatch=engine.scheduler.ctx.n_ubatch)
+        return media_prompt.build(projector, marked, loaded.items, n_ubatch=engine.scheduler.runner.n_ubatch)
     except MediaError as error:
         where = refs[error.item].where if error.item is not None else "messages"
         raise invalid(f"{where}: {error}", where) from None

@@ -96,7 +96,7 @@ class Metrics:
                 "Prompt tokens served from the KV cache.",
                 [("", stats.cached_tokens)],
             )
-            tier = getattr(engine.scheduler, "prompt_cache", None)  # None: --cache-ram 0 (or a test's fake engine)
+            tier = getattr(engine, "prompt_cache", None)  # None: --cache-ram 0 (or a test's fake engine)
             if tier is not None:
                 prompt_cache_metrics(metric, tier.stats)
             metric("decode_steps_total", "counter", "llama_decode calls.", [("", stats.steps)])

@@ -34,7 +34,7 @@ from helios_cli.options import (
 )
 from helios_core import backend, chat, constraint, lora, reasoning, sampling
 from helios_core.context import Context
-from helios_core.embeddings import EmbeddingWorker
+from helios_core.embedding_worker import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.errors import BackendError, HeliosError
 from helios_core.model import Model, check_gguf_file

@@ -38,7 +38,9 @@ def prepare_slot_files(
         try:
             engine = state.engine
             if engine is not None:
-                stash = engine.call(lambda s: [cache.save(s.ctx, slot.cache) for slot in s.slots if not slot.busy])
+                stash = engine.call(
+                    lambda s: [cache.save(s.runner.ctx, slot.cache) for slot in s.slots if not slot.busy]
+                )
                 stash.result(_STASH_SECONDS)
             n = slot_files.save_tier(cache, persisted, state.slot_validity)
         except Exception as error:  # a full disk must not turn a clean shutdown into a crash

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helios_core.backend import Device
-from helios_core.embeddings import EmbeddingWorker
+from helios_core.embedding_worker import EmbeddingWorker
 from helios_core.engine import Engine
 from helios_core.lora import Adapter
 from helios_core.model import Model

@@ -9,6 +9,7 @@ import pytest
 
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.generate import GenerationParams, Generator
 from helios_core.sampling import SamplingState, make_sampler
 from helios_core.sampling.backend import BackendChain, chain_for
@@ -97,7 +98,7 @@ def test_the_backend_draws_the_python_chains_distribution(model, settings):
     slots, draws = 8, 320
     ctx = Context(model, n_ctx=128 * slots, n_seq_max=slots, n_batch=256, n_threads=THREADS)
     try:
-        scheduler = Scheduler(ctx, n_ctx_per_seq=128, backend_sampling=True)
+        scheduler = Scheduler(LlamaRunner(ctx), n_ctx_per_seq=128, backend_sampling=True)
         tokens = model.vocab.tokenize(PROMPT)
         drawn: deque = deque()
         requests = [

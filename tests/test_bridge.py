@@ -7,14 +7,14 @@ import asyncio
 from helios_core.context import Context
 from helios_core.engine import Done, Engine
 from helios_core.generate import GenerationParams
-from helios_http.bridge import _Inbox, dispatcher_for, run_jobs
+from helios_http.bridge import Inbox, dispatcher_for, run_jobs
 from tests.conftest import THREADS
 
 
 def test_a_burst_of_events_wakes_the_loop_once():
     async def burst() -> tuple[int, int]:
         loop = asyncio.get_running_loop()
-        dispatcher, inbox = dispatcher_for(loop), _Inbox(loop)
+        dispatcher, inbox = dispatcher_for(loop), Inbox(loop)
         before = dispatcher.wakeups
         for i in range(10):
             dispatcher.post(inbox, i, Done("stop"))

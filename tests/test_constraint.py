@@ -23,6 +23,7 @@ from helios_core.constraint import ConstraintError, compute_masks, json_schema
 from helios_core.context import Context
 from helios_core.engine import Done, Request, Scheduler
 from helios_core.engine import commit as engine_commit
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.errors import ClosedError, HeliosError
 from helios_core.generate import GenerationParams, Generator
 from helios_core.model import Model
@@ -345,7 +346,7 @@ def test_masks_computed_together_equal_masks_computed_alone(model, pool):
 def batched(model):
     """A three-slot scheduler over a context of its own."""
     with Context(model, n_ctx=1536, n_seq_max=3, n_batch=256, n_threads=THREADS) as ctx:
-        yield Scheduler(ctx, n_ctx_per_seq=512)
+        yield Scheduler(LlamaRunner(ctx), n_ctx_per_seq=512)
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ import openai
 import pytest
 
 from helios_core import embed
-from helios_core.embeddings import Embedder, EmbeddingJob, EmbeddingWorker, model_pooling
+from helios_core.embedding_worker import EmbeddingJob, EmbeddingWorker
+from helios_core.embeddings import Embedder, model_pooling
 from helios_core.resolve import default_model_path
 from tests.conftest import THREADS
 from tests.server_process import ServerProcess, free_port, wait_healthy

@@ -10,6 +10,7 @@ import pytest
 
 from helios_core.context import Context
 from helios_core.engine import Done, Engine, PromptTooLongError, QueueFullError, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.errors import HeliosError
 from helios_core.generate import GenerationParams
 from tests.conftest import THREADS, assert_logits_close, teacher_forced
@@ -19,7 +20,7 @@ GREEDY = dict(temperature=0.0)
 
 def scheduler(model, slots: int, **kw) -> Scheduler:
     ctx = Context(model, n_ctx=512 * slots, n_seq_max=slots, n_batch=256, n_threads=THREADS)
-    return Scheduler(ctx, n_ctx_per_seq=512, **kw)
+    return Scheduler(LlamaRunner(ctx), n_ctx_per_seq=512, **kw)
 
 
 def run(s: Scheduler, prompts, params_list) -> list[list]:
@@ -53,13 +54,13 @@ def test_batched_logits_match_alone_within_tolerance(model):
         captured = []
         s = scheduler(model, 1)
         run(s, [prompt], [teacher_forced(script, captured)])
-        s.ctx.close()
+        s.runner.ctx.close()
         alone.append(captured)
     together = [[] for _ in prompts]
     s = scheduler(model, 4)
     run(s, prompts, [teacher_forced(script, c) for c in together])
     assert s.stats.batch_sequences / s.stats.steps > 3  # they really shared the decodes
-    s.ctx.close()
+    s.runner.ctx.close()
 
     for batched, own in zip(together, alone, strict=True):
         assert_logits_close(batched, own)
@@ -93,7 +94,7 @@ def test_a_new_request_takes_the_slot_with_the_longest_common_prefix(model):
     while s.has_work:
         s.step()
     assert request.usage.cached_tokens >= len(system)
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_requests_start_in_arrival_order(model):
@@ -110,7 +111,7 @@ def test_requests_start_in_arrival_order(model):
     while s.has_work:
         s.step()
     assert order == [0, 1, 2]
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_cancel_frees_the_slot_before_the_next_step(model, no_eog):
@@ -127,7 +128,7 @@ def test_cancel_frees_the_slot_before_the_next_step(model, no_eog):
     assert isinstance(events[-1], Done) and events[-1].finish_reason == "cancelled"
     generated = len(steps_of(events))
     assert generated <= 4
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_a_failing_custom_sampler_ends_only_its_request(model, no_eog):
@@ -143,7 +144,7 @@ def test_a_failing_custom_sampler_ends_only_its_request(model, no_eog):
     )
     assert good[-1].finish_reason == "length" and len(steps_of(good)) == 4
     assert isinstance(bad[-1].error, RuntimeError)
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_prompt_reading_is_bounded_while_others_generate(model, no_eog):
@@ -158,10 +159,10 @@ def test_prompt_reading_is_bounded_while_others_generate(model, no_eog):
     for _ in range(5):
         before = len(events)
         s.step()
-        sizes.append(s.batch.n_tokens)
+        sizes.append(s.runner.batch.n_tokens)
         assert len(events) == before + 1  # the running stream got its token this step
     assert max(sizes) <= 1 + 16
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_engine_thread_serves_submissions_and_bounds_its_queue(model, no_eog):
@@ -212,7 +213,7 @@ def test_an_unrelated_prompt_takes_the_emptiest_slot_and_keeps_the_other_cache(m
     while s.has_work:
         s.step()
     assert request.usage.cached_tokens == len(long_prompt) - 1
-    s.ctx.close()
+    s.runner.ctx.close()
 
 
 def test_a_closed_engine_refuses_work_and_answers_what_it_held(model):

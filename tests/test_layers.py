@@ -45,3 +45,16 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
     return found
+
+
+# The engine's decisions (slots, admission, the plan, the commit) touch no C: the runner does (llama_runner.py),
+# so they run on a scripted runner in tests. worker.py may name Context, to wrap one in a LlamaRunner.
+PURE_ENGINE = ("scheduler.py", "commit.py", "slots.py", "runner.py", "request.py")
+C_TOUCHING = ("ctypes", "helios_core._llama", "helios_core.context", "helios_core.batch", "helios_core.lora")
+C_TOUCHING += ("helios_core.media_step", "helios_core.prompt_cache")
+
+
+@pytest.mark.parametrize("module", PURE_ENGINE)
+def test_the_scheduler_and_the_commit_import_no_context_batch_or_ctypes(module):
+    path = ROOT / "helios_core" / "engine" / module
+    assert [f"{module}:{line} imports {name}" for line, name in _imports(path) if name in C_TOUCHING] == []

@@ -24,6 +24,7 @@ from helios_core import lora
 from helios_core.batch import Batch
 from helios_core.context import Context
 from helios_core.engine import Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.errors import ClosedError, ModelLoadError
 from helios_core.generate import Generator
 from helios_core.kvcache import CachedSequence
@@ -154,7 +155,7 @@ def test_two_requests_with_different_adapters_each_get_what_they_get_alone(model
     def run(together: bool) -> list[list[np.ndarray]]:
         captured: list[list[np.ndarray]] = [[], []]
         with Context(model, n_ctx=512, n_seq_max=2, n_threads=THREADS) as ctx:
-            scheduler = Scheduler(ctx)
+            scheduler = Scheduler(LlamaRunner(ctx))
             for i in (0, 1):
                 scheduler.submit(Request(prompts[i], teacher_forced(script, captured[i], lora=sets[i]), lambda e: None))
                 if not together:

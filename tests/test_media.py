@@ -15,6 +15,7 @@ from benchmarks.harness.mmproj import AUDIO_TOKENS, TOKENS_PER_IMAGE, write_mmpr
 from helios_core import media_prompt
 from helios_core.context import Context
 from helios_core.engine import Engine, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.errors import ClosedError, ModelLoadError
 from helios_core.projector import MediaError, Projector
 from helios_core.sequence import GenerationParams
@@ -147,7 +148,7 @@ def test_an_image_read_in_pieces_gives_the_logits_of_one_read_whole(model, proje
 
 def test_a_running_stream_gets_a_token_every_step_while_an_image_is_read(model, projector):
     with Context(model, n_ctx=512, n_seq_max=2, n_threads=THREADS) as ctx:
-        scheduler = Scheduler(ctx, prefill_per_step=8)
+        scheduler = Scheduler(LlamaRunner(ctx), prefill_per_step=8)
         streamed: list = []
         running = Request(
             model.vocab.tokenize("Once upon a time"), GenerationParams(max_tokens=60, ignore_eos=True), streamed.append

@@ -22,6 +22,7 @@ from helios_core import _llama, _mtmd, media_prompt, media_step
 from helios_core.batch import Batch
 from helios_core.context import Context
 from helios_core.engine import Engine, Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.kvcache import Positions, Span
 from helios_core.model import Model
 from helios_core.projector import Projector
@@ -87,7 +88,7 @@ def llama_cpp_logits(qwen, seed: int = 1, tail: str = "and say what it is:") -> 
 
 
 def seq_pos_max(engine: Engine) -> int:
-    return max(engine.scheduler.ctx.seq_pos_max(slot.cache.seq_id) for slot in engine.scheduler.slots)
+    return max(engine.scheduler.runner.ctx.seq_pos_max(slot.cache.seq_id) for slot in engine.scheduler.slots)
 
 
 def test_a_qwen2vl_projector_is_accepted_and_places_with_mrope(qwen):
@@ -165,9 +166,9 @@ def test_a_prefix_match_ending_inside_an_image_keeps_only_the_text_before_it(eng
     scheduler = engine.scheduler
     cache = max((slot.cache for slot in scheduler.slots), key=lambda c: len(c.tokens))
     partial = list(prompt[: chunk.start + 3]) + list(prompt[chunk.end :])
-    kept = engine.call(lambda s: cache.reuse(s.ctx, partial)).result()
+    kept = engine.call(lambda s: cache.reuse(s.runner.ctx, partial)).result()
     assert kept == chunk.start
-    assert scheduler.ctx.seq_pos_max(cache.seq_id) == chunk.start - 1
+    assert scheduler.runner.ctx.seq_pos_max(cache.seq_id) == chunk.start - 1
     assert cache.positions.spans == []
 
 
@@ -177,7 +178,7 @@ def test_an_image_left_half_read_is_read_again_whole(qwen):
     [chunk] = prompt.chunks
     # n_batch 4: the image's 8 rows are read in two steps; the request is cancelled between them.
     with Context(model, n_ctx=512, n_batch=4, n_threads=THREADS) as ctx:
-        scheduler = Scheduler(ctx)
+        scheduler = Scheduler(LlamaRunner(ctx))
         half = Request(list(prompt), GenerationParams(max_tokens=1), lambda event: None, media=prompt)
         scheduler.submit(half)
         cache = scheduler.slots[0].cache
@@ -201,7 +202,7 @@ def test_a_prefix_restored_from_the_ram_tier_keeps_its_image_positions(qwen):
     model, projector = qwen
     tail = "and say what it is, in a long answer of many words:"
     with Context(model, n_ctx=512, n_threads=THREADS) as ctx:
-        scheduler = Scheduler(ctx, prompt_cache=PromptCache(64 << 20))
+        scheduler = Scheduler(LlamaRunner(ctx, prompt_cache=PromptCache(64 << 20)))
         captured: list[np.ndarray] = []
 
         def run(prompt, params) -> None:
@@ -214,9 +215,9 @@ def test_a_prefix_restored_from_the_ram_tier_keeps_its_image_positions(qwen):
         scheduler.submit(Request(other, GenerationParams(max_tokens=1), lambda event: None))
         while scheduler.has_work:
             scheduler.step()
-        assert scheduler.prompt_cache.stats.saves == 1
+        assert scheduler.runner.prompt_cache.stats.saves == 1
         run(prompt_of(projector, seed=7, tail=tail + " Go"), teacher_forced([0], captured))
-        assert scheduler.prompt_cache.stats.hits == 1
+        assert scheduler.runner.prompt_cache.stats.hits == 1
     expected, _ = llama_cpp_logits(qwen, seed=7, tail=tail + " Go")
     assert_logits_close(captured, [expected])
 

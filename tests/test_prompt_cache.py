@@ -9,6 +9,7 @@ import numpy as np
 
 from helios_core.context import Context
 from helios_core.engine import Request, Scheduler
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.generate import GenerationParams
 from helios_core.prompt_cache import SAVE_MIN_DROPPED, Entry, PromptCache
 from tests.conftest import THREADS, assert_logits_close, teacher_forced
@@ -18,7 +19,7 @@ MiB = 1024 * 1024
 
 def scheduler(model, *, cache: PromptCache | None, swa_full: bool = True, n_ctx: int = 1024) -> Scheduler:
     ctx = Context(model, n_ctx=n_ctx, n_seq_max=1, n_batch=256, n_threads=THREADS, swa_full=swa_full)
-    return Scheduler(ctx, n_ctx_per_seq=n_ctx, prompt_cache=cache)
+    return Scheduler(LlamaRunner(ctx, prompt_cache=cache), n_ctx_per_seq=n_ctx)
 
 
 def run(s: Scheduler, prompt: list[int], params: GenerationParams) -> Request:
@@ -44,7 +45,7 @@ def test_logits_after_a_restore_equal_a_fresh_decode_past_the_sliding_window(mod
     fresh: list[np.ndarray] = []
     s = scheduler(model, cache=None)
     run(s, prompt, teacher_forced(script, fresh))
-    s.ctx.close()
+    s.runner.ctx.close()
 
     restored: list[np.ndarray] = []
     cache = PromptCache(256 * MiB)
@@ -53,7 +54,7 @@ def test_logits_after_a_restore_equal_a_fresh_decode_past_the_sliding_window(mod
     run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
     assert cache.stats.saves == 1  # the first prefix left its slot for the tier
     again = run(s, prompt, teacher_forced(script, restored))
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.hits == 1
     assert again.usage.cached_tokens == len(prefix)  # restored, and counted as cached
     assert cache.stats.tokens_restored == len(prefix)
@@ -69,7 +70,7 @@ def test_a_sliding_window_entry_is_not_restored_for_a_prompt_that_leaves_it_earl
     run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
     early = prefix[:90] + model.vocab.tokenize(" What happened next?", add_special=False)
     again = run(s, early, GenerationParams(max_tokens=1, temperature=0))
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.hits == 0 and again.usage.cached_tokens <= 1  # BOS, from the slot
 
 
@@ -83,7 +84,7 @@ def test_a_conversation_whose_answer_comes_back_re_rendered_still_gets_its_promp
     run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
     next_turn = prompt + model.vocab.tokenize(" [the answer, as the client wrote it back] Why?", add_special=False)
     again = run(s, next_turn, GenerationParams(max_tokens=1, temperature=0))
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.hits == 1 and again.usage.cached_tokens == len(prompt)
 
 
@@ -103,7 +104,7 @@ def test_each_adapter_set_gets_back_its_own_prefix_and_never_another_sets(model,
     assert cache.stats.hits == 0 and base.usage.cached_tokens <= 1
     run(s, long_prompt(model, "a recipe for bread", 64), GenerationParams(max_tokens=1, temperature=0))
     again = run(s, more, GenerationParams(max_tokens=1, temperature=0, lora=with_a))
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.hits == 1 and again.usage.cached_tokens == len(prefix)
 
 
@@ -145,7 +146,7 @@ def test_a_next_turn_that_drops_a_few_tokens_saves_nothing(model):
     run(s, prompt, GenerationParams(max_tokens=1, temperature=0))
     turn = prompt[: -SAVE_MIN_DROPPED // 2] + model.vocab.tokenize(" Then what?", add_special=False)
     run(s, turn, GenerationParams(max_tokens=1, temperature=0))
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.saves == 0 and cache.stats.misses == 2
 
 
@@ -160,7 +161,7 @@ def test_the_bound_holds_under_a_stream_of_distinct_prefixes_with_rss_measured(m
         run(s, long_prompt(model, topic, 128), GenerationParams(max_tokens=1, temperature=0))
         assert cache.stats.bytes <= cache.max_bytes
     grown = _rss() - before
-    s.ctx.close()
+    s.runner.ctx.close()
     assert cache.stats.saves == 11 and cache.stats.evictions >= 9
     assert grown < 12 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
 

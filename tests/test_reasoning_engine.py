@@ -1,6 +1,6 @@
 """Reasoning in the scheduler (helios_core.reasoning.tracker through SequenceState): the budget is the sequence's.
 
-Scripted logits (tests/scripted.py) over the default model's vocabulary: the output starts inside the
+Scripted logits (tests/scripted_runner.py) over the default model's vocabulary: the output starts inside the
 section (as after DeepSeek-R1's generation prompt) and never closes it by itself, so whatever closes it
 is the engine keeping the budget, alone, batched with others, and under speculative decoding.
 """
@@ -22,7 +22,7 @@ from helios_core.resolve import default_model_path
 from helios_core.sequence import Step
 from helios_core.speculative import Speculation
 from tests.conftest import VOCAB_MODELS
-from tests.scripted import ScriptedContext, peaked
+from tests.scripted_runner import ScriptedRunner, peaked
 from tests.test_speculative import GREEDY, PROMPTS, generated, run, scripted
 
 INSIDE = ReasoningPlan(THINK, Phase.REASONING)
@@ -126,7 +126,7 @@ def test_a_constraint_lets_the_section_open_then_waits_for_its_end(gemma4):
         k = len(held) - len(prompt)  # tokens generated before this row's
         return peaked(vocab.n_vocab, {script[k]: 10.0} if k < len(script) else {vocab.eos: 1.0})
 
-    scheduler = Scheduler(ScriptedContext(gemma4, rule), n_ctx_per_seq=256)
+    scheduler = Scheduler(ScriptedRunner(gemma4, rule), n_ctx_per_seq=256)
     params = GenerationParams(
         max_tokens=24,
         temperature=0.0,

@@ -37,11 +37,11 @@ def test_a_batch_sampler_is_called_once_per_step_for_every_sequence_that_uses_it
     sampler = VectorisedGreedy()
     s = scheduler(model, 3)
     batched = run(s, prompts, [GenerationParams(max_tokens=6, batch_sampler=sampler) for _ in prompts])
-    s.ctx.close()
+    s.runner.ctx.close()
     # The same prompts, the same slots and batches, one row at a time: the same floats, so the same tokens.
     s = scheduler(model, 3)
     row_by_row = run(s, prompts, [GenerationParams(max_tokens=6, sampler=greedy) for _ in prompts])
-    s.ctx.close()
+    s.runner.ctx.close()
     assert [tokens_of(e) for e in batched] == [tokens_of(e) for e in row_by_row]
     # One call per step with a row for every sequence still running (one may meet its end token
     # first), each a read-only view of llama.cpp's logits.
@@ -56,7 +56,7 @@ def test_rows_come_after_each_sequences_own_processors(model):
     s = scheduler(model, 2)
     (plain,) = run(s, [prompt], [GenerationParams(max_tokens=1, batch_sampler=sampler)])
     banned = tokens_of(plain)[0]
-    s.ctx.close()
+    s.runner.ctx.close()
     s = scheduler(model, 2)
     events = run(
         s,
@@ -66,7 +66,7 @@ def test_rows_come_after_each_sequences_own_processors(model):
             GenerationParams(max_tokens=1, batch_sampler=sampler),
         ],
     )
-    s.ctx.close()
+    s.runner.ctx.close()
     assert tokens_of(events[0]) != [banned]
     assert tokens_of(events[1]) == [banned]
 
@@ -82,7 +82,7 @@ def test_a_failing_batch_sampler_ends_its_own_requests_only(model):
             GenerationParams(max_tokens=3, temperature=0.0),
         ],
     )
-    s.ctx.close()
+    s.runner.ctx.close()
     failed, fine = events[0][-1], events[1][-1]
     assert isinstance(failed, Done) and "returned 2 tokens for 1 rows" in str(failed.error)
     assert isinstance(fine, Done) and fine.error is None and len(steps_of(events[1])) == 3

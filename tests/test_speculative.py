@@ -1,6 +1,6 @@
 """Speculative decoding: drafters, the acceptance rule, adaptive k, and the scheduler's verify chunks.
 
-Most of it runs on scripted logits (tests/scripted.py: no weights, batch-invariant rows),
+Most of it runs on scripted logits (tests/scripted_runner.py: no weights, batch-invariant rows),
 where speculative and plain decoding must agree token for token. On the real model they
 agree up to near-ties, which the last tests check against the documented tolerance.
 """
@@ -36,7 +36,7 @@ from helios_core.speculative import (
     evidence_bucket,
 )
 from tests.conftest import LOGIT_TOLERANCE, THREADS, teacher_forced
-from tests.scripted import ScriptedContext, peaked
+from tests.scripted_runner import ScriptedRunner, peaked
 from tests.server_process import ServerProcess
 
 GREEDY = dict(temperature=0.0)
@@ -228,8 +228,8 @@ def run(scheduler: Scheduler, prompts, params) -> list[list]:
 
 
 def scripted(vocab_model, slots: int, speculation=None) -> Scheduler:
-    ctx = ScriptedContext(vocab_model, cyclic_rule(vocab_model.vocab.n_vocab), n_seq_max=slots)
-    return Scheduler(ctx, n_ctx_per_seq=512, speculation=speculation)
+    runner = ScriptedRunner(vocab_model, cyclic_rule(vocab_model.vocab.n_vocab), n_seq_max=slots)
+    return Scheduler(runner, n_ctx_per_seq=512, speculation=speculation)
 
 
 def generated(events) -> list[int]:
@@ -260,8 +260,8 @@ def test_refused_positions_leave_the_memory_and_the_cache_exact(vocab_model):
     run(fast, PROMPTS[:1], GenerationParams(max_tokens=45, **GREEDY))
     slot = fast.slots[0]
     # The memory holds the prompt and every generated token but the last (decoded next, as in plain
-    # decoding); the slot's cached tokens say exactly that. ScriptedContext checked every position.
-    assert fast.ctx.memory[0] == slot.cache.tokens
+    # decoding); the slot's cached tokens say exactly that. ScriptedRunner checked every position.
+    assert fast.runner.memory[0] == slot.cache.tokens
     assert len(slot.cache.tokens) == len(PROMPTS[0]) + 45 - 1
 
 
@@ -275,7 +275,7 @@ def test_four_concurrent_speculating_requests_each_get_their_own_stream(vocab_mo
         assert isinstance(stream[-1], Done) and stream[-1].finish_reason == "length"
         assert stream[-1].usage.completion_tokens == 40
     assert together.stats.draft_accepted > 0
-    assert max(together.ctx.decodes) > 4  # verify chunks shared decodes
+    assert max(together.runner.decodes) > 4  # verify chunks shared decodes
 
 
 def test_a_request_that_opts_out_or_cannot_be_verified_decodes_plainly(vocab_model):
@@ -299,7 +299,7 @@ def test_drafts_stop_short_of_max_tokens_and_a_stop_ends_the_request_inside_a_dr
     assert generated(events) == generated(plain)
     assert fast.stats.draft_tokens > fast.stats.draft_accepted  # the verify chunk went past the stop
     assert events[-1].finish_reason == "stop"
-    assert fast.ctx.memory[0] == fast.slots[0].cache.tokens
+    assert fast.runner.memory[0] == fast.slots[0].cache.tokens
     short = scripted(vocab_model, 1, Speculation(draft_max=16))
     assert len(generated(run(short, [CYCLE * 2], GenerationParams(max_tokens=3, **GREEDY))[0])) == 3
 

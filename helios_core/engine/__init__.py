@@ -10,13 +10,15 @@ a plan, one `llama_decode`, and a commit:
   its draft) with its own SequenceState, and the slot's cache, positions and
   KV memory follow what was kept.
 
-Nothing between the two touches the model but the decode, so the scheduler
-runs on scripted logits in tests. A single request
+Neither touches the model: a `Runner` (runner.py) decodes the plan, hands out
+the rows and trims the KV memory, so the scheduler runs on a scripted runner in
+tests (tests/scripted_runner.py). A single request
 (helios_core.generate.Generator) is the N = 1 case of this code.
 
 Modules: request (Request, Done, Generation, the errors), slots (Slot, Chunk, Plan),
-scheduler (admission, the plan, media reading), commit (what the rows give each slot),
-worker (Engine: the thread).
+scheduler (admission, the plan, the order of media reading), commit (what the rows give
+each slot), runner (the Runner protocol), llama_runner (LlamaRunner: the Runner over a
+llama context, the one module here that touches it), worker (Engine: the thread).
 
 `Engine` runs a Scheduler on its own thread, the only thread that touches
 the llama context; other threads submit requests and receive events
@@ -57,6 +59,7 @@ Rules:
   its mask ready.
 """
 
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.engine.request import (
     Done,
     EngineShutdownError,
@@ -67,6 +70,7 @@ from helios_core.engine.request import (
     Request,
     Sink,
 )
+from helios_core.engine.runner import Runner
 from helios_core.engine.scheduler import PREFILL_PER_STEP, Scheduler
 from helios_core.engine.slots import MIN_SHARED_FRACTION, Chunk, Plan, SchedulerStats, Slot
 from helios_core.engine.worker import Engine
@@ -80,10 +84,12 @@ __all__ = [
     "EngineShutdownError",
     "Event",
     "Generation",
+    "LlamaRunner",
     "Plan",
     "PromptTooLongError",
     "QueueFullError",
     "Request",
+    "Runner",
     "Scheduler",
     "SchedulerStats",
     "Sink",

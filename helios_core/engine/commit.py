@@ -4,7 +4,8 @@ A slot that read prompt takes its tokens in as cached; a slot that samples gets 
 from its own SequenceState (or from its backend chain, or from a BatchSampler shared with
 other slots, one call for all of them), after the masks of every constrained slot have been
 computed together; a slot that verifies a draft keeps what the target agrees with and has the
-refused positions removed from the KV memory. The scheduler (scheduler.py) calls `commit`.
+refused positions cut from the KV memory. The scheduler (scheduler.py) calls `commit`; the rows
+and the cut are its runner's (runner.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def commit(scheduler: Scheduler, plan: Plan) -> None:
                 forced = seq.forced_token()
                 step = seq.accept(slot.sampler.token(chunk.last_row) if forced is None else forced, None)
             else:
-                step = seq.step(scheduler.ctx.logits(chunk.last_row))
+                step = seq.step(scheduler.runner.logits(chunk.last_row))
         except Exception as error:  # a custom sampler or processor failed: end this request only
             logger.warning("request %d failed in its sampler: %r", request.id, error)
             scheduler.finish(slot, None, error)
@@ -83,7 +84,7 @@ def _account(scheduler: Scheduler, chunk: Chunk, now: float) -> bool:
         slot.next_pos += 1
     if chunk.scored is not None:
         first_output, n_rows, pos = chunk.scored
-        seq.prompt_scores.fill(pos, scheduler.ctx.output_logits()[first_output : first_output + n_rows])
+        seq.prompt_scores.fill(pos, scheduler.runner.outputs()[first_output : first_output + n_rows])
     if prompt_read:
         if seq.scores_prompt:
             deliver(request, seq.prompt_scores)
@@ -108,8 +109,9 @@ def _verify(scheduler: Scheduler, chunk: Chunk) -> None:
     last = int(seq.tokens[-1])
     draft = chunk.draft
     first = chunk.rows.start
+    runner = scheduler.runner
     try:
-        steps = verify(seq, lambda i: scheduler.ctx.logits(first + i), draft)
+        steps = verify(seq, lambda i: runner.logits(first + i), draft)
     except Exception as error:  # a custom sampler or processor failed: end this request only
         logger.warning("request %d failed in its sampler: %r", request.id, error)
         scheduler.forget(slot)
@@ -123,7 +125,7 @@ def _verify(scheduler: Scheduler, chunk: Chunk) -> None:
     slot.cache.tokens.extend(draft[: n - 1].tolist())
     slot.next_pos = chunk.pos + n
     if n <= draft.size:  # positions past the newest step's token were refused
-        scheduler.ctx.seq_rm(slot.cache.seq_id, slot.cache.pos(slot.next_pos), -1)
+        runner.trim(slot.cache, slot.next_pos)
     scheduler.speculation.judged(slot.acceptance, chunk.draft_key, draft.size, accepted)
     scheduler.stats.draft_tokens += draft.size
     scheduler.stats.draft_accepted += accepted
@@ -176,22 +178,22 @@ def _sample_together(scheduler: Scheduler, chunks: list[Chunk]) -> None:
     """
     slots = [chunk.slot for chunk in chunks]
     sampler = slots[0].request.seq.params.batch_sampler
-    raw = [scheduler.ctx.logits(chunk.last_row) for chunk in chunks]
+    runner = scheduler.runner
+    raw = [runner.logits(chunk.last_row) for chunk in chunks]
     try:
         processed = [slot.request.seq.process(row) for slot, row in zip(slots, raw, strict=True)]
-        outputs = np.cumsum(scheduler.batch.logits[: scheduler.batch.n_tokens]) - 1  # batch row -> output row
-        first = int(outputs[chunks[0].last_row])
-        together = [int(outputs[chunk.last_row]) for chunk in chunks] == list(range(first, first + len(slots)))
+        first = chunks[0].last_output
+        together = [chunk.last_output for chunk in chunks] == list(range(first, first + len(slots)))
         if together and all(p is r for p, r in zip(processed, raw, strict=True)):
-            rows = scheduler.ctx.output_logits()[first : first + len(slots)]
+            rows = runner.outputs()[first : first + len(slots)]
         else:
             rows = np.stack(processed)
             rows.flags.writeable = False
         tokens = np.asarray(sampler(rows, [slot.request.seq.state for slot in slots])).reshape(-1)
         if tokens.size != len(slots):
             raise ValueError(f"the batch sampler returned {tokens.size} tokens for {len(slots)} rows")
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= scheduler.ctx.n_vocab):
-            raise ValueError(f"the batch sampler returned a token outside [0, {scheduler.ctx.n_vocab})")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= runner.n_vocab):
+            raise ValueError(f"the batch sampler returned a token outside [0, {runner.n_vocab})")
     except Exception as error:  # ends the requests that share this sampler, no others
         logger.warning("a batch sampler failed for %d requests: %r", len(slots), error)
         for slot in slots:

@@ -1,8 +1,10 @@
-"""The Scheduler: slots over one context; each step admits, plans a batch, decodes it once and commits.
+"""The Scheduler: slots over one Runner; each step admits, plans a batch, has it decoded once and commits.
 
-Admission (prefix-matched slots, the RAM tier), the plan (generating slots' last tokens and
-drafts, then prompt chunks within the batch and the prefill budget), media reading, and the
-end of requests live here; what the decoded rows give each slot is commit.py's.
+Admission (prefix-matched slots), the plan (generating slots' last tokens and drafts, then
+prompt chunks within the batch and the prefill budget), the order of media reading, and the
+end of requests live here; what the decoded rows give each slot is commit.py's. Everything
+that touches the model or its KV memory is the runner's (runner.py: the protocol;
+llama_runner.py: over a llama context), so the scheduler runs on a scripted one in tests.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from helios_core import lora, media_step
-from helios_core.batch import Batch
-from helios_core.context import Context
 from helios_core.engine import commit
 from helios_core.engine.request import Done, PromptTooLongError, Request, deliver
-from helios_core.engine.slots import Chunk, Plan, SchedulerStats, Slot, slot_score
+from helios_core.engine.runner import Runner
+from helios_core.engine.slots import Plan, SchedulerStats, Slot, slot_score
 from helios_core.errors import HeliosError
 from helios_core.kvcache import CachedSequence
-from helios_core.prompt_cache import PromptCache
 from helios_core.sampling import greedy
-from helios_core.sampling.backend import BackendSampler, chain_for, enabled_by_default
+from helios_core.sampling.backend import chain_for, enabled_by_default
 from helios_core.scoring import ROWS_PER_DECODE
 from helios_core.sequence import SequenceState
-from helios_core.speculative import EMPTY, Offer, SlotAcceptance, Speculation, allocate, can_verify
+from helios_core.speculative import Offer, SlotAcceptance, Speculation, allocate, can_verify
 
 logger = logging.getLogger("helios.engine")
 
@@ -39,48 +38,44 @@ PREFILL_PER_STEP = 512
 
 
 class Scheduler:
-    """Slots over one context. Not thread-safe: one thread calls submit/step."""
+    """Slots over one Runner, a slot per sequence. Not thread-safe: one thread calls submit/step (and the runner)."""
 
     def __init__(
         self,
-        ctx: Context,
+        runner: Runner,
         *,
         prefill_per_step: int = PREFILL_PER_STEP,
         n_ctx_per_seq: int | None = None,
         on_dequeue: Callable[[Request], None] | None = None,
         speculation: Speculation | None = None,
-        prompt_cache: PromptCache | None = None,
         backend_sampling: bool | None = None,
     ):
-        """on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
+        """runner: the model and memory (llama_runner.LlamaRunner over a Context; it holds the RAM tier).
 
+        on_dequeue: called (on this thread) as each request leaves the waiting queue, admitted or not.
         speculation: draft and verify tokens for the requests that allow it (None: never).
-        prompt_cache: the RAM tier a slot's prefix is saved to before the slot is reused, and
-            restored from at admission (helios_core.prompt_cache; None: slots only).
         backend_sampling: run the built-in chains that are exact there in the compute graph
             (sampling/backend.py). None: where it pays (top-k chains; greedy only with the logits
             on a GPU), unless HELIOS_BACKEND_SAMPLING=0; True: every such chain; False: none.
         """
-        self.ctx = ctx
-        self.prompt_cache = prompt_cache
+        self.runner = runner
         self.on_dequeue = on_dequeue
-        self.model = ctx.model
+        self.model = runner.model
         self.speculation = speculation
-        self.slots = [Slot(CachedSequence(i)) for i in range(ctx.n_seq_max)]
+        self.slots = [Slot(CachedSequence(i)) for i in range(runner.n_seq_max)]
         if speculation is not None:
             for slot in self.slots:
                 slot.drafter = speculation.drafter_for(slot.cache.seq_id)
         self.waiting: deque[Request] = deque()
-        self.n_ctx_per_seq = min(n_ctx_per_seq or ctx.n_ctx_seq, ctx.n_ctx_seq)
+        self.n_ctx_per_seq = min(n_ctx_per_seq or runner.n_ctx_seq, runner.n_ctx_seq)
         self.prefill_per_step = max(1, prefill_per_step)
-        self.batch = Batch(ctx.n_batch)
         self.stats = SchedulerStats()
         wanted = enabled_by_default() if backend_sampling is None else backend_sampling
-        self.backend_sampling = wanted and isinstance(ctx, Context)  # a scripted context has no graph to draw in
+        self.backend_sampling = wanted and runner.samples_in_graph  # a scripted runner has no graph to draw in
         # Greedy in the graph pays where the logits are on a GPU; on CPU threads ggml's argmax over the
         # vocabulary cost ~1 ms a token more than NumPy's (measured), so there greedy stays in Python unless
         # backend_sampling=True asks for every chain the graph draws exactly.
-        self.greedy_in_graph = self.backend_sampling and (backend_sampling is True or ctx.model.gpu_output)
+        self.greedy_in_graph = self.backend_sampling and (backend_sampling is True or runner.model.gpu_output)
 
     # --- requests ------------------------------------------------------------
 
@@ -129,25 +124,25 @@ class Scheduler:
         for adapters in self._adapter_sets():
             self._step(self.plan(adapters))
 
-    def _adapter_sets(self) -> list[lora.AdapterSet]:
-        """The adapter sets of the busy slots, the context's current one first."""
+    def _adapter_sets(self) -> list[tuple]:
+        """The adapter sets (lora.AdapterSet) of the busy slots, the runner's current one first."""
         in_use = {slot.request.params.lora: None for slot in self.slots if slot.busy}  # ordered, each once
-        return sorted(in_use, key=lambda adapters: adapters != self.ctx.lora)
+        current = self.runner.adapters
+        return sorted(in_use, key=lambda adapters: adapters != current)
 
     def _step(self, plan: Plan) -> None:
         if not plan.chunks:
             return
-        lora.apply(self.ctx, plan.lora)
         started = time.perf_counter()
         try:
-            self.ctx.decode(self.batch)
+            self.runner.decode(plan)
         except HeliosError as error:
-            self._fail_batch(error)
+            self._fail_batch(plan, error)
             return
         self.commit(plan)
         stats = self.stats
         stats.steps += 1
-        stats.batch_tokens += self.batch.n_tokens
+        stats.batch_tokens += plan.n_tokens
         stats.batch_sequences += len(plan.chunks)
         stats.busy_seconds += time.perf_counter() - started
 
@@ -182,19 +177,15 @@ class Scheduler:
             if request.seq.scores_prompt:
                 # Every prompt row needs its logits, so nothing cached helps: spare the best caches.
                 slot = min(free, key=lambda s: len(s.cache.tokens))
-                if self.prompt_cache is not None:
-                    self.prompt_cache.stash(self.ctx, slot.cache)
-                slot.cache.forget(self.ctx)
+                self.runner.clear(slot.cache)
                 slot.cache.lora = request.params.lora
                 cached = 0
             else:
                 slot = max(free, key=lambda s: slot_score(s, request.prompt, request.params.lora))
-                if self.prompt_cache is not None:  # the tier may hold a longer prefix; a long tail is saved first
-                    seq = self.prompt_cache.admit(
-                        self.ctx, [s.cache for s in free], slot.cache, request.prompt, request.params.lora
-                    )
-                    slot = next(s for s in free if s.cache is seq)
-                cached = slot.cache.reuse(self.ctx, request.prompt, request.params.lora)
+                seq, cached = self.runner.admit(
+                    [s.cache for s in free], slot.cache, request.prompt, request.params.lora
+                )
+                slot = next(s for s in free if s.cache is seq)
             request.seq.usage.cached_tokens = cached
             request.started_at = time.perf_counter()
             if cached:
@@ -207,47 +198,33 @@ class Scheduler:
                 slot.acceptance = SlotAcceptance()
             if request.backend is not None:
                 try:
-                    slot.sampler = BackendSampler(self.ctx, slot.cache.seq_id, request.backend)
+                    slot.sampler = self.runner.graph_sampler(slot.cache.seq_id, request.backend)
                 except HeliosError as error:  # a backend without the ops: the Python path is exact too
                     logger.info("request %d samples in Python: %s", request.id, error)
                     request.backend = None
 
     # --- the plan -----------------------------------------------------------------
 
-    def plan(self, adapters: lora.AdapterSet = ()) -> Plan:
-        """Fill the batch from the slots whose requests run under `adapters`: every generating slot's last
-        token (and its draft), then prompt chunks in arrival order, within n_batch."""
-        batch = self.batch
-        batch.clear()
+    def plan(self, adapters: tuple = ()) -> Plan:
+        """One batch of the slots whose requests run under adapter set `adapters`: every generating slot's
+        last token (and its draft), then prompt chunks in arrival order, within the runner's n_batch."""
+        capacity = self.runner.n_batch
         plan = Plan(lora=adapters)
         busy = [s for s in self.slots if s.busy and s.request.params.lora == adapters]
         generating = [s for s in busy if not s.pending]
         # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
         generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
-        offers = self._drafts(generating, batch.capacity - len(generating))
+        offers = self._drafts(generating, capacity - len(generating))
         for slot in generating:
             offer = offers.get(slot.cache.seq_id)
-            draft = offer.draft if offer is not None else EMPTY
             last = slot.request.seq.tokens[-1:]
-            rows = batch.add(
-                np.concatenate((last, draft)) if draft.size else last,
-                slot.cache.pos(slot.next_pos),
-                slot.cache.seq_id,
-                logits_last=True,
-            )
-            if draft.size:
-                batch.logits[rows] = 1
-            plan.chunks.append(
-                Chunk(
-                    slot,
-                    rows,
-                    slot.next_pos,
-                    samples=True,
-                    draft=draft,
-                    draft_key=offer.key if offer is not None else (),
-                )
-            )
-        room = batch.capacity - batch.n_tokens
+            if offer is None:
+                plan.add(slot, last, slot.next_pos, 0, 1, samples=True)
+                continue
+            # A verify chunk: every row judges a drafted token (or gives the token after them all).
+            tokens = np.concatenate((last, offer.draft))
+            plan.add(slot, tokens, slot.next_pos, 0, tokens.size, samples=True, draft=offer.draft, draft_key=offer.key)
+        room = capacity - plan.n_tokens
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
         scoring_rows = ROWS_PER_DECODE
@@ -261,17 +238,19 @@ class Scheduler:
             tokens = slot.pending[:limit]
             last = len(tokens) == len(slot.pending)
             samples = last and seq.max_new > 0  # max_tokens=0: the prompt is all there is to do
-            rows = batch.add(tokens, slot.cache.pos(slot.next_pos), slot.cache.seq_id, logits_last=samples)
-            chunk = Chunk(slot, rows, slot.next_pos, prompt=len(tokens), samples=samples)
-            if seq.scores_prompt:
-                # Row p predicts prompt token p + 1: every row but the prompt's last.
+            if not seq.scores_prompt:
+                plan.add(
+                    slot, tokens, slot.next_pos, len(tokens) - 1, int(samples), prompt=len(tokens), samples=samples
+                )
+            else:
+                # Row p predicts prompt token p + 1: every row but the prompt's last (and that one to sample).
                 n_scored = len(tokens) - 1 if last else len(tokens)
+                chunk = plan.add(
+                    slot, tokens, slot.next_pos, 0, n_scored + int(samples), prompt=len(tokens), samples=samples
+                )
                 if n_scored:
-                    first_output = int(np.count_nonzero(batch.logits[: rows.start]))
-                    batch.logits[rows.start : rows.start + n_scored] = 1
-                    chunk.scored = (first_output, n_scored, slot.next_pos)
+                    chunk.scored = (chunk.outputs.start, n_scored, slot.next_pos)
                     scoring_rows -= n_scored
-            plan.chunks.append(chunk)
             budget -= len(tokens)
         return plan
 
@@ -279,21 +258,20 @@ class Scheduler:
         """One bounded piece (an encode, or a decode of embeddings) of the slots whose next prompt token is media:
         of the earliest such request only while others generate, so their streams keep flowing."""
         generating = any(slot.busy and not slot.pending for slot in self.slots)
-        budget = self.prefill_per_step if generating else self.ctx.n_batch
+        budget = self.prefill_per_step if generating else self.runner.n_batch
         reading = [s for s in self.slots if s.busy and s.pending and s.request.media is not None]
         reading = [s for s in reading if s.request.media.media_at(s.next_pos) is not None]
         reading.sort(key=lambda s: s.request.submitted_at)
         for slot in reading[:1] if generating else reading:
             media = slot.request.media
-            lora.apply(self.ctx, slot.request.params.lora)
             try:
-                n, pos = media_step.read(self.ctx, slot.cache, slot.next_pos, media, budget)
+                n, pos = self.runner.read_media(slot.cache, slot.next_pos, media, budget, slot.request.params.lora)
             except HeliosError as error:
                 self.forget(slot)
                 self.finish(slot, None, error)
                 continue
             if pos < slot.next_pos:  # a cached prefix ended inside a chunk that is read whole: from its start
-                slot.cache.truncate(self.ctx, pos)
+                self.runner.trim(slot.cache, pos)
                 slot.pending = slot.request.prompt[pos:]
             slot.cache.tokens.extend(slot.pending[:n])
             slot.pending = slot.pending[n:]
@@ -368,14 +346,11 @@ class Scheduler:
                 self.finish(slot, None, error)
 
     def forget(self, slot: Slot) -> None:
-        try:
-            slot.cache.forget(self.ctx)
-        except HeliosError:  # the context is closed: there is nothing left to forget
-            slot.cache.tokens.clear()
+        self.runner.forget(slot.cache)
 
-    def _fail_batch(self, error: Exception) -> None:
-        """A decode failed: llama.cpp restored the memory; end every request in the batch."""
-        in_batch = set(self.batch.seq_id[: self.batch.n_tokens, 0].tolist())
+    def _fail_batch(self, plan: Plan, error: Exception) -> None:
+        """A decode failed: the runner restored the memory; end every request in the batch."""
+        in_batch = {chunk.slot.cache.seq_id for chunk in plan.chunks}
         for slot in self.slots:
             if slot.busy and slot.cache.seq_id in in_batch:
                 self.forget(slot)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from helios_core.engine.request import Request
+from helios_core.engine.runner import GraphSampler
 from helios_core.kvcache import CachedSequence
-from helios_core.sampling.backend import BackendSampler
 from helios_core.speculative import EMPTY, Drafter, SlotAcceptance
 
 
@@ -20,7 +20,7 @@ class Slot:
     next_pos: int = 0
     drafter: Drafter | None = None  # with speculation: this slot's drafter, and its request's record of drafts
     acceptance: SlotAcceptance | None = None
-    sampler: BackendSampler | None = None  # its request's backend chain, set on its sequence while it runs
+    sampler: GraphSampler | None = None  # its request's backend chain, set on its sequence while it runs
 
     @property
     def busy(self) -> bool:
@@ -31,7 +31,9 @@ class Slot:
 class Chunk:
     """What one slot puts into a step's batch, and what its rows are for.
 
-    rows: its tokens' rows in the batch; pos: the position of the first.
+    tokens: what it decodes (int32), at positions pos, pos+1, ...; rows: their rows in the batch.
+    logits: the rows whose logits the step outputs (a run within rows; empty for none), and
+        outputs: their places among the step's output rows (Runner.outputs()), in batch order.
     prompt: prompt tokens in it (a prompt chunk), else 0.
     samples: the last row's logits choose the slot's next token.
     draft: a verify chunk's drafted tokens (the tokens after the slot's last one);
@@ -40,8 +42,11 @@ class Chunk:
     """
 
     slot: Slot
+    tokens: np.ndarray | list[int]
     rows: slice
     pos: int
+    logits: slice
+    outputs: slice
     prompt: int = 0
     samples: bool = False
     draft: np.ndarray = field(default_factory=lambda: EMPTY)
@@ -52,13 +57,31 @@ class Chunk:
     def last_row(self) -> int:
         return self.rows.stop - 1
 
+    @property
+    def last_output(self) -> int:
+        """The output row of the last row, when the step outputs its logits."""
+        return self.outputs.stop - 1
+
 
 @dataclass
 class Plan:
-    """One step: the chunks of the batch, in batch order."""
+    """One step: the chunks of the batch, in batch order, and the batch's rows and output rows so far."""
 
     chunks: list[Chunk] = field(default_factory=list)
+    n_tokens: int = 0
+    n_outputs: int = 0
     lora: tuple = ()  # the adapter set (lora.AdapterSet) of every chunk's request: the batch is decoded under it
+
+    def add(self, slot: Slot, tokens, pos: int, first_logit: int, n_logits: int, **fields) -> Chunk:
+        """Append a chunk of `tokens` at positions pos.. whose rows first_logit..first_logit+n_logits-1
+        (counted within the chunk) output logits; `fields` are the Chunk's others."""
+        start, n, out = self.n_tokens, len(tokens), self.n_outputs
+        logits = slice(start + first_logit, start + first_logit + n_logits)
+        chunk = Chunk(slot, tokens, slice(start, start + n), pos, logits, slice(out, out + n_logits), **fields)
+        self.chunks.append(chunk)
+        self.n_tokens = start + n
+        self.n_outputs = out + n_logits
+        return chunk
 
 
 @dataclass

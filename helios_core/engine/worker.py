@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
 from helios_core.context import Context
+from helios_core.engine.llama_runner import LlamaRunner
 from helios_core.engine.request import (
     Done,
     EngineShutdownError,
@@ -23,18 +24,20 @@ from helios_core.engine.request import (
     Sink,
     deliver,
 )
+from helios_core.engine.runner import Runner
 from helios_core.engine.scheduler import PREFILL_PER_STEP, Scheduler
 from helios_core.errors import HeliosError
 from helios_core.media_prompt import MediaPrompt
 from helios_core.prompt_cache import PromptCache
 from helios_core.sequence import GenerationParams
 from helios_core.speculative import Speculation
+from helios_core.worker import Worker
 
 logger = logging.getLogger("helios.engine")
 
 
-class Engine:
-    """A Scheduler on its own thread. submit() from any thread; events arrive on the request's sink.
+class Engine(Worker):
+    """A Scheduler on its own thread (a Worker). submit() from any thread; events arrive on the request's sink.
 
     Shutting down, in order: stop_accepting() refuses new work and ends the
     waiting requests; wait_idle(grace) lets the running ones finish; close()
@@ -44,7 +47,7 @@ class Engine:
 
     def __init__(
         self,
-        ctx: Context,
+        ctx: Context | Runner,
         *,
         max_queue: int = 64,
         prefill_per_step: int = PREFILL_PER_STEP,
@@ -53,26 +56,26 @@ class Engine:
         prompt_cache: PromptCache | None = None,
         backend_sampling: bool | None = None,
     ):
+        """ctx: the context to run on (a LlamaRunner is made over it, holding `prompt_cache`), or a Runner."""
+        super().__init__("helios-engine")
+        runner = LlamaRunner(ctx, prompt_cache=prompt_cache) if isinstance(ctx, Context) else ctx
+        self.prompt_cache = getattr(runner, "prompt_cache", None)  # the RAM tier, for its metrics
         self.scheduler = Scheduler(
-            ctx,
+            runner,
             prefill_per_step=prefill_per_step,
             n_ctx_per_seq=n_ctx_per_seq,
             on_dequeue=self._dequeued,
             speculation=speculation,
-            prompt_cache=prompt_cache,
             backend_sampling=backend_sampling,
         )
         self.max_queue = max_queue
-        self._inbox: queue.SimpleQueue[Request | str | tuple | None] = queue.SimpleQueue()  # tuple: call()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified when the engine may have gone idle
         self._queued = 0  # submitted, not yet admitted to a slot (or ended while waiting)
         self._idle = True  # nothing queued, nothing running
         self._accepting = True
-        self._stopping = False
         self._step_listeners: list[Callable[[], None]] = []
-        self._thread = threading.Thread(target=self._run, name="helios-engine", daemon=True)
-        self._thread.start()
+        self.start()
 
     def add_step_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener` on the engine thread after every step (and once at shutdown).
@@ -80,11 +83,6 @@ class Engine:
         Sinks called during a step may hold its events and hand them on in one batch there.
         """
         self._step_listeners.append(listener)
-
-    @property
-    def thread_id(self) -> int | None:
-        """The engine thread's identifier: sinks called on it are inside a step."""
-        return self._thread.ident
 
     @property
     def n_ctx_per_seq(self) -> int:
@@ -116,7 +114,7 @@ class Engine:
                 raise QueueFullError(f"{self._queued} requests are already waiting (the limit is {self.max_queue})")
             self._queued += 1
             self._idle = False
-            self._inbox.put(request)
+            self.put(request)
         return request
 
     def call(self, fn: Callable[[Scheduler], object]) -> Future:
@@ -128,7 +126,7 @@ class Engine:
         with self._lock:
             if self._stopping:
                 raise EngineShutdownError("the server is shutting down")
-            self._inbox.put((fn, future))
+            self.put((fn, future))
         return future
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> Generation:
@@ -147,7 +145,7 @@ class Engine:
         """Refuse new requests from now on, and end those still waiting for a slot (EngineShutdownError)."""
         with self._lock:
             self._accepting = False
-        self._inbox.put(_FAIL_WAITING)
+        self.put(_FAIL_WAITING)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing runs or waits; False if `timeout` seconds passed first."""
@@ -162,51 +160,39 @@ class Engine:
         """
         with self._lock:
             self._accepting = False
-            self._stopping = True
-        self._inbox.put(None)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+            self._stopping = True  # call() refuses from now on
+        if not self.stop(timeout):
             logger.warning("the engine thread did not stop within %g s; it ends after its current step", timeout)
 
     # --- the engine thread ---------------------------------------------------------
 
-    def _run(self) -> None:
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def take(self, item: Request | str | tuple) -> None:
+        if item is _FAIL_WAITING:
+            self.scheduler.fail_waiting(
+                EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
+            )
+        elif isinstance(item, tuple):  # call()
+            _run_call(self.scheduler, *item)
+        else:
+            self._take(item)
+
+    def work(self) -> None:
+        try:
+            self.scheduler.step()
+        except Exception as error:  # a bug must not take the engine thread (and every later request) down
+            logger.exception("engine step failed; ending the requests in flight")
+            self.scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
+        self._note_idle()
+        self._after_step()
+
+    def finish(self, leftovers: list) -> None:
         scheduler = self.scheduler
         shutdown = EngineShutdownError("the server is shutting down; the request was not finished")
-        while not self._stopping:
-            # Block when idle; otherwise take whatever arrived since the last step.
-            block = not scheduler.has_work
-            while True:
-                try:
-                    item = self._inbox.get(block=block)
-                except queue.Empty:
-                    break
-                block = False
-                if item is None:
-                    break
-                if item is _FAIL_WAITING:
-                    scheduler.fail_waiting(
-                        EngineShutdownError("the server is shutting down; the request was still waiting for a slot")
-                    )
-                elif isinstance(item, tuple):
-                    _run_call(scheduler, *item)
-                else:
-                    self._take(item)
-            if self._stopping:
-                break
-            try:
-                scheduler.step()
-            except Exception as error:  # a bug must not take the engine thread (and every later request) down
-                logger.exception("engine step failed; ending the requests in flight")
-                scheduler.fail_all(HeliosError(f"internal engine error: {error}"))
-            self._note_idle()
-            self._after_step()
         scheduler.fail_all(shutdown)
-        while True:  # submitted but never taken from the inbox
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for item in leftovers:  # submitted but never taken from the inbox
             if isinstance(item, Request):
                 self._dequeued(item)
                 deliver(item, Done(None, shutdown))
