@@ -4,7 +4,10 @@ llama-cpp-python is built from its sdist (the one vendor/fetch.py caches under
 ~/.cache/helios/downloads) into a throwaway venv, with the CMake flags helios's own
 libraries were built with (vendor/build.py: BASE_CMAKE_ARGS, then CMAKE_ARGS).
 That build is ~15 minutes of CPU on 2 cores; it is kept under
-~/.cache/helios/bench-lcp/<flags hash> and reused until the flags change.
+~/.cache/helios/bench-lcp/<flags hash> and reused until the flags change. With
+GGML_BACKEND_DL its CPU backend is a set of loadable variants: the worker loads
+the one helios itself runs on this machine (helios_core/cpu_variant.py), so both
+sides run the same kernels from the same source.
 
 Each round decodes N_GEN tokens greedy and sampled (temperature 0.8, top-p 0.95:
 llama-cpp-python's own top_k=40 and min_p=0.05 defaults turned off so both run the
@@ -33,7 +36,7 @@ sys.path.insert(0, str(ROOT / "vendor"))
 import build as vendor_build  # noqa: E402
 import fetch as vendor_fetch  # noqa: E402
 
-from helios_core import GenerationParams, Generator, Model, resolve_model  # noqa: E402
+from helios_core import GenerationParams, Generator, Model, backend, resolve_model  # noqa: E402
 from helios_core.context import Context  # noqa: E402
 
 LCP_VERSION = vendor_fetch.SDIST_VERSION  # the sdist helios vendors llama.cpp from: the same tree
@@ -50,14 +53,23 @@ _WORKER = r"""
 import ctypes, json, sys, time
 from pathlib import Path
 import llama_cpp
-lib = Path(llama_cpp.__file__).parent / "lib"
-# Built with GGML_BACKEND_DL, ggml finds its CPU variants only when asked to load them.
-for name in ("libggml.so", "libggml.dylib"):
-    if (lib / name).exists():
-        ggml = ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
-        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        ggml.ggml_backend_load_all_from_path(str(lib).encode())
 setup = json.loads(sys.argv[1])
+# Built with GGML_BACKEND_DL, ggml registers no backend by itself, and pip installs the variants
+# into site-packages/bin, not beside libllama. Register them through the libggml that libllama
+# itself loaded: by soname, since llama_cpp/lib holds libggml.so and libggml.so.0 as two copied
+# files, and a CDLL of the first by path is a second libggml with a registry of its own.
+ggml = ctypes.CDLL("libggml.so.0", mode=ctypes.RTLD_GLOBAL)
+ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+ggml.ggml_backend_load.restype = ctypes.c_void_p
+if ggml.ggml_backend_dev_count() == 0:
+    site = Path(llama_cpp.__file__).parent.parent
+    for path in sorted(site.glob("bin/libggml-*.so")):
+        # Of the CPU variants only the one helios runs here (cpu_variant.py proved it): same kernels.
+        if path.name.startswith("libggml-cpu-") and path.name != f"libggml-cpu-{setup['cpu_variant']}.so":
+            continue
+        if not ggml.ggml_backend_load(str(path).encode()):
+            sys.exit(f"ggml could not load {path}")
 llm = llama_cpp.Llama(setup["model"], n_ctx=setup["n_ctx"], n_batch=512, n_threads=setup["threads"],
                       n_threads_batch=setup["threads"], verbose=False)
 print(json.dumps({"ready": llama_cpp.__version__}), flush=True)
@@ -103,6 +115,17 @@ def helios_rate(generator: Generator, params: GenerationParams) -> float:
     return (count - 1) / (last - first)
 
 
+def one_round(generator: Generator, worker: subprocess.Popen) -> dict[str, float]:
+    """Each chain once with helios, then once with llama-cpp-python: tok/s by "who_chain"."""
+    rates = {}
+    for chain, settings in CHAINS.items():
+        rates[f"helios_{chain}"] = helios_rate(generator, GenerationParams(max_tokens=N_GEN, seed=0, **settings))
+        worker.stdin.write(json.dumps(settings) + "\n")
+        worker.stdin.flush()
+        rates[f"lcp_{chain}"] = json.loads(worker.stdout.readline())["tokens_per_s"]
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
@@ -113,7 +136,10 @@ def main() -> None:
     path = resolve_model(args.model)
     flags = vendor_build.cmake_args()
     python = lcp_python(flags)
+    verdict = backend.cpu_verdict()
+    cpu = verdict.variant if verdict is not None else None
     setup = {"model": str(path), "n_ctx": 512, "threads": args.threads, "prompt": PROMPT, "n_gen": N_GEN}
+    setup["cpu_variant"] = cpu
     worker = subprocess.Popen(
         [str(python), "-c", _WORKER, json.dumps(setup)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -123,14 +149,10 @@ def main() -> None:
         with Model(path) as model:
             ctx = Context(model, n_ctx=512, n_batch=512, n_threads=args.threads)
             generator = Generator(model, ctx)
+            one_round(generator, worker)  # warm-up, not counted: first graphs, page cache, CPU clocks
             for round_ in range(args.rounds):
-                for chain, settings in CHAINS.items():
-                    runs[f"helios_{chain}"].append(
-                        helios_rate(generator, GenerationParams(max_tokens=N_GEN, seed=0, **settings))
-                    )
-                    worker.stdin.write(json.dumps(settings) + "\n")
-                    worker.stdin.flush()
-                    runs[f"lcp_{chain}"].append(json.loads(worker.stdout.readline())["tokens_per_s"])
+                for key, rate in one_round(generator, worker).items():
+                    runs[key].append(rate)
                 print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()))
             ctx.close()
             description = model.description
@@ -147,6 +169,7 @@ def main() -> None:
         "threads": args.threads,
         "llama_cpp_python": lcp_version,
         "cmake_args": flags,
+        "cpu_variant": cpu,
         "tokens_per_s": runs,
         "ratios": ratios,
         "targets": TARGETS,

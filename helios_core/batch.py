@@ -75,13 +75,20 @@ class Batch:
             raise ValueError(f"batch overflow: {end} tokens, capacity {self.capacity}")
         if seq_id < 0:
             raise ValueError(f"seq_id must be >= 0, got {seq_id}")  # the upper bound is the context's to check
-        self.token[start:end] = tokens
-        self.pos[start:end] = np.arange(start_pos, start_pos + n, dtype=np.int32)
-        self.n_seq_id[start:end] = 1
-        self.seq_id[start:end, 0] = seq_id
-        self.logits[start:end] = 0
-        if logits_last and n:
-            self.logits[end - 1] = 1
+        if n == 1:  # the decode step of a generating sequence: element writes, no temporaries
+            self.token[start] = tokens[0]
+            self.pos[start] = start_pos
+            self.n_seq_id[start] = 1
+            self.seq_id[start, 0] = seq_id
+            self.logits[start] = logits_last
+        else:
+            self.token[start:end] = tokens
+            self.pos[start:end] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+            self.n_seq_id[start:end] = 1
+            self.seq_id[start:end, 0] = seq_id
+            self.logits[start:end] = 0
+            if logits_last and n:
+                self.logits[end - 1] = 1
         self.c.n_tokens = end
         return slice(start, end)
 

@@ -7,9 +7,14 @@ stop string), never re-reading the completion so far.
 from __future__ import annotations
 
 import codecs
+import weakref
 from collections.abc import Iterable
 
 from helios_core.vocab import Vocab
+
+# The piece table: per vocabulary, the text of each token seen so far whose bytes are whole characters.
+# Most tokens are, and then a token's text is one dict lookup instead of a trip through the decoder.
+_TEXTS: weakref.WeakKeyDictionary[Vocab, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
 class IncrementalDetokenizer:
@@ -24,13 +29,25 @@ class IncrementalDetokenizer:
     def __init__(self, vocab: Vocab):
         self._vocab = vocab
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._texts = _TEXTS.setdefault(vocab, {})
+        self._split = False  # the decoder holds the first bytes of an unfinished character
 
     def feed(self, token: int) -> str:
         """Text that this token completes (may be empty while a character is split)."""
-        return self._decoder.decode(self._vocab.token_to_piece(token))
+        if not self._split:
+            text = self._texts.get(token)
+            if text is not None:
+                return text
+        text = self._decoder.decode(self._vocab.token_to_piece(token))
+        clean = not self._split
+        self._split = bool(self._decoder.getstate()[0])
+        if clean and not self._split:  # decoded from a clean state to a clean state: the same every time
+            self._texts[token] = text
+        return text
 
     def flush(self) -> str:
         """Whatever is left at the end; an unfinished character becomes U+FFFD."""
+        self._split = False
         return self._decoder.decode(b"", final=True)
 
 

@@ -91,6 +91,17 @@ def test_batch_arrays_are_the_memory_llama_batch_points_to():
     assert [c.logits[i] for i in range(3)] == [0, 0, 1]
 
 
+def test_a_one_token_add_fills_the_row_it_appends():
+    batch = Batch(4, n_seq_max=2)
+    batch.add([5, 6], start_pos=3, seq_id=1, logits_last=True)
+    assert batch.add(np.array([7], dtype=np.int32), 9, seq_id=2) == slice(2, 3)
+    assert batch.add([8], 10, seq_id=2, logits_last=True) == slice(3, 4)
+    assert batch.n_tokens == 4
+    assert batch.token.tolist() == [5, 6, 7, 8] and batch.pos.tolist() == [3, 4, 9, 10]
+    assert batch.seq_id[:, 0].tolist() == [1, 1, 2, 2] and batch.n_seq_id.tolist() == [1, 1, 1, 1]
+    assert batch.logits.tolist() == [0, 1, 0, 1]
+
+
 def test_argmax_over_the_view_matches_llama_cpp_greedy_sampler_for_32_steps(model):
     tokens = model.vocab.tokenize(PROMPT)
 

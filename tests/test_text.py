@@ -90,3 +90,27 @@ def test_pieces_are_valid_and_concatenate_to_the_text(text, data):
     pieces = [detok.feed(i) for i in range(len(bounds) - 1)] + [detok.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces) or "\ufffd" in text
+
+
+class CountingVocab(FakeVocab):
+    def __init__(self, pieces: dict[int, bytes]):
+        super().__init__(pieces)
+        self.calls = 0
+
+    def token_to_piece(self, token: int) -> bytes:
+        self.calls += 1
+        return super().token_to_piece(token)
+
+
+def test_a_whole_character_token_is_decoded_once_per_vocabulary():
+    vocab = CountingVocab({0: b"hi", 1: " 日".encode()})
+    first, second = IncrementalDetokenizer(vocab), IncrementalDetokenizer(vocab)
+    assert [first.feed(0), first.feed(1), second.feed(0), second.feed(1), second.feed(0)] == ["hi", " 日"] * 2 + ["hi"]
+    assert vocab.calls == 2
+
+
+def test_a_token_that_completes_a_split_character_is_not_answered_from_the_table():
+    e_acute = "é".encode()
+    detok = IncrementalDetokenizer(FakeVocab({0: e_acute[:1], 1: e_acute[1:]}))
+    assert detok.feed(1) == "\ufffd"  # a lone continuation byte, from a clean state: kept in the table
+    assert [detok.feed(0), detok.feed(1), detok.feed(1)] == ["", "é", "\ufffd"]

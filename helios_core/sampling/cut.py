@@ -9,6 +9,7 @@ logits of the best, with weights exp(scaled - best); every filter
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +32,8 @@ _BLOCK = 256
 
 # Groups of the vocabulary whose maxima bound the k-th best logit (top-k's cut).
 _GROUPS = 1024
+
+_scratch = threading.local()
 
 
 class Candidates(NamedTuple):
@@ -94,11 +97,9 @@ def draw(c: Candidates, rng: np.random.Generator) -> int:
 
 def best_token(logits: np.ndarray) -> int:
     """The most likely token (ties: the lowest id, as llama.cpp's greedy sampler)."""
-    # NumPy's float32 max is SIMD and its bool argmax stops at the first True:
-    # together 25% cheaper than argmax on 262k floats, with the same answer.
-    best = logits == logits.max()
-    token = int(best.argmax())
-    if not best[token]:
+    # One pass: argmax returns the first of equal maxima, and the first NaN if there is one.
+    token = int(logits.argmax())
+    if logits[token] != logits[token]:
         raise ValueError("the logits contain NaN: no token can be chosen")
     return token
 
@@ -118,7 +119,7 @@ def _candidates(logits: np.ndarray, temperature: float, floor: float, top_k: int
         threshold = top - floor * temperature
         if 0 < top_k <= _GROUPS:  # a far tighter cut that still holds the k best: few ids to gather
             threshold = max(threshold, _kth_best_bound(logits, top_k))
-        ids = np.flatnonzero(logits >= threshold)
+        ids = np.greater_equal(logits, threshold, out=_mask(logits.shape)).nonzero()[0]
         weights = logits[ids]  # a fresh array: scaled and exponentiated in place
         weights -= top
         weights *= 1.0 / temperature
@@ -126,6 +127,15 @@ def _candidates(logits: np.ndarray, temperature: float, floor: float, top_k: int
     else:
         ids, weights = _non_finite_candidates(logits, top)
     return _top_k(ids, weights, top_k) if top_k else (ids, weights)
+
+
+def _mask(shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's boolean scratch row of `shape`: the cut's compare writes into it instead of a fresh
+    262,144-byte array each token, and it stays in cache from one token to the next."""
+    mask = getattr(_scratch, "mask", None)
+    if mask is None or mask.shape != shape:
+        mask = _scratch.mask = np.empty(shape, dtype=bool)
+    return mask
 
 
 def _non_finite_candidates(logits: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,14 +176,14 @@ def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
     if n == 1:
         return 0
     if n <= 4 * _BLOCK:  # a few hundred weights: one cumsum is cheaper than the block bookkeeping
-        cumulative = np.cumsum(weights, dtype=np.float64)
-        return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), n - 1)
+        cumulative = weights.cumsum(dtype=np.float64)
+        return min(int(cumulative.searchsorted(rng.random() * cumulative[-1], side="right")), n - 1)
     full = n - n % _BLOCK
     block_sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
-    edges = np.cumsum(np.append(block_sums, weights[full:].sum(dtype=np.float64)))
+    edges = np.append(block_sums, weights[full:].sum(dtype=np.float64)).cumsum()
     u = rng.random() * edges[-1]
-    block = min(int(np.searchsorted(edges, u, side="right")), edges.size - 1)
+    block = min(int(edges.searchsorted(u, side="right")), edges.size - 1)
     start = block * _BLOCK
-    inside = np.cumsum(weights[start : min(start + _BLOCK, n)], dtype=np.float64)
+    inside = weights[start : min(start + _BLOCK, n)].cumsum(dtype=np.float64)
     offset = u - (edges[block - 1] if block else 0.0)
-    return start + min(int(np.searchsorted(inside, offset, side="right")), inside.size - 1)
+    return start + min(int(inside.searchsorted(offset, side="right")), inside.size - 1)

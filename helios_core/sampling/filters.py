@@ -173,15 +173,15 @@ def _nucleus(ids: np.ndarray, weights: np.ndarray, top_p: float, strict: bool = 
     target = top_p * weights.sum(dtype=np.float64)
     threshold = _NUCLEUS_STEP * weights.max()
     while True:
-        inside = np.flatnonzero(weights >= threshold)
+        inside = (weights >= threshold).nonzero()[0]
         # Weights are finite and positive, so the threshold reaches them all within ~40 rounds.
         mass = weights[inside].sum(dtype=np.float64)
         if mass > target or (mass == target and not strict) or inside.size == weights.size or threshold == 0.0:
             break
         threshold *= _NUCLEUS_STEP
-    order = inside[np.argsort(weights[inside], kind="stable")[::-1]]
-    cumulative = np.cumsum(weights[order], dtype=np.float64)
-    end = int(np.searchsorted(cumulative, target, side="right" if strict else "left")) + 1
+    order = inside[weights[inside].argsort(kind="stable")[::-1]]
+    cumulative = weights[order].cumsum(dtype=np.float64)
+    end = int(cumulative.searchsorted(target, side="right" if strict else "left")) + 1
     keep = order[: min(end, order.size)]
     return ids[keep], weights[keep]
 
