@@ -23,7 +23,7 @@ from tests.http_support import (
 )
 
 CTX = 512
-REQUEST_TIMEOUT = 2
+REQUEST_TIMEOUT = 1
 MAX_BODY = 1 << 20
 
 
