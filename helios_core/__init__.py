@@ -20,8 +20,9 @@ Layers, each importing only those below it:
                                owners of llama.cpp's (and libmtmd's) C objects
     backend, cpu_variant, rpc, resolve, handle, errors
                                devices and the proved CPU build, RPC workers, model files, lifetimes
-    _llama, _llama_types, _ggml, _mtmd
+    _llama, _llama_types, _ggml, _mtmd, _declarations
                                ctypes declarations, each function with a prototype checked by tests/test_abi*.py
+                               and bound on first use (_declarations)
 """
 
 from helios_core.batch import Batch
