@@ -18,8 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import PATIENCE, ROOT
-from tests.http_support import no_eog
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, no_eog
 
 WEATHER = {
     "type": "function",
