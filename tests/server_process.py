@@ -43,8 +43,10 @@ __all__ = [
 ]
 
 # The flags of the server that most HTTP test modules share (the `shared_server` fixture): 1024 tokens
-# a slot, 4 slots, mean pooling for /v1/embeddings. A module whose tests need other flags says so.
-PLAIN = ("--ctx-size", "1024", "--parallel", "4", "--pooling", "mean")
+# a slot, 4 slots, mean pooling for /v1/embeddings, bodies up to 1 MiB, and 16 tokens for a request
+# that sets no limit (else a base model writes until its slot is full). A module whose tests need
+# other flags starts a server of its own.
+PLAIN = ("--ctx-size", "1024", "--parallel", "4", "--pooling", "mean", "--max-body-mb", "1", "--n-predict", "16")
 # A server that wants the API key "sesame" on every route but /health and /metrics.
 KEYED = ("--ctx-size", "256", "--parallel", "1", "--api-key", "sesame", "--metrics-public")
 
