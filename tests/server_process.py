@@ -47,8 +47,13 @@ __all__ = [
 # that sets no limit (else a base model writes until its slot is full). A module whose tests need
 # other flags starts a server of its own.
 PLAIN = ("--ctx-size", "1024", "--parallel", "4", "--pooling", "mean", "--max-body-mb", "1", "--n-predict", "16")
-# A server that wants the API key "sesame" on every route but /health and /metrics.
-KEYED = ("--ctx-size", "256", "--parallel", "1", "--api-key", "sesame", "--metrics-public")
+# A server that wants the API key "sesame" on every route but /health and /metrics: test_messages_api's
+# (bodies up to 256 KiB, the scripted sampler, Claude model names), test_http_auth's and test_server's.
+KEYED = (
+    "--ctx-size", "1024", "--parallel", "2", "--api-key", "sesame", "--metrics-public", "--max-body-mb", "0.25",
+    "--sampler", "script=tests.scripted_sampler:scripted",
+    "--model-alias", f"claude-haiku-*={default_model_path().stem}",
+)  # fmt: skip
 
 
 def thinking(template: os.PathLike | str) -> tuple[str, ...]:

@@ -20,9 +20,9 @@ import pytest
 
 from helios_core.resolve import default_model_path
 from tests.conftest import PATIENCE
-from tests.server_process import ServerProcess
+from tests.server_process import KEYED
 
-KEY = "test-key"
+KEY = KEYED[KEYED.index("--api-key") + 1]
 MODEL_ID = default_model_path().stem
 WEATHER = {
     "name": "get_weather",
@@ -43,13 +43,8 @@ def scripted(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess(
-        "--ctx-size", "1024", "--parallel", "2", "--api-key", KEY, "--max-body-mb", "0.25",
-        "--sampler", "script=tests.scripted_sampler:scripted", "--model-alias", f"claude-haiku-*={MODEL_ID}",
-    )  # fmt: skip
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*KEYED)
 
 
 @pytest.fixture(scope="module")
