@@ -113,3 +113,14 @@ def assert_logits_close(
         second, first = np.sort(b)[-2:]
         if first - second > 2 * tolerance:
             assert int(a.argmax()) == int(b.argmax()), f"row {i}: the best token changed"
+
+
+@pytest.fixture(scope="session")
+def shared_server():
+    """shared_server(*ARGS): a `helios-engine serve ARGS` started at its first use and shared by every
+    module asking for the same ARGS, stopped when the session ends (tests/server_process.py)."""
+    from tests.server_process import SharedServers  # it imports this module
+
+    servers = SharedServers()
+    yield servers.get
+    servers.close()

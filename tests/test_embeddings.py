@@ -26,7 +26,7 @@ from helios_core.embedding_worker import EmbeddingJob, EmbeddingWorker
 from helios_core.embeddings import Embedder, model_pooling
 from helios_core.resolve import default_model_path
 from tests.conftest import THREADS
-from tests.server_process import ServerProcess, free_port, wait_healthy
+from tests.server_process import PLAIN, free_port, wait_healthy
 from tests.test_scoring import _tool
 
 BATCH_COSINE = 0.995
@@ -122,10 +122,8 @@ def test_the_worker_takes_jobs_in_turn_so_a_small_one_is_not_held_up_by_a_large_
 
 
 @pytest.fixture(scope="module")
-def server():
-    process = ServerProcess("--pooling", "mean")
-    yield process
-    process.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from benchmarks.harness.media import MTMD_MEDIA, SVG, png, png_header, truncated
 from benchmarks.harness.mmproj import write_mmproj
-from tests.http_support import PATIENCE, LoggedServer
+from tests.server_process import PATIENCE, ServerProcess
 from tests.test_fuzz_server import junk, send, sometimes_junk
 
 N_BODIES = int(os.environ.get("HELIOS_FUZZ_MEDIA_BODIES", "400"))
@@ -129,7 +129,7 @@ def test_fuzzed_media_parts_never_get_a_5xx(tmp_path):
     mmproj = write_mmproj(tmp_path / "tiny.gguf")
     (tmp_path / "test-1.jpeg").write_bytes(JPEG)
     args = ("--ctx-size", "256", "--parallel", "2", "--mmproj", str(mmproj), "--media-path", str(tmp_path))
-    with LoggedServer(*args) as server:
+    with ServerProcess(*args) as server:
 
         def run(share: list[tuple[str, bytes]]):
             with httpx.Client(base_url=server.url) as client:

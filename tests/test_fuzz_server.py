@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.http_support import PATIENCE, LoggedServer
+from tests.server_process import PATIENCE, ServerProcess
 
 N_BODIES = int(os.environ.get("HELIOS_FUZZ_BODIES", "10000"))
 CLIENTS = 4
@@ -294,7 +294,7 @@ def send(client: httpx.Client, path: str, body: bytes) -> tuple[int, str | None]
 def test_fuzzed_bodies_never_get_a_5xx():
     bodies = draw_requests(N_BODIES)
     assert len(bodies) == N_BODIES
-    with LoggedServer("--ctx-size", "128", "--parallel", "2") as server:
+    with ServerProcess("--ctx-size", "128", "--parallel", "2") as server:
         started = time.monotonic()
 
         def run(share: list[tuple[str, bytes]]):

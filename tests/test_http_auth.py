@@ -6,13 +6,13 @@ import httpx
 import openai
 import pytest
 
-from tests.http_support import LoggedServer
+from tests.server_process import KEYED, ServerProcess
 
 
 @pytest.fixture(scope="module")
 def keyed():
     # The key from the environment, where `ps` cannot show it.
-    with LoggedServer("--ctx-size", "256", "--parallel", "1", env={"HELIOS_API_KEY": "sesame"}) as server:
+    with ServerProcess("--ctx-size", "256", "--parallel", "1", env={"HELIOS_API_KEY": "sesame"}) as server:
         yield server
 
 
@@ -42,7 +42,8 @@ def test_two_authorization_headers_are_refused(keyed):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_authorization_header"
 
 
-def test_metrics_public_opens_metrics_alone():
-    with LoggedServer("--ctx-size", "256", "--parallel", "1", "--api-key", "sesame", "--metrics-public") as server:
-        assert httpx.get(f"{server.url}/metrics").status_code == 200
-        assert httpx.get(f"{server.url}/v1/models").status_code == 401
+def test_metrics_public_opens_metrics_alone(shared_server):
+    server = shared_server(*KEYED)
+    assert "--metrics-public" in KEYED
+    assert httpx.get(f"{server.url}/metrics").status_code == 200
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401

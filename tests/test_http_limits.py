@@ -13,8 +13,8 @@ import json
 import httpx
 import pytest
 
-from tests.http_support import (
-    LoggedServer,
+from tests.server_process import (
+    ServerProcess,
     connect,
     metric,
     parse_response,
@@ -29,7 +29,7 @@ MAX_BODY = 1 << 20
 
 @pytest.fixture(scope="module")
 def server():
-    with LoggedServer(
+    with ServerProcess(
         "--ctx-size", str(CTX), "--parallel", "1", "--max-body-mb", "1", "--request-timeout", str(REQUEST_TIMEOUT)
     ) as proc:
         yield proc
@@ -190,7 +190,7 @@ def hold_a_connection(port: int):
 def test_requests_over_the_connection_cap_get_an_openai_shaped_503():
     # A long request timeout: the two connections holding the cap stay open as long as the test needs.
     options = ("--ctx-size", "256", "--parallel", "1", "--max-connections", "2", "--request-timeout", "600")
-    with LoggedServer(*options) as s:
+    with ServerProcess(*options) as s:
         held = [hold_a_connection(s.port) for _ in range(2)]
         r = httpx.get(f"{s.url}/v1/models")
         assert r.status_code == 503 and r.headers["connection"] == "close" and r.headers["retry-after"] == "1"

@@ -38,7 +38,7 @@ import pytest
 from helios_core.context import Context
 from helios_core.scoring import score
 from tests.conftest import LOGIT_TOLERANCE, ROOT, THREADS
-from tests.http_support import PATIENCE, LoggedServer
+from tests.server_process import PATIENCE, PLAIN
 
 TASK_DIR = ROOT / "tests" / "data" / "lm_eval"
 TASK = "helios_completions"
@@ -135,9 +135,8 @@ def encode_pair(vocab, context: str, continuation: str) -> tuple[list[int], list
 
 
 @pytest.fixture(scope="module")
-def server():
-    with LoggedServer("--ctx-size", "2048") as s:
-        yield s
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")

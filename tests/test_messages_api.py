@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import anthropic
@@ -22,9 +20,9 @@ import pytest
 
 from helios_core.resolve import default_model_path
 from tests.conftest import PATIENCE
-from tests.server_process import ServerProcess
+from tests.server_process import KEYED
 
-KEY = "test-key"
+KEY = KEYED[KEYED.index("--api-key") + 1]
 MODEL_ID = default_model_path().stem
 WEATHER = {
     "name": "get_weather",
@@ -45,13 +43,8 @@ def scripted(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess(
-        "--ctx-size", "1024", "--parallel", "2", "--api-key", KEY, "--max-body-mb", "0.25",
-        "--sampler", "script=tests.scripted_sampler:scripted", "--model-alias", f"claude-haiku-*={MODEL_ID}",
-    )  # fmt: skip
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*KEYED)
 
 
 @pytest.fixture(scope="module")
@@ -254,15 +247,15 @@ def test_unknown_model_names_fall_back_to_the_model_logged_once(server, client):
     for _ in range(2):
         client.messages.count_tokens(model="claude-unknown-1", messages=ASK)
     client.messages.count_tokens(model="claude-haiku-4-5", messages=ASK)
-    log = "".join(server.log)
+    log = server.log()
     assert log.count("'claude-unknown-1' is not served here") == 1
     assert "'claude-haiku-4-5' is not served here" not in log  # the alias maps it
 
 
-def test_the_docs_example_runs(server):
+def test_the_docs_example_runs(server, capsys):
     docs = (Path(__file__).resolve().parent.parent / "docs" / "messages.md").read_text()
     code = re.search(r"<!-- anthropic-example -->\s*```python\n(.*?)```", docs, re.S).group(1)
     code = code.replace("8000", str(server.port)).replace('api_key="unused"', f'api_key="{KEY}"')
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("tool_use get_weather {'city': ") and "input_tokens=" in result.stdout
+    exec(compile(code, "messages.md", "exec", dont_inherit=True), {})  # in this process: the SDK is imported
+    printed = capsys.readouterr().out
+    assert printed.startswith("tool_use get_weather {'city': ") and "input_tokens=" in printed

@@ -16,7 +16,7 @@ from helios_http.errors import APIError
 from helios_http.messages.request import parse_messages
 from helios_http.responses_request import parse_responses
 from tests.conftest import PATIENCE, VOCAB_MODELS
-from tests.server_process import ServerProcess
+from tests.server_process import thinking
 
 THOUGHT, ANSWER = "plan it", "the answer"
 OUTPUT = ["<th", "ink>\n", THOUGHT, "\n</", "think>\n\n", ANSWER]
@@ -28,14 +28,8 @@ def scripted(text: str | list[str] = OUTPUT, then: str = "eos") -> dict:
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess(
-        "--ctx-size", "512", "--parallel", "2", "--reasoning-format", "think",
-        "--chat-template-file", str(VOCAB_MODELS / "templates" / "Qwen-Qwen3-0.6B.jinja"),
-        "--sampler", "script=tests.scripted_sampler:scripted",
-    )  # fmt: skip
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*thinking(VOCAB_MODELS / "templates" / "Qwen-Qwen3-0.6B.jinja"))  # test_server_reasoning's too
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import PATIENCE, ROOT
-from tests.http_support import no_eog
-from tests.server_process import ServerProcess
+from tests.server_process import PLAIN, no_eog
 
 WEATHER = {
     "type": "function",
@@ -43,10 +42,8 @@ class Weather(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--ctx-size", "1024", "--parallel", "2", "--max-body-mb", "1", "--n-predict", "16")
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)  # bodies up to 1 MiB, 16 tokens without a limit
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +269,7 @@ def test_apply_template_renders_the_prompt_without_generating(server):
 
 def test_props_reports_slots_context_and_template(server):
     props = httpx.get(f"{server.url}/props").json()
-    assert props["total_slots"] == 2
+    assert props["total_slots"] == 4
     assert props["default_generation_settings"]["n_ctx"] == 1024
     assert props["chat_template"] and props["build_info"].startswith("helios-engine")
 

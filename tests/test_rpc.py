@@ -15,8 +15,11 @@ import pytest
 
 from benchmarks.harness import RpcWorkers, free_port
 from helios_core import rpc
+from helios_core.batch import Batch
+from helios_core.context import Context
 from helios_core.errors import BackendError
-from tests.conftest import LOGIT_TOLERANCE, THREADS, assert_logits_close
+from helios_core.model import Model
+from tests.conftest import LOGIT_TOLERANCE, ROOT, THREADS, assert_logits_close
 from tests.server_process import ServerProcess
 
 PROMPT = "The history of the printing press begins in the fifteenth century, when"
@@ -29,35 +32,34 @@ def workers():
     started.stop()
 
 
-_TEACHER_FORCED = """
+def teacher_forced(model: Model) -> np.ndarray:
+    """Every position's logits of PROMPT, decoded in one batch."""
+    with Context(model, n_ctx=256, n_threads=THREADS) as ctx:
+        tokens = model.vocab.tokenize(PROMPT)
+        batch = Batch(len(tokens))
+        batch.set(tokens)
+        batch.logits[: len(tokens)] = 1  # every position's logits: teacher forcing
+        ctx.decode(batch)
+        return np.stack([ctx.logits(i) for i in range(len(tokens))])
+
+
+# The same decode through workers, in a process of its own: the workers, once added, stay for the process.
+_THROUGH_WORKERS = """
 import sys
 import numpy as np
-from helios_core import Context, Model, default_model_path, rpc
-from helios_core.batch import Batch
+from helios_core import Model, default_model_path, rpc
+from tests.test_rpc import teacher_forced
 
-if sys.argv[1]:
-    rpc.add_workers(rpc.parse_endpoints(sys.argv[1]))
-with Model(default_model_path(), n_gpu_layers=-1 if sys.argv[1] else 0) as model, \\
-        Context(model, n_ctx=256, n_threads=int(sys.argv[3])) as ctx:
-    tokens = model.vocab.tokenize(sys.argv[4])
-    batch = Batch(len(tokens))
-    batch.set(tokens)
-    batch.logits[: len(tokens)] = 1  # every position's logits: teacher forcing
-    ctx.decode(batch)
-    np.save(sys.argv[2], np.stack([ctx.logits(i) for i in range(len(tokens))]))
+rpc.add_workers(rpc.parse_endpoints(sys.argv[1]))
+with Model(default_model_path(), n_gpu_layers=-1) as model:
+    np.save(sys.argv[2], teacher_forced(model))
 """
 
 
-def teacher_forced(tmp_path, rpc_spec: str) -> np.ndarray:
-    out = tmp_path / f"logits-{bool(rpc_spec)}.npy"
-    subprocess.run(
-        [sys.executable, "-c", _TEACHER_FORCED, rpc_spec, str(out), str(THREADS), PROMPT], check=True, timeout=300
-    )
-    return np.load(out)
-
-
-def test_logits_through_workers_agree_with_local_decoding(workers, tmp_path):
-    remote, local = teacher_forced(tmp_path, workers.spec), teacher_forced(tmp_path, "")
+def test_logits_through_workers_agree_with_local_decoding(workers, tmp_path, model):
+    out = tmp_path / "remote.npy"
+    subprocess.run([sys.executable, "-c", _THROUGH_WORKERS, workers.spec, str(out)], check=True, timeout=300, cwd=ROOT)
+    remote, local = np.load(out), teacher_forced(model)
     # The workers run the same CPU kernels with other thread counts and splits: the batch tolerance holds.
     assert_logits_close(list(remote), list(local), LOGIT_TOLERANCE)
 

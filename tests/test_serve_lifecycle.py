@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from helios_core.resolve import default_model_path
-from tests.http_support import PATIENCE, LoggedServer, no_eog
+from tests.server_process import PATIENCE, ServerProcess, no_eog
 
 # --- model files that cannot load ---------------------------------------------------------------
 
@@ -87,7 +87,7 @@ def test_every_broken_file_raises_model_load_error_without_crashing(broken):
 
 @pytest.mark.parametrize("name", ["truncated_to_24_bytes", "version_99", "kv_count_2_62", "truncated_to_100_mb"])
 def test_serve_exits_1_with_one_line_for_a_model_it_cannot_load(broken, name):
-    server = LoggedServer("--model", broken[name], "--ctx-size", "256", wait=False)
+    server = ServerProcess("--model", broken[name], "--ctx-size", "256", wait=False)
     code = server.wait()
     log = server.log()
     assert code == 1, log
@@ -186,7 +186,7 @@ def test_sigterm_ends_a_running_stream_at_the_grace_and_exits_0_without_a_traceb
     # The drain's rules are tests/test_drain.py's, on a scripted engine; this is the process around them:
     # the signal, uvicorn's shutdown after the drain (no handler cancelled), the exit code.
     endless = {"prompt": "Tell an endless story:", "max_tokens": 4000, "temperature": 0.0, "speculative": False}
-    with LoggedServer("--ctx-size", "4096", "--parallel", "1", "--shutdown-grace", "1") as server:
+    with ServerProcess("--ctx-size", "4096", "--parallel", "1", "--shutdown-grace", "1") as server:
         stream = Stream(server.url, {**endless, "logit_bias": no_eog()})
         stream.started.wait(PATIENCE)
         server.process.send_signal(signal.SIGTERM)

@@ -13,10 +13,9 @@ import pytest
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from tests.conftest import PATIENCE
-from tests.http_support import metric, wait_until
-from tests.server_process import ServerProcess
+from tests.server_process import KEYED, PLAIN, ServerProcess, metric, wait_until
 
-CTX = 1024
+CTX = 1024  # PLAIN's --ctx-size
 # Seconds after which waiting for the server counts as a failure: a bound, never a speed claim. On a
 # 2-core machine shared with other llama.cpp processes, a 6-token request has been seen to take 13 s.
 # max_tokens of the runs that a client abandons: with end-of-generation tokens
@@ -26,10 +25,8 @@ LONG = 900
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--ctx-size", str(CTX), "--parallel", "2")
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")
@@ -351,16 +348,13 @@ def test_full_queue_is_429_with_retry_after(no_eog):
         server.stop()
 
 
-def test_api_key_is_required_when_set():
-    server = ServerProcess("--ctx-size", "256", "--parallel", "1", "--api-key", "sesame")
-    try:
-        assert httpx.get(f"{server.url}/v1/models").status_code == 401
-        assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer sesame"}).status_code == 200
-        assert httpx.get(f"{server.url}/health").status_code == 200
-        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sesame", max_retries=0)
-        assert sdk.models.list().data[0].id == "gemma-3-270m-q4_k_m"
-    finally:
-        server.stop()
+def test_api_key_is_required_when_set(shared_server):
+    server = shared_server(*KEYED)
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401
+    assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer sesame"}).status_code == 200
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sesame", max_retries=0)
+    assert sdk.models.list().data[0].id == "gemma-3-270m-q4_k_m"
 
 
 def test_a_non_streaming_client_that_leaves_stops_its_generation(server, no_eog):

@@ -11,16 +11,14 @@ import pytest
 from helios_core.context import Context
 from helios_core.scoring import score
 from tests.conftest import LOGIT_TOLERANCE, PATIENCE, THREADS
-from tests.server_process import ServerProcess
+from tests.server_process import PLAIN
 
 PROMPT = "The capital of France is Paris. The capital of Italy is"
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--ctx-size", "512", "--parallel", "2")
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import PATIENCE
-from tests.http_support import metric
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, metric
 from tests.test_cli import run_cli
 
 SYSTEM = "You are a careful assistant. Tools: search(query), open(url), summarize(text). " * 12

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PATIENCE, VOCAB_MODELS
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, thinking
 
 TEMPLATES = VOCAB_MODELS / "templates"
 ASK = [{"role": "user", "content": "What is 2+2?"}]
@@ -46,11 +46,7 @@ CLOCK = {
 
 
 def serve(template: str, *extra: str) -> ServerProcess:
-    return ServerProcess(
-        "--ctx-size", "512", "--parallel", "2", "--reasoning-format", "think",
-        "--chat-template-file", str(TEMPLATES / template),
-        "--sampler", "script=tests.scripted_sampler:scripted", *extra,
-    )  # fmt: skip
+    return ServerProcess(*thinking(TEMPLATES / template), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +57,8 @@ def r1():
 
 
 @pytest.fixture(scope="module")
-def qwen3():
-    proc = serve("Qwen-Qwen3-0.6B.jinja")
-    yield proc
-    proc.stop()
+def qwen3(shared_server):
+    return shared_server(*thinking(TEMPLATES / "Qwen-Qwen3-0.6B.jinja"))  # test_reasoning_families' too
 
 
 def body(text, then="eos", **kw) -> dict:

@@ -23,7 +23,7 @@ from helios_core.model import Model
 from helios_core.resolve import default_model_path
 from helios_http import tools
 from tests.conftest import PATIENCE, VOCAB_MODELS
-from tests.server_process import ServerProcess
+from tests.server_process import PLAIN, ServerProcess
 from tests.test_readme import doc_block
 
 QWEN25 = VOCAB_MODELS / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
@@ -61,10 +61,8 @@ GET_TIME = {"type": "function", "function": {"name": "get_time"}}
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--ctx-size", "1024", "--parallel", "2")
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.http_support import PATIENCE, LoggedServer, metric, rss_kib, wait_until
+from tests.server_process import PATIENCE, ServerProcess, metric, rss_kib, wait_until
 
 N_TURNS = int(os.environ.get("HELIOS_CACHE_SOAK_TURNS", "500"))
 WARM_UP = 24
@@ -68,7 +68,7 @@ def run_clients(url: str, n_turns: int, seed: int) -> int:
 
 @pytest.mark.slow
 def test_an_agent_soak_leaks_no_slot_keeps_the_tier_bound_and_little_memory():
-    with LoggedServer("--ctx-size", "1024", "--parallel", "2", "--cache-ram", str(TIER_MIB)) as server:
+    with ServerProcess("--ctx-size", "1024", "--parallel", "2", "--cache-ram", str(TIER_MIB)) as server:
         run_clients(server.url, WARM_UP, seed=SEED + 1)
         wait_until(lambda: metric(server.url, "slots_busy") == 0, "free slots")
         rss_before = rss_kib(server.pid)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.http_support import PATIENCE, LoggedServer, connect, metric, open_fds, rss_kib, wait_until
+from tests.server_process import PATIENCE, ServerProcess, connect, metric, open_fds, rss_kib, wait_until
 
 N_REQUESTS = int(os.environ.get("HELIOS_SOAK_REQUESTS", "500"))
 WARM_UP = 40
@@ -97,7 +97,7 @@ def client_connections(port: int) -> int:
     return count
 
 
-def quiet(server: LoggedServer) -> None:
+def quiet(server: ServerProcess) -> None:
     """Wait until nothing runs and no client connection is left in the server."""
     wait_until(lambda: metric(server.url, "slots_busy") == 0, "free slots")
     wait_until(lambda: metric(server.url, "requests_queued") == 0, "an empty queue")
@@ -106,7 +106,7 @@ def quiet(server: LoggedServer) -> None:
 
 @pytest.mark.slow
 def test_a_soak_leaks_no_slot_no_descriptor_and_little_memory():
-    with LoggedServer("--ctx-size", "512", "--parallel", "2") as server:
+    with ServerProcess("--ctx-size", "512", "--parallel", "2") as server:
         run_clients(server.url, server.port, WARM_UP, seed=SEED + 1)
         quiet(server)
         fds_before, rss_before = open_fds(server.pid), rss_kib(server.pid)

@@ -432,6 +432,8 @@ def test_the_model_drafting_for_itself_is_mostly_accepted(model):
 
 @pytest.fixture(scope="module")
 def server():
+    # A server of its own, not the shared one: a server learns from its traffic how often drafts are kept,
+    # and after other modules' requests it may rightly draft nothing for a while.
     proc = ServerProcess("--ctx-size", "512", "--parallel", "4")  # prompt lookup is the default
     yield proc
     proc.stop()

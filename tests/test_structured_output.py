@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import PATIENCE
 from tests.json_prefix import assert_object_or_its_start, is_json_prefix
-from tests.server_process import ServerProcess
+from tests.server_process import PLAIN
 
 FEW_SHOT = 'Records as JSON.\nRecord: {"id": 1, "name": "Ada"}\nRecord:'
 
@@ -166,10 +166,8 @@ def strict(schema):
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--ctx-size", "1024", "--parallel", "4")
-    yield proc
-    proc.stop()
+def server(shared_server):
+    return shared_server(*PLAIN)
 
 
 @pytest.fixture(scope="module")

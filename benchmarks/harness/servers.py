@@ -118,8 +118,10 @@ class RpcWorkers:
             process.wait()
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float, output: Callable[[], str] | None = None) -> None:
-    """Poll GET /health until it answers 200; raise if the process exits or time runs out.
+def wait_healthy(
+    url: str, process: subprocess.Popen, timeout: float, output: Callable[[], str] | None = None, poll: float = 0.2
+) -> None:
+    """Poll GET /health every `poll` seconds until it answers 200; raise if the process exits or time runs out.
 
     output: what the process wrote, for the error (default: read its stdout).
     """
@@ -133,7 +135,7 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float, output: Ca
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(poll)
     process.kill()
     raise RuntimeError(f"server at {url} did not become healthy in {timeout:.0f} s")
 
