@@ -128,6 +128,7 @@ class CachedSequence:
         return True
 
     def forget(self, ctx: Context) -> None:
-        ctx.seq_rm(self.seq_id, -1, -1)
+        """Empty the sequence: its record first, so a closed context (which raises) leaves none behind."""
         self.tokens.clear()
         self.positions.spans.clear()
+        ctx.seq_rm(self.seq_id, -1, -1)

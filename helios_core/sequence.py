@@ -270,7 +270,7 @@ class SequenceState:
     def step(self, logits: np.ndarray) -> Step:
         """Choose the next token from its logits row (or take the one the engine writes) and advance the text."""
         processed = self.process(logits)
-        forced = self.forced_token() if self.reasoning is not None else None
+        forced = self.forced_token()
         return self.accept(int(self.sampler(processed, self.state)) if forced is None else forced, logits)
 
     def forced_token(self) -> int | None:
@@ -309,10 +309,7 @@ class SequenceState:
             step.text = self._flush(step, token)
             step.finish_reason = self.finish_reason = "stop"
             return step
-        text = self.detokenizer.feed(token)
-        if self.reasoning is not None:
-            text = self._answer(step, token, text)
-        text, stopped = self.stops.feed(text) if self.stops.stops else (text, False)
+        text, stopped = self.stops.feed(self._answer(step, token, self.detokenizer.feed(token)))
         if stopped:
             step.text = text
             step.finish_reason = self.finish_reason = "stop"

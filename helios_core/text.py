@@ -7,14 +7,9 @@ stop string), never re-reading the completion so far.
 from __future__ import annotations
 
 import codecs
-import weakref
 from collections.abc import Iterable
 
 from helios_core.vocab import Vocab
-
-# The piece table: per vocabulary, the text of each token seen so far whose bytes are whole characters.
-# Most tokens are, and then a token's text is one dict lookup instead of a trip through the decoder.
-_TEXTS: weakref.WeakKeyDictionary[Vocab, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
 class IncrementalDetokenizer:
@@ -29,7 +24,7 @@ class IncrementalDetokenizer:
     def __init__(self, vocab: Vocab):
         self._vocab = vocab
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._texts = _TEXTS.setdefault(vocab, {})
+        self._texts = vocab.whole_texts  # most tokens' text is one lookup there, not a trip through the decoder
         self._split = False  # the decoder holds the first bytes of an unfinished character
 
     def feed(self, token: int) -> str:

@@ -74,6 +74,9 @@ class Vocab:
         self._pieces: dict[int, bytes] = {}
         self._all_pieces: TokenPieces | None = None
         self._all_pieces_lock = threading.Lock()
+        # The text of each token seen so far whose bytes are whole UTF-8 characters (filled by
+        # text.IncrementalDetokenizer): the same from any decoder state that holds no split character.
+        self.whole_texts: dict[int, str] = {}
 
     # --- special tokens ----------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Worker: a thread of its own, fed through an inbox, the only thread that touches what it owns.
 
 The engine (engine/worker.py: Engine, a Scheduler over a llama context) and the embedding
-worker (embeddings.py: EmbeddingWorker, an embeddings context) are both one: other threads
+worker (embedding_worker.py: EmbeddingWorker, an embeddings context) are both one: other threads
 put items into the inbox; the thread takes in everything that has arrived, does one piece of
 work, and blocks on the inbox only when it has none. Stopping puts a mark in the inbox; the
 thread ends after the piece of work in hand, and hands what was left in the inbox to finish().

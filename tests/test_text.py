@@ -60,6 +60,7 @@ def test_no_stops_passes_text_through():
 class FakeVocab:
     def __init__(self, pieces: dict[int, bytes]):
         self.pieces = pieces
+        self.whole_texts: dict[int, str] = {}  # the piece table the detokenizer fills, as on a Vocab
 
     def token_to_piece(self, token: int) -> bytes:
         return self.pieces[token]

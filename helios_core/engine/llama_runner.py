@@ -86,7 +86,7 @@ class LlamaRunner:
         try:
             seq.forget(self.ctx)
         except HeliosError:  # the context is closed: there is nothing left to forget
-            seq.tokens.clear()
+            pass
 
     # --- media and in-graph sampling ------------------------------------------------------
 
