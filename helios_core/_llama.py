@@ -287,7 +287,8 @@ _c("void llama_set_causal_attn(struct llama_context * ctx, bool causal_attn)", N
 # media embeddings that attend both ways (Gemma 3)
 _c("void llama_synchronize(struct llama_context * ctx)", None, llama_context_p)
 _c("float * llama_get_logits(struct llama_context * ctx)", POINTER(c_float), llama_context_p)
-_c("float * llama_get_logits_ith(struct llama_context * ctx, int32_t i)", POINTER(c_float), llama_context_p, c_int32)
+# Its row's address (c_void_p): Context.logits makes, and keeps, its own view of the row from it.
+_c("float * llama_get_logits_ith(struct llama_context * ctx, int32_t i)", c_void_p, llama_context_p, c_int32)
 _c(
     "float * llama_get_embeddings_seq(struct llama_context * ctx, llama_seq_id seq_id)",
     POINTER(c_float),

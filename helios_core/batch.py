@@ -67,8 +67,7 @@ class Batch:
         Returns the slice of batch rows they occupy (row i's logits, when
         requested, are read with `Context.logits(i)`).
         """
-        tokens = np.asarray(tokens, dtype=np.int32)
-        n = tokens.size
+        n = len(tokens)
         start = self.c.n_tokens
         end = start + n
         if end > self.capacity:

@@ -181,9 +181,9 @@ class Context:
         # llama.cpp aborts the process on some invalid batches: check them here.
         # (Scalar reads for the one-token decode step: six NumPy reductions cost 25 us.)
         if n == 1:
-            low_token = high_token = int(batch.token[0])
-            low_seq = high_seq = int(batch.seq_id[0, 0])
-            low_pos = high_pos = int(batch.pos[0])
+            low_token = high_token = batch.token.item(0)
+            low_seq = high_seq = batch.seq_id.item(0)
+            low_pos = high_pos = batch.pos.item(0)
         else:
             tokens, seqs, positions = batch.token[:n], batch.seq_id[:n, 0], batch.pos[:n]
             low_token, high_token = int(tokens.min()), int(tokens.max())
@@ -201,7 +201,7 @@ class Context:
         code = _llama.llama_decode(handle.ptr, batch.c)
         if code == 0:
             self.tokens_decoded += n
-            self.n_outputs = int(batch.logits[0]) if n == 1 else int(np.count_nonzero(batch.logits[:n]))
+            self.n_outputs = batch.logits.item(0) if n == 1 else int(np.count_nonzero(batch.logits[:n]))
             return
         if code == 1:
             raise ContextFullError(f"no room in the KV cache for {n} tokens (n_ctx={self.n_ctx})", code)
@@ -221,10 +221,9 @@ class Context:
         a live view.
         """
         handle = self.handle()
-        ptr = _llama.llama_get_logits_ith(handle.ptr, i)
-        if not ptr:
+        address = _llama.llama_get_logits_ith(handle.ptr, i)
+        if not address:
             raise DecodeError(f"no logits for batch row {i}: it was not marked for output in the last decode", -1)
-        address = ctypes.addressof(ptr.contents)
         # The same address is the same memory: reuse its view (a ctypes array and a NumPy view
         # cost ~30 us a token). A moved buffer gives new addresses, and new views.
         view = self._views.get(address)

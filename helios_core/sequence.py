@@ -225,6 +225,7 @@ class SequenceState:
         self._tokens = np.zeros(self.n_prompt + max(self.max_new, 0) + 1, dtype=np.int32)
         self._tokens[: self.n_prompt] = prompt
         self.n_tokens = self.n_prompt
+        self.last_token = int(prompt[-1])  # tokens[-1] as a Python int: the token the next decode step feeds
         self.sampler = params.build_sampler()
         self.processors = params.build_processors(model.vocab)
         self.reasoning = (
@@ -304,6 +305,7 @@ class SequenceState:
 
         self._tokens[self.n_tokens] = token
         self.n_tokens += 1
+        self.last_token = token
         self.usage.completion_tokens += 1
         if token in self._ends:
             step.text = self._flush(step, token)

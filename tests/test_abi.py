@@ -226,7 +226,7 @@ def test_llama_ctypes_match_the_prototypes():
         "int64_t": ctypes.c_int64,
         "uint64_t": ctypes.c_uint64,
         "float": ctypes.c_float,
-        "float *": ctypes.POINTER(ctypes.c_float),
+        "float *": (ctypes.POINTER(ctypes.c_float), ctypes.c_void_p),  # or its address, for a view made once
         "const float *": ctypes.POINTER(ctypes.c_float),
         "uint8_t *": ctypes.POINTER(ctypes.c_uint8),
         "const uint8_t *": ctypes.POINTER(ctypes.c_uint8),

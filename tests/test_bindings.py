@@ -57,9 +57,10 @@ def test_logits_are_a_view_of_the_c_buffer_not_a_copy(model, ctx):
     batch = decode_prompt(ctx, tokens)
     row = batch.n_tokens - 1
     view = ctx.logits(row)
-    c_row = _llama.llama_get_logits_ith(ctx.ptr, row)
+    address = _llama.llama_get_logits_ith(ctx.ptr, row)
+    c_row = (ctypes.c_float * model.vocab.n_vocab).from_address(address)
     assert view.dtype == np.float32 and view.shape == (model.vocab.n_vocab,)
-    assert view.ctypes.data == ctypes.addressof(c_row.contents)
+    assert view.ctypes.data == address
     assert not view.flags.owndata
     # Same memory: what C holds is what the view reads.
     assert view[123] == c_row[123]

@@ -83,8 +83,8 @@ def llama_cpp_logits(qwen, seed: int = 1, tail: str = "and say what it is:") -> 
             projector.handle().ptr, handle.ptr, chunks.ptr, 0, 0, ctx.n_batch, True, ctypes.byref(n_past)
         )
         assert code == 0
-        row = _llama.llama_get_logits_ith(handle.ptr, -1)
-        return np.ctypeslib.as_array(row, shape=(ctx.n_vocab,)).copy(), n_past.value
+        row = (ctypes.c_float * ctx.n_vocab).from_address(_llama.llama_get_logits_ith(handle.ptr, -1))
+        return np.frombuffer(row, dtype=np.float32).copy(), n_past.value
 
 
 def seq_pos_max(engine: Engine) -> int:

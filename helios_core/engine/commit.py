@@ -80,7 +80,7 @@ def _account(scheduler: Scheduler, chunk: Chunk, now: float) -> bool:
         prompt_read = not slot.pending
         scheduler.stats.prompt_tokens_decoded += chunk.prompt
     elif not chunk.draft.size:
-        slot.cache.tokens.append(int(seq.tokens[-1]))
+        slot.cache.tokens.append(seq.last_token)
         slot.next_pos += 1
     if chunk.scored is not None:
         first_output, n_rows, pos = chunk.scored
@@ -106,7 +106,7 @@ def _verify(scheduler: Scheduler, chunk: Chunk) -> None:
     slot = chunk.slot
     request = slot.request
     seq = request.seq
-    last = int(seq.tokens[-1])
+    last = seq.last_token
     draft = chunk.draft
     first = chunk.rows.start
     runner = scheduler.runner

@@ -121,14 +121,18 @@ class Scheduler:
         self._drop_cancelled()
         self._admit()
         self._read_media()
-        for adapters in self._adapter_sets():
-            self._step(self.plan(adapters))
+        for adapters, slots in self._by_adapter_set([slot for slot in self.slots if slot.busy]):
+            self._step(self.plan(slots, adapters))
 
-    def _adapter_sets(self) -> list[tuple]:
-        """The adapter sets (lora.AdapterSet) of the busy slots, the runner's current one first."""
-        in_use = {slot.request.params.lora: None for slot in self.slots if slot.busy}  # ordered, each once
+    def _by_adapter_set(self, busy: list[Slot]) -> list[tuple[tuple, list[Slot]]]:
+        """The busy slots by their requests' adapter set (lora.AdapterSet), the runner's current set first."""
+        groups: dict[tuple, list[Slot]] = {}
+        for slot in busy:
+            groups.setdefault(slot.request.params.lora, []).append(slot)
+        if len(groups) < 2:
+            return list(groups.items())
         current = self.runner.adapters
-        return sorted(in_use, key=lambda adapters: adapters != current)
+        return sorted(groups.items(), key=lambda group: group[0] != current)
 
     def _step(self, plan: Plan) -> None:
         if not plan.chunks:
@@ -150,7 +154,7 @@ class Scheduler:
         for slot in self.slots:
             if slot.busy and slot.request.cancelled:
                 self.finish(slot, "cancelled")
-        if any(r.cancelled for r in self.waiting):
+        if self.waiting and any(r.cancelled for r in self.waiting):
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
                 self._dequeued(request)
@@ -205,30 +209,34 @@ class Scheduler:
 
     # --- the plan -----------------------------------------------------------------
 
-    def plan(self, adapters: tuple = ()) -> Plan:
-        """One batch of the slots whose requests run under adapter set `adapters`: every generating slot's
+    def plan(self, slots: list[Slot], adapters: tuple = ()) -> Plan:
+        """One batch of `slots`, whose requests run under adapter set `adapters`: every generating slot's
         last token (and its draft), then prompt chunks in arrival order, within the runner's n_batch."""
         capacity = self.runner.n_batch
         plan = Plan(lora=adapters)
-        busy = [s for s in self.slots if s.busy and s.request.params.lora == adapters]
-        generating = [s for s in busy if not s.pending]
-        # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
-        generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
+        generating = [s for s in slots if not s.pending]
+        if len(generating) > 1:
+            # Slots sharing a BatchSampler side by side, so their rows are one view of the output.
+            generating.sort(key=lambda s: id(s.request.params.batch_sampler or 0))
         offers = self._drafts(generating, capacity - len(generating))
         for slot in generating:
             offer = offers.get(slot.cache.seq_id)
-            last = slot.request.seq.tokens[-1:]
+            last = slot.request.seq.last_token
             if offer is None:
-                plan.add(slot, last, slot.next_pos, 0, 1, samples=True)
+                plan.add(slot, [last], slot.next_pos, 0, 1, samples=True)
                 continue
             # A verify chunk: every row judges a drafted token (or gives the token after them all).
-            tokens = np.concatenate((last, offer.draft))
+            tokens = np.empty(1 + offer.draft.size, dtype=np.int32)
+            tokens[0] = last
+            tokens[1:] = offer.draft
             plan.add(slot, tokens, slot.next_pos, 0, tokens.size, samples=True, draft=offer.draft, draft_key=offer.key)
+        if len(generating) == len(slots):
+            return plan
         room = capacity - plan.n_tokens
         # While others generate, read prompts in small chunks so their streams keep flowing.
         budget = min(room, self.prefill_per_step) if generating else room
         scoring_rows = ROWS_PER_DECODE
-        for slot in sorted((s for s in busy if s.pending), key=lambda s: s.request.submitted_at):
+        for slot in sorted((s for s in slots if s.pending), key=lambda s: s.request.submitted_at):
             seq = slot.request.seq
             limit = min(budget, scoring_rows) if seq.scores_prompt else budget
             if slot.request.media is not None:  # a media chunk next is read by _read_media, not in this batch
@@ -257,10 +265,15 @@ class Scheduler:
     def _read_media(self) -> None:
         """One bounded piece (an encode, or a decode of embeddings) of the slots whose next prompt token is media:
         of the earliest such request only while others generate, so their streams keep flowing."""
+        reading = [
+            s
+            for s in self.slots
+            if s.busy and s.pending and s.request.media is not None and s.request.media.media_at(s.next_pos) is not None
+        ]
+        if not reading:
+            return
         generating = any(slot.busy and not slot.pending for slot in self.slots)
         budget = self.prefill_per_step if generating else self.runner.n_batch
-        reading = [s for s in self.slots if s.busy and s.pending and s.request.media is not None]
-        reading = [s for s in reading if s.request.media.media_at(s.next_pos) is not None]
         reading.sort(key=lambda s: s.request.submitted_at)
         for slot in reading[:1] if generating else reading:
             media = slot.request.media
