@@ -5,7 +5,12 @@ For each chain (greedy, the default sampled chain, a top-k chain) on each path
 Generator the benchmarks use:
   - Python function calls per token and C function calls per token (sys.setprofile),
   - Python's share per token: wall time minus the time inside llama_decode.
-Counts hold on any machine, however loaded; the share is a time, so compare it
+  - the same share with a stand-in decode ("cold"): after two real steps llama_decode is
+    replaced by a pass that writes 96 MB, as a decode streams the weights through the
+    caches, and the engine thread's CPU time outside it is counted. It reproduces the
+    quiet-machine share (the loop runs cold after every decode) and, being CPU time,
+    holds up far better under load than wall time does: use it to A/B a change.
+Counts hold on any machine, however loaded; the shares are times, so compare them
 only within one run. --pyinstrument prints a profile of one run per chain instead.
 
 Run:  .venv/bin/python benchmarks/loop_profile.py [--tokens 128] [--rounds 3] [--pyinstrument]
@@ -17,6 +22,8 @@ import argparse
 import statistics
 import sys
 import time
+
+import numpy as np
 
 from helios_core import GenerationParams, Generator, Model, _llama, resolve_model
 from helios_core.context import Context
@@ -50,7 +57,7 @@ def main() -> None:
     _llama.llama_decode = timed_decode
     with Model(resolve_model(None)) as model:
         ctx = Context(model, n_ctx=1024, n_batch=512, n_threads=args.threads)
-        print(f"{'chain':10}{'path':9}{'py calls/tok':>14}{'C calls/tok':>13}{'python us/tok':>15}")
+        print(f"{'chain':10}{'path':9}{'py calls/tok':>14}{'C calls/tok':>13}{'python us/tok':>15}{'cold us/tok':>13}")
         for backend in (True, False):  # True: greedy in the graph too, as on a GPU
             generator = Generator(model, ctx, backend_sampling=backend)
             for name, settings in CHAINS.items():
@@ -78,8 +85,38 @@ def main() -> None:
                     n, python = run()
                     shares.append(1e6 * python / n)
                 path = paths[-1]
-                print(f"{name:10}{path:9}{calls[0]:>14.1f}{calls[1]:>13.1f}{statistics.median(shares):>15.0f}")
+                cold = statistics.median(_cold_share(generator, ctx, params, timed_decode) for _ in range(args.rounds))
+                print(
+                    f"{name:10}{path:9}{calls[0]:>14.1f}{calls[1]:>13.1f}"
+                    f"{statistics.median(shares):>15.0f}{cold:>13.0f}"
+                )
         ctx.close()
+
+
+_STREAM = np.ones(96 << 18, dtype=np.float32)  # 96 MB: more than any cache, about what a decode streams
+
+
+def _cold_share(generator: Generator, ctx: Context, params: GenerationParams, decode) -> float:
+    """The engine thread's CPU microseconds per token outside a stand-in decode that evicts the caches."""
+    evicting = [0.0]
+
+    def stand_in(*_):
+        started = time.thread_time()
+        _STREAM.__iadd__(1.0)
+        evicting[0] += time.thread_time() - started
+        return 0
+
+    generator.cache.forget(ctx)
+    generation = generator.generate(PROMPT, params)
+    next(generation)
+    next(generation)  # a real one-token step: its row is what every later step reads
+    _llama.llama_decode = stand_in
+    try:
+        started = time.thread_time()
+        n = sum(1 for _ in generation)
+        return 1e6 * (time.thread_time() - started - evicting[0]) / max(n, 1)
+    finally:
+        _llama.llama_decode = decode
 
 
 def _count_calls(run) -> tuple[float, float]:
