@@ -75,6 +75,9 @@ def render_text(
     try:
         loaded = chat.load(model, template)
         variables = reasoning_fields.template_variables(parsed, loaded.source, reasoning_budget)
-        return loaded, loaded.render(parsed.messages, offered, variables=variables)
+        text = loaded.render(
+            parsed.messages, offered, continue_final_message=parsed.continue_final_message, variables=variables
+        )
+        return loaded, text
     except HeliosError as e:
         raise invalid(str(e), "messages") from None

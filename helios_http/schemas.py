@@ -37,6 +37,8 @@ class ChatRequest:
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs: variables for the template
     reasoning_effort: str | None = None  # none, minimal, low, medium, high: the template's switch where it has one
     media: list[media.MediaRef] = field(default_factory=list)  # image and audio parts, media.SENTINEL in the text
+    # The final (assistant) message is left open and continued, not answered: a prefill. vLLM's field name.
+    continue_final_message: bool = False
 
 
 @dataclass
@@ -73,6 +75,12 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         raise invalid("top_logprobs needs logprobs set to true", "top_logprobs")
     stream, include_usage = _stream(body)
     offered = tools.parse_tools(body, parallel=boolean_field(body, "parallel_tool_calls", True))
+    continued = boolean_field(body, "continue_final_message", False)
+    if continued and (parsed[-1]["role"] != "assistant" or not parsed[-1]["content"].strip()):
+        raise invalid(
+            "continue_final_message needs the last message to be an assistant message with text to continue",
+            "continue_final_message",
+        )
     return ChatRequest(
         parsed,
         sampling_fields(body, logprobs, top),
@@ -83,6 +91,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         template_kwargs=reasoning_fields.template_kwargs(body),
         reasoning_effort=reasoning_fields.effort(body),
         media=refs,
+        continue_final_message=continued,
     )
 
 

@@ -88,6 +88,39 @@ def test_without_add_generation_prompt_the_text_ends_after_the_last_message():
     assert render(CHATML, add_generation_prompt=False).endswith("<|im_start|>user\nHi<|im_end|>\n")
 
 
+PREFILL = [*MESSAGES, {"role": "assistant", "content": "Hi there,"}]
+TRIMMING = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_final_assistant_message_is_continued_its_turn_left_open():
+    assert render(CHATML, PREFILL, continue_final_message=True) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHi there,"
+    )
+
+
+def test_a_builtin_template_continues_the_final_message_too(gemma):
+    text = chat.load(gemma).render(PREFILL, continue_final_message=True)
+    assert text.endswith("<start_of_turn>model\nHi there,")
+
+
+def test_a_prefill_a_template_trims_is_continued_where_the_trimmed_text_ends():
+    # " Hi" also stands, untrimmed, in the user's turn: the cut is at the final message, not there.
+    messages = [{"role": "user", "content": "Say Hi"}, {"role": "assistant", "content": " Hi"}]
+    assert render(TRIMMING, messages, continue_final_message=True).endswith("<|im_start|>assistant\nHi")
+
+
+@pytest.mark.parametrize(
+    ("messages", "named"),
+    [(MESSAGES, "only a final assistant message"), ([*MESSAGES, {"role": "assistant", "content": " "}], "no text")],
+)
+def test_only_an_assistant_message_with_text_can_be_continued(messages, named):
+    with pytest.raises(ChatTemplateError, match=named):
+        render(CHATML, messages, continue_final_message=True)
+
+
 def test_blocks_are_trimmed_as_in_transformers():
     # trim_blocks drops the newline after a block tag, lstrip_blocks the indent before one.
     source = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}"
@@ -308,6 +341,18 @@ def test_a_template_that_raises_is_a_400_with_its_message(gemma):
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "Only user messages, please"
     assert r.json()["error"]["param"] == "messages"
+
+
+def test_continue_final_message_leaves_the_last_turn_open_over_http(gemma):
+    state = ServerState(model_id="m", model=gemma, engine=SimpleNamespace(n_ctx_per_seq=512), chat_template=CHATML)
+    client = TestClient(build_app(state), raise_server_exceptions=False)
+    body = {"messages": PREFILL, "continue_final_message": True}
+    assert client.post("/apply-template", json=body).json()["prompt"].endswith("<|im_start|>assistant\nHi there,")
+    # Without it the turn is closed and a new one opened, as OpenAI's API does.
+    closed = client.post("/apply-template", json={"messages": PREFILL}).json()["prompt"]
+    assert closed.endswith("Hi there,<|im_end|>\n<|im_start|>assistant\n")
+    refused = client.post("/apply-template", json={"messages": MESSAGES, "continue_final_message": True})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "continue_final_message"
 
 
 def test_a_template_file_is_read_and_checked(tmp_path, gemma):

@@ -183,6 +183,25 @@ def test_count_tokens_counts_what_create_reads(client):
     assert counted == usage.input_tokens + usage.cache_read_input_tokens > 20
 
 
+def test_a_final_assistant_message_is_a_prefill_the_answer_continues(client, server):
+    prefill = [*ASK, {"role": "assistant", "content": "In Paris it is"}]
+    message = client.messages.create(
+        model="m", max_tokens=8, messages=prefill, extra_body=scripted(" sunny.")
+    )  # fmt: skip
+    assert [(b.type, b.text) for b in message.content] == [("text", " sunny.")]  # the continuation alone
+    # The prompt is the conversation up to the prefill, its turn left open: what chat's continue_final_message
+    # reads, and fewer tokens than the same turn closed and a new one opened.
+    counted = client.messages.count_tokens(model="m", messages=prefill).input_tokens
+    as_chat = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"messages": prefill, "continue_final_message": True, "max_tokens": 1},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=PATIENCE,
+    ).json()["usage"]["prompt_tokens"]
+    closed = client.messages.count_tokens(model="m", messages=[*prefill, {"role": "user", "content": "?"}])
+    assert counted == as_chat < closed.input_tokens
+
+
 def test_bearer_is_accepted_as_well_as_x_api_key(server):
     # Every other request here sends x-api-key (the SDK's api_key); count_tokens generates nothing.
     body = {"model": "m", "messages": ASK}
@@ -210,6 +229,7 @@ BAD_BODIES = [
     ({"messages": ASK, "n": 2}, "n is not taken on /v1/messages"),
     ({"messages": ASK, "mcp_servers": [{"type": "url", "url": "http://x", "name": "x"}]}, "mcp_servers"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [*ASK, {"role": "assistant", "content": "It is "}]}, "cannot end with trailing whitespace"),
 ]
 
 

@@ -112,6 +112,7 @@ class ChatTemplate:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
         variables: Mapping[str, Any] | None = None,
     ) -> str:
         """The prompt text for `messages`, to tokenize with add_special=True and parse_special=True.
@@ -122,10 +123,23 @@ class ChatTemplate:
         reach a template that reads them as a mapping (most do) as the object the text encodes.
         tools: OpenAI tool definitions ({"type": "function", "function": {...}}), or None.
         add_generation_prompt: end with the tokens that open the assistant's turn.
+        continue_final_message: end just after the final (assistant) message's text, its turn left
+            open, so the model continues that text (a prefill); add_generation_prompt is then moot.
         variables: further template variables (e.g. enable_thinking); a Jinja template's only.
         Raises ChatTemplateError with the template's own message when it raises or fails.
         """
         messages = [plain(m, i) for i, m in enumerate(messages)]
+        if not continue_final_message:
+            return self._render(messages, tools, add_generation_prompt, variables)
+        return _open_final_message(self._render(messages, tools, False, variables), messages)
+
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        add_generation_prompt: bool,
+        variables: Mapping[str, Any] | None,
+    ) -> str:
         tools = list(tools) if tools else None
         if self._default is None:
             return self._render_builtin(messages, tools, add_generation_prompt)
@@ -178,6 +192,25 @@ class ChatTemplate:
             return f"ChatTemplate(builtin={self._builtin!r})"
         variants = ", tool_use" if self._tool_use else ""
         return f"ChatTemplate(jinja, {len(self._default.source)} chars{variants})"
+
+
+def _open_final_message(text: str, messages: list[dict[str, Any]]) -> str:
+    """`text` cut just after the final message's content: that turn stays open for the model to continue.
+
+    A template writes the content as given, or trimmed (many apply `| trim`), and closes the turn
+    after it; what it writes after the content's last occurrence is that closing.
+    """
+    final = messages[-1] if messages else {}
+    if final.get("role") != "assistant":
+        raise ChatTemplateError("only a final assistant message can be continued")
+    content = final.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise ChatTemplateError("the final assistant message has no text to continue")
+    # The later of the two ends: an untrimmed content may also occur earlier (in a user's message).
+    end = max(text.rfind(written) + len(written) if written in text else -1 for written in (content, content.strip()))
+    if end < 0:
+        raise ChatTemplateError("the chat template does not write the final message's text, so it cannot be continued")
+    return text[:end]
 
 
 def load(model: Model, template: str | None = None) -> ChatTemplate:

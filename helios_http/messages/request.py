@@ -61,6 +61,9 @@ def parse_messages(body: dict[str, Any], served_model: str, *, count_only: bool 
     chat: dict[str, Any] = {key: value for key, value in body.items() if key not in OWN_FIELDS}
     chat["model"] = served_model
     chat["messages"] = _system(body.get("system")) + _messages(body.get("messages"))
+    # A final assistant message with text is a prefill: Anthropic's model continues it.
+    final = chat["messages"][-1]
+    chat["continue_final_message"] = final["role"] == "assistant" and bool(final["content"])
     if body.get("max_tokens") is None and not count_only:
         raise invalid("max_tokens is required: the most tokens to generate", "max_tokens")
     if not count_only:
@@ -120,13 +123,13 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if role == "system":
             out.append({"role": "system", "content": "\n".join(texts)})
         elif role == "assistant":
-            if i == len(raw) - 1 and any(texts):
-                # Anthropic continues such a message (a prefill); the chat template would close it instead.
-                raise invalid(
-                    f"{where}: a final assistant message (a prefill) is not supported; end with a user message",
-                    f"{where}.content",
-                )
-            message = {"role": "assistant", "content": "\n".join(texts), **({"tool_calls": items} if items else {})}
+            text = "\n".join(texts)
+            if i == len(raw) - 1 and text:  # a prefill, continued (parse_messages): checked as Anthropic does
+                if items:
+                    raise invalid(f"{where}: a final assistant message with tool_use cannot be continued", where)
+                if text != text.rstrip():
+                    raise invalid("final assistant content cannot end with trailing whitespace", f"{where}.content")
+            message = {"role": "assistant", "content": text, **({"tool_calls": items} if items else {})}
             if thoughts:  # the template keeps this turn's thinking or drops it, as it was trained to
                 message |= reasoning_fields.message_reasoning({"reasoning_content": "\n".join(thoughts)}, role, where)
             out.append(message)
