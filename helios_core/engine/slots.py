@@ -31,7 +31,7 @@ class Slot:
 class Chunk:
     """What one slot puts into a step's batch, and what its rows are for.
 
-    tokens: what it decodes (int32), at positions pos, pos+1, ...; rows: their rows in the batch.
+    tokens: what it decodes (ints, or an int32 array), at positions pos, pos+1, ...; rows: their rows in the batch.
     logits: the rows whose logits the step outputs (a run within rows; empty for none), and
         outputs: their places among the step's output rows (Runner.outputs()), in batch order.
     prompt: prompt tokens in it (a prompt chunk), else 0.
