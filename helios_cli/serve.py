@@ -131,8 +131,8 @@ def add_command(commands) -> None:
         default=[],
         type=_model_alias,
         metavar="NAME=SERVED",
-        help="answer model NAME (* globs allowed, e.g. claude-*) with SERVED, the model's id or ID:ADAPTER; on "
-        "/v1/messages any other name falls back to the model (repeatable; the first match wins)",
+        help="answer model NAME (* globs allowed, e.g. claude-*) with SERVED, the model's id or ID:ADAPTER, on "
+        "every route; on /v1/messages any other name falls back to the model (repeatable; the first match wins)",
     )
     serve.add_argument("--verbose", "-v", action="store_true", help="log llama.cpp's own messages too")
 

@@ -56,15 +56,16 @@ def request_set(state: ServerState, sampling: SamplingFields) -> AdapterSet:
     if sampling.lora:
         _check_ids(state, sampling.lora, "lora")
         return adapter_set((state.lora[i], scale) for i, scale in sampling.lora.items())
-    base, sep, name = (sampling.model or "").rpartition(":")
+    model = sampling.model or ""
+    model = state.model_names.alias(model) or model  # --model-alias maps a client's name onto a served one
+    base, sep, name = model.rpartition(":")
     if sep and base == state.model_id:
         for adapter in state.lora:
             if adapter.name == name:
                 return adapter_set([(adapter, 1.0)])
         raise APIError(
             404,
-            f"the model {sampling.model!r} does not exist here; this server serves "
-            f"{', '.join(map(repr, model_ids(state)))}",
+            f"the model {model!r} does not exist here; this server serves {', '.join(map(repr, model_ids(state)))}",
             param="model",
             code="model_not_found",
         )

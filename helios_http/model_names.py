@@ -2,8 +2,9 @@
 
 Agent clients name their vendor's models: Claude Code sends claude-... names, and others for its
 background requests. An alias maps a name (a glob: `claude-*`) to a served name, the model's id or
-"ID:ADAPTER" for a LoRA adapter; the first alias that matches wins. A name that is neither an alias
-nor served falls back to the model, since this server serves one; each such name is logged once.
+"ID:ADAPTER" for a LoRA adapter; the first alias that matches wins, on every route (lora_api's
+request_set reads it for OpenAI's). On /v1/messages a name that is neither an alias nor served falls
+back to the model, since this server serves one; each such name is logged once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ class ModelNames:
         self.aliases = list(aliases)
         self._fallen_back: set[str] = set()
 
+    def alias(self, name: str) -> str | None:
+        """The served name the first alias matching `name` maps it to, or None."""
+        for pattern, target in self.aliases:
+            if fnmatch.fnmatchcase(name, pattern):
+                return target
+        return None
+
     def resolve(self, name: object, served: list[str]) -> str:
         """The served name a request's model name stands for; for any other name, served[0], the model's id.
 
@@ -38,9 +46,9 @@ class ModelNames:
             return served[0]
         if name in served:
             return name
-        for pattern, target in self.aliases:
-            if fnmatch.fnmatchcase(name, pattern):
-                return target
+        target = self.alias(name)
+        if target is not None:
+            return target
         if name not in self._fallen_back:
             self._fallen_back.add(name)
             logger.info(

@@ -251,9 +251,11 @@ def test_generate_applies_an_adapter_at_its_scale(files):
 
 @pytest.fixture(scope="module")
 def server(files):
+    alias = f"gpt-4o-mini={default_model_path().stem}:a"
     process = ServerProcess(
-        "--lora", str(files["a"]), "--lora", f"{files['b']}:0.5", "--ctx-size", "512", "--parallel", "2"
-    )
+        "--lora", str(files["a"]), "--lora", f"{files['b']}:0.5", "--ctx-size", "512", "--parallel", "2",
+        "--model-alias", alias,
+    )  # fmt: skip
     yield process
     process.stop()
 
@@ -313,6 +315,8 @@ def test_per_request_scales_and_a_model_name_pick_adapters(server, model_id):
     assert np.abs(np.subtract(defaults, only_a)).max() > LOGIT_TOLERANCE
     # The same set, decoded in the same shape: the same floats.
     np.testing.assert_allclose(scored(server, prompt, model=f"{model_id}:a"), only_a, atol=1e-4)
+    # --model-alias maps a client's own name onto it, on OpenAI's routes as on Anthropic's.
+    np.testing.assert_allclose(scored(server, prompt, model="gpt-4o-mini"), only_a, atol=1e-4)
     ids = [m["id"] for m in httpx.get(f"{server.url}/v1/models", timeout=PATIENCE).json()["data"]]
     assert ids == [model_id, f"{model_id}:a", f"{model_id}:b"]
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
