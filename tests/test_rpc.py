@@ -1,7 +1,7 @@
 """Serving a model split across hosts: llama.cpp's RPC backend, with workers on loopback.
 
-Each test starts its own `helios-engine rpc-worker` processes, since a worker
-serves one client at a time.
+A worker serves one client at a time: the tests whose clients are gone when they end share two
+workers, and the test that kills one starts its own.
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ from tests.server_process import ServerProcess
 PROMPT = "The history of the printing press begins in the fifteenth century, when"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def workers():
+    started = RpcWorkers(2)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def own_workers():
     started = RpcWorkers(2)
     yield started
     started.stop()
@@ -83,8 +90,8 @@ def test_served_fully_offloaded_to_two_workers(workers):
         server.stop()
 
 
-def test_a_worker_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_with_status_1(workers):
-    server = ServerProcess("--rpc", workers.spec, "--n-gpu-layers", "-1", "--ctx-size", "2048", "--parallel", "2")
+def test_a_worker_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_with_status_1(own_workers):
+    server = ServerProcess("--rpc", own_workers.spec, "--n-gpu-layers", "-1", "--ctx-size", "2048", "--parallel", "2")
     try:
         body = {"prompt": PROMPT, "max_tokens": 1500, "ignore_eos": True, "stream": True}
         lines = []
@@ -93,7 +100,7 @@ def test_a_worker_lost_mid_stream_ends_the_stream_with_an_error_and_the_server_w
             for line in reply.iter_lines():
                 lines.append(line)
                 if len(lines) == 10:  # tokens are flowing: take one worker away
-                    workers.processes[1].kill()
+                    own_workers.processes[1].kill()
         events = [line for line in lines if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]"
         assert '"code":"backend_failed"' in events[-2]

@@ -186,7 +186,7 @@ def test_sigterm_ends_a_running_stream_at_the_grace_and_exits_0_without_a_traceb
     # The drain's rules are tests/test_drain.py's, on a scripted engine; this is the process around them:
     # the signal, uvicorn's shutdown after the drain (no handler cancelled), the exit code.
     endless = {"prompt": "Tell an endless story:", "max_tokens": 4000, "temperature": 0.0, "speculative": False}
-    with ServerProcess("--ctx-size", "4096", "--parallel", "1", "--shutdown-grace", "1") as server:
+    with ServerProcess("--ctx-size", "4096", "--parallel", "1", "--shutdown-grace", "0.25") as server:
         stream = Stream(server.url, {**endless, "logit_bias": no_eog()})
         stream.started.wait(PATIENCE)
         server.process.send_signal(signal.SIGTERM)
