@@ -14,7 +14,7 @@ greedy in the graph on a CPU too.
 
 Run:  make bench            (builds llama-bench first)
       .venv/bin/python benchmarks/bench_generate.py [--rounds 3] [--threads 2] [--model SPEC]
-      [--path auto|python|backend]
+      [--path auto|python|backend] [--n-gpu-layers -1]
 Writes benchmarks/results/bench_generate-<timestamp>.json.
 """
 
@@ -38,7 +38,7 @@ N_PROMPT = 512
 GEN_PROMPT = "The three primary colors are"
 
 
-def llama_bench(model: Path, threads: int) -> dict[str, float]:
+def llama_bench(model: Path, threads: int, n_gpu_layers: int) -> dict[str, float]:
     """One llama-bench run of pp512 and tg128: tokens/s of each."""
     binary = tool("llama-bench")
     out = subprocess.run(
@@ -48,6 +48,8 @@ def llama_bench(model: Path, threads: int) -> dict[str, float]:
             str(model),
             "-t",
             str(threads),
+            "-ngl",
+            str(n_gpu_layers),
             "-p",
             str(N_PROMPT),
             "-n",
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--n-gpu-layers", type=int, default=0, help="layers on the GPU, for both sides (-1: all; a GPU build only)"
+    )
+    parser.add_argument(
         "--path",
         choices=("auto", "python", "backend"),
         default="auto",
@@ -158,14 +163,14 @@ def main() -> None:
             "sampled_warm_us",
         )
     }
-    with Model(path) as model:
+    with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
         # The same shape as llama-bench's context: a 512-token batch, default cache and attention.
         ctx = Context(model, n_ctx=N_PROMPT + N_GEN + 64, n_batch=N_PROMPT, n_threads=args.threads)
         generator = Generator(model, ctx, backend_sampling={"python": False, "backend": True}.get(args.path))
         paths = {}
         helios_decode(generator, greedy)  # warm-up, as llama-bench warms up
         for round_ in range(args.rounds):
-            theirs = llama_bench(path, args.threads)
+            theirs = llama_bench(path, args.threads, args.n_gpu_layers)
             runs["pp512"].append(theirs["pp512"])
             runs["tg128"].append(theirs["tg128"])
             g = helios_decode(generator, greedy)
@@ -195,6 +200,7 @@ def main() -> None:
         "bench_generate",
         model=description,
         threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
         tokens_per_s={k: summary(v) for k, v in runs.items() if not k.endswith("_us")},
         python_overhead_us_per_token={"greedy": summary(runs["greedy_us"]), "sampled": summary(runs["sampled_us"])},
         # The same loop with llama_decode a no-op (helios_warm_loop): caches warm, as beside a GPU decode.

@@ -9,6 +9,7 @@ Then, with --parallel 1 on both, time to first token for a prompt with a
 
 Run:  make bench-server
       .venv/bin/python benchmarks/bench_server.py [--clients 1 2 4 8] [--max-tokens 64] [--threads 2]
+      [--n-gpu-layers -1]
 Writes benchmarks/results/bench_server-<timestamp>.json and .png.
 """
 
@@ -109,13 +110,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="completions each client streams")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--n-gpu-layers", type=int, default=0, help="layers on the GPU, for both servers (-1: all; a GPU build only)"
+    )
     args = parser.parse_args()
+    offload = ("--n-gpu-layers", str(args.n_gpu_layers))
     model = default_model_path()
 
     runs: dict[str, dict[str, dict]] = {"helios": {}, "llama-server": {}}
     for k in args.clients:
         for kind in ("llama-server", "helios"):
-            server = start(kind, k, args.threads, model)
+            server = start(kind, k, args.threads, model, offload)
             try:
                 runs[kind][str(k)] = asyncio.run(load(server.url, k, args.rounds, args.max_tokens))
             finally:
@@ -129,7 +134,7 @@ def main() -> None:
             )
     hits = {}
     for kind in ("llama-server", "helios"):
-        server = start(kind, 1, args.threads, model)
+        server = start(kind, 1, args.threads, model, offload)
         try:
             hits[kind] = asyncio.run(cache_hit(server.url))
         finally:
@@ -156,6 +161,7 @@ def main() -> None:
         "bench_server",
         model=model.name,
         threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
         max_tokens=args.max_tokens,
         rounds=args.rounds,
         clients=args.clients,
