@@ -57,7 +57,7 @@ def request_set(state: ServerState, sampling: SamplingFields) -> AdapterSet:
         _check_ids(state, sampling.lora, "lora")
         return adapter_set((state.lora[i], scale) for i, scale in sampling.lora.items())
     model = sampling.model or ""
-    model = state.model_names.alias(model) or model  # --model-alias maps a client's name onto a served one
+    model = state.model_names.mapped(model, model_ids(state)) or model  # --model-alias: a client's name, served
     base, sep, name = model.rpartition(":")
     if sep and base == state.model_id:
         for adapter in state.lora:

@@ -31,8 +31,12 @@ class ModelNames:
         self.aliases = list(aliases)
         self._fallen_back: set[str] = set()
 
-    def alias(self, name: str) -> str | None:
-        """The served name the first alias matching `name` maps it to, or None."""
+    def mapped(self, name: str, served: list[str]) -> str | None:
+        """`name` when it is served, else the served name the first alias matching it maps it to, else None.
+
+        A served name is never aliased away, so `*=ID:ADAPTER` still lets a client name ID itself."""
+        if name in served:
+            return name
         for pattern, target in self.aliases:
             if fnmatch.fnmatchcase(name, pattern):
                 return target
@@ -44,9 +48,7 @@ class ModelNames:
         served: the names the server answers to, the model's id first (what /v1/models lists)."""
         if not isinstance(name, str) or not name:
             return served[0]
-        if name in served:
-            return name
-        target = self.alias(name)
+        target = self.mapped(name, served)
         if target is not None:
             return target
         if name not in self._fallen_back:

@@ -206,11 +206,11 @@ def _open_final_message(text: str, messages: list[dict[str, Any]]) -> str:
     content = final.get("content")
     if not isinstance(content, str) or not content.strip():
         raise ChatTemplateError("the final assistant message has no text to continue")
-    # The later of the two ends: an untrimmed content may also occur earlier (in a user's message).
-    end = max(text.rfind(written) + len(written) if written in text else -1 for written in (content, content.strip()))
-    if end < 0:
+    found = [(text.rfind(written), written) for written in (content, content.strip())]
+    ends = [at + len(written) for at, written in found if at >= 0]
+    if not ends:
         raise ChatTemplateError("the chat template does not write the final message's text, so it cannot be continued")
-    return text[:end]
+    return text[: max(ends)]  # the later end: an untrimmed copy may also stand earlier (in a user's message)
 
 
 def load(model: Model, template: str | None = None) -> ChatTemplate:
