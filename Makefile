@@ -20,8 +20,11 @@ serve: build model
 	$(VENV)/bin/helios-engine serve $(SERVE_ARGS)
 
 # The tools too: a test checks perplexity() against llama-perplexity, built from the same tree.
+# One pytest-xdist worker per core, a test file to a worker (its servers and models are set up
+# once); tests/conftest.py gives each worker its share of the cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 test: tools model
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(INSTALLED)
 

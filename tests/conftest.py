@@ -1,8 +1,9 @@
 """Shared fixtures and helpers: the default model (loaded once), thread count, logits comparisons.
 
-HELIOS_TEST_THREADS (default 2) is the CPU thread count of every context,
-generator and `helios-engine` process the suite starts, so the whole suite
-can be run on 1 thread (or any other count) to check it does not depend on it.
+HELIOS_TEST_THREADS is the CPU thread count of every context, generator and
+`helios-engine` process the suite starts, so the whole suite can be run on 1
+thread (or any other count) to check it does not depend on it. Unset, it is 2,
+or each pytest-xdist worker's share of the cores (`make test` runs a worker per core).
 """
 
 from __future__ import annotations
@@ -26,9 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 LLAMA_CPP = ROOT / "vendor" / "llama.cpp"
 VOCAB_MODELS = LLAMA_CPP / "models"
 
-THREADS = int(os.environ.get("HELIOS_TEST_THREADS", "2"))
-if THREADS < 1:
-    raise ValueError(f"HELIOS_TEST_THREADS must be a positive thread count, got {THREADS}")
+
+def suite_threads() -> int:
+    """HELIOS_TEST_THREADS where given; else 2, or this worker's share of the cores under pytest-xdist.
+
+    Workers must not ask for more threads than there are cores between them:
+    llama.cpp's threads spin while they wait for each other, and oversubscribed
+    they make a decode several times slower.
+    """
+    given = os.environ.get("HELIOS_TEST_THREADS")
+    if given is not None:
+        threads = int(given)
+        if threads < 1:
+            raise ValueError(f"HELIOS_TEST_THREADS must be a positive thread count, got {threads}")
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, cores // workers))
+
+
+THREADS = suite_threads()
 
 # Most any logit may move when llama.cpp decodes the same tokens in other batch
 # shapes (a prompt in one decode or two, a sequence alone or beside others):

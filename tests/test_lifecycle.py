@@ -24,6 +24,7 @@ def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, "HELIOS_TEST_THREADS": str(THREADS)},  # for tests/lifecycle_machine.py
     )
 
 
