@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from helios_cli.cache_options import add_prompt_cache_options, check_prompt_cache_options
@@ -126,6 +127,13 @@ def add_command(commands) -> None:
         help='serve a plug-in logits processor factory, picked by a request\'s "processors": [NAME] (repeatable)',
     )
     serve.add_argument(
+        "--default-plugins",
+        type=_json,
+        metavar="JSON",
+        help='what a request that names none gets: {"sampler": NAME, "sampler_args": {...}, "processors": [...]}, '
+        "for clients that cannot send those fields; a request's own sampler or processors replace the default's",
+    )
+    serve.add_argument(
         "--model-alias",
         action="append",
         default=[],
@@ -168,3 +176,10 @@ def _model_alias(text: str) -> tuple[str, str]:
         return parse_alias(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None

@@ -106,7 +106,7 @@ async def submit(
     adapters = request_set(state, parsed.sampling)  # unknown ones: a 400 before anything queues
     # Plug-in factories run once per generation, here: arguments they refuse are a 400 before anything queues.
     plugins = [(None, [])] * (len(prompts) * n)
-    if parsed.sampling.plugins is not None:
+    if parsed.sampling.plugins is not None or state.plugins.defaults is not None:
         plugins = await run_in_threadpool(state.plugins.instantiate, parsed.sampling.plugins, model, len(plugins))
     jobs: list[Job] = []
     for p, prompt in enumerate(prompts):

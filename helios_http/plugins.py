@@ -21,6 +21,10 @@ apply, and processors run after the built-in ones, in the order given. An
 unknown name, or arguments the factory refuses (TypeError or ValueError), is a
 400 naming the field. Packages may also offer plug-ins through the Python entry
 point groups `helios_engine.samplers` and `helios_engine.processors`.
+
+`--default-plugins '{"sampler": "typical"}'` gives the same fields to every
+request that does not name them, on every route: clients that send only their
+API's own fields (Claude Code, Codex, a chat UI) then run through a plug-in too.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 from helios_core.errors import HeliosError
 from helios_core.model import Model
 from helios_core.sampling import Sampler
-from helios_http.errors import invalid
+from helios_http.errors import APIError, invalid
 
 log = logging.getLogger("helios.http")
 
@@ -61,10 +65,13 @@ class PluginUse:
 
 @dataclass(frozen=True)
 class PluginRequest:
-    """The plug-ins one request asks for (shape checked; names are checked against the server's)."""
+    """The plug-ins one request asks for (shape checked; names are checked against the server's).
+
+    None where the request does not name that field: the server's --default-plugins then stand.
+    """
 
     sampler: PluginUse | None = None
-    processors: tuple[PluginUse, ...] = ()
+    processors: tuple[PluginUse, ...] | None = None
 
 
 def requested(body: Mapping[str, Any]) -> PluginRequest | None:
@@ -83,8 +90,9 @@ def requested(body: Mapping[str, Any]) -> PluginRequest | None:
         sampler = PluginUse(sampler_name, _arguments(sampler_args, "sampler_args"), "sampler")
     elif sampler_args is not None:
         raise invalid("sampler_args needs a sampler to pass them to", "sampler_args")
-    uses: list[PluginUse] = []
+    uses: list[PluginUse] | None = None
     if processors is not None:
+        uses = []
         if not isinstance(processors, list) or len(processors) > MAX_PROCESSORS:
             raise invalid(
                 f"processors must be a list of at most {MAX_PROCESSORS} names or {{name, args}} objects", "processors"
@@ -97,7 +105,7 @@ def requested(body: Mapping[str, Any]) -> PluginRequest | None:
                 uses.append(PluginUse(entry["name"], _arguments(entry.get("args"), f"{param}.args"), param))
             else:
                 raise invalid(f'{param} must be a processor name or {{"name": ..., "args": {{...}}}}', param)
-    return PluginRequest(sampler, tuple(uses))
+    return PluginRequest(sampler, None if uses is None else tuple(uses))
 
 
 def _arguments(value: Any, param: str) -> Mapping[str, Any]:
@@ -110,10 +118,15 @@ def _arguments(value: Any, param: str) -> Mapping[str, Any]:
 
 @dataclass
 class Plugins:
-    """The server's plug-ins by name: from --sampler/--processor options and from entry points."""
+    """The server's plug-ins by name: from --sampler/--processor options and from entry points.
+
+    defaults: what a request gets that names no plug-in (--default-plugins), so clients that
+    cannot send helios's fields (Claude Code, Codex, a chat UI) still run through them.
+    """
 
     samplers: dict[str, Factory] = field(default_factory=dict)
     processors: dict[str, Factory] = field(default_factory=dict)
+    defaults: PluginRequest | None = None
 
     @classmethod
     def load(cls, sampler_specs: list[str] = (), processor_specs: list[str] = (), entry_points: bool = True) -> Plugins:
@@ -138,28 +151,74 @@ class Plugins:
                 getattr(plugins, kind)[name] = factory
         return plugins
 
+    def set_defaults(self, body: Any) -> None:
+        """--default-plugins: a JSON object of the request fields, checked now; PluginError with one line."""
+        option = "--default-plugins"
+        if not isinstance(body, dict) or not body or set(body) - {"sampler", "sampler_args", "processors"}:
+            raise PluginError(f'{option} must be a JSON object of "sampler", "sampler_args" and "processors"')
+        try:
+            defaults = requested(body)
+            self.check(defaults)
+        except APIError as error:
+            raise PluginError(f"{option}: {error.message}") from None
+        self.defaults = defaults
+
+    def try_defaults(self, model: Model) -> None:
+        """Make the defaults once for the served model: PluginError with one line if a factory refuses."""
+        if self.defaults is not None:
+            try:
+                self.instantiate(None, model, 1)
+            except APIError as error:
+                raise PluginError(f"--default-plugins: {error.message}") from None
+
+    def check(self, request: PluginRequest) -> None:
+        """A 400 (APIError) for a name this server does not have."""
+        if request.sampler is not None:
+            _known(self.samplers, request.sampler, "sampler")
+        for use in request.processors or ():
+            _known(self.processors, use, "processor")
+
     def instantiate(self, request: PluginRequest | None, model: Model, count: int) -> list[tuple[Sampler | None, list]]:
         """(sampler, processors) for each of `count` generations: every one owns what its factories made.
 
-        Raises a 400 (APIError) for an unknown name or arguments a factory refuses. Factories may
-        take a while (a processor scanning the vocabulary): call this off the event loop.
+        The request's fields, or for a field it does not name, the server's defaults. Raises a 400
+        (APIError) for an unknown name or arguments a factory refuses. Factories may take a while
+        (a processor scanning the vocabulary): call this off the event loop.
         """
-        if request is None:
+        sampler, processors = self._chosen(request)
+        if sampler is None and not processors:
             return [(None, [])] * count
-        if request.sampler is not None:
-            _known(self.samplers, request.sampler, "sampler")
-        for use in request.processors:
-            _known(self.processors, use, "processor")
+        if request is not None:
+            self.check(request)
         return [
             (
-                None if request.sampler is None else _make(self.samplers, request.sampler, model),
-                [_make(self.processors, use, model) for use in request.processors],
+                None if sampler is None else _make(self.samplers, sampler, model),
+                [_make(self.processors, use, model) for use in processors],
             )
             for _ in range(count)
         ]
 
+    def _chosen(self, request: PluginRequest | None) -> tuple[PluginUse | None, tuple[PluginUse, ...]]:
+        defaults = self.defaults or PluginRequest()
+        request = request or PluginRequest()
+        sampler = request.sampler or defaults.sampler
+        processors = request.processors if request.processors is not None else defaults.processors
+        return sampler, processors or ()
+
     def names(self) -> dict[str, list[str]]:
         return {"samplers": sorted(self.samplers), "processors": sorted(self.processors)}
+
+    def describe(self) -> dict[str, Any]:
+        """The names served and the defaults, in the request fields' shape (GET /props)."""
+        defaults: dict[str, Any] | None = None
+        if self.defaults is not None:
+            sampler, processors = self.defaults.sampler, self.defaults.processors
+            defaults = {}
+            if sampler is not None:
+                defaults.update(sampler=sampler.name, sampler_args=dict(sampler.args))
+            if processors is not None:
+                defaults["processors"] = [{"name": use.name, "args": dict(use.args)} for use in processors]
+        return {**self.names(), "defaults": defaults}
 
 
 def parse_spec(spec: str, option: str) -> tuple[str, Factory]:

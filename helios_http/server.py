@@ -125,6 +125,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             args.embedding_batch,
         )
     warm.join()  # before state.engine: /health says 200 from then on
+    state.plugins.try_defaults(model)  # arguments a factory refuses: a failed start, not 400s later
     cache = PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None
     prepare_slot_files(state, args, path, cache)
     state.engine = runtime.own(
@@ -184,6 +185,8 @@ def serve(args: argparse.Namespace) -> int:
     check_speculation_options(args, path)  # likewise a --spec without its --draft-model, or a mismatched one
     # A plug-in that does not import stops the server now, with one line, not on the first request.
     plugins = Plugins.load(args.sampler, args.processor)
+    if args.default_plugins is not None:
+        plugins.set_defaults(args.default_plugins)  # likewise a default naming no plug-in
     state = ServerState(
         plugins=plugins,
         cors_origins=args.cors_origin,

@@ -51,6 +51,7 @@ async def props(request: Request) -> Response:
             "chat_template": loaded.source if loaded.source is not None else loaded.builtin_name,
             "bos_token": _piece(vocab, vocab.bos),
             "eos_token": _piece(vocab, vocab.eos),
+            "plugins": state.plugins.describe(),  # helios's own: --sampler, --processor, --default-plugins
             "build_info": f"helios-engine {backend.version()}; {backend.system_info().strip()}",
             "endpoint_slots": False,
             "endpoint_props": False,

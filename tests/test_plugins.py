@@ -120,6 +120,50 @@ def test_a_factory_that_returns_no_callable_is_a_400():
         plugins.instantiate(requested({"sampler": "broken"}), None, 1)
 
 
+def chosen(plugins: Plugins, body: dict) -> tuple[int | None, list]:
+    """What one generation of a request with `body` runs: its sampler's first draw, and its processors."""
+    [(sampler, processors)] = plugins.instantiate(requested(body), None, 1)
+    return (None if sampler is None else sampler(None, None)), processors
+
+
+def test_default_plugins_stand_for_the_fields_a_request_does_not_name():
+    plugins = Plugins(samplers={"counter": stateful_sampler}, processors={"ban": ban})
+    plugins.set_defaults({"sampler": "counter", "sampler_args": {"start": 100}, "processors": ["ban"]})
+    assert [(s(None, None), len(p)) for s, p in plugins.instantiate(None, None, 2)] == [(101, 1), (101, 1)]
+    assert chosen(plugins, {"temperature": 0.5})[0] == 101 and len(chosen(plugins, {})[1]) == 1
+    # The request's own sampler replaces the default's and keeps the default processors ...
+    sampler, processors = chosen(plugins, {"sampler": "counter", "sampler_args": {"start": 7}})
+    assert sampler == 8 and len(processors) == 1
+    # ... and its own processors, an empty list too, replace the default processors.
+    assert chosen(plugins, {"processors": []}) == (101, [])
+
+
+@pytest.mark.parametrize(
+    "defaults, words",
+    [
+        ([], 'must be a JSON object of "sampler", "sampler_args" and "processors"'),
+        ({}, 'must be a JSON object of "sampler", "sampler_args" and "processors"'),
+        ({"sampler": "counter", "temperature": 0}, 'must be a JSON object of "sampler"'),
+        ({"sampler": "absent"}, "no sampler named 'absent' (it has: counter)"),
+        ({"processors": ["ban", "nope"]}, "no processor named 'nope' (it has: ban)"),
+        ({"sampler_args": {"start": 1}}, "sampler_args needs a sampler"),
+    ],
+)
+def test_default_plugins_that_name_nothing_served_are_one_line_naming_the_option(defaults, words):
+    plugins = Plugins(samplers={"counter": stateful_sampler}, processors={"ban": ban})
+    with pytest.raises(PluginError) as error:
+        plugins.set_defaults(defaults)
+    message = str(error.value)
+    assert message.startswith("--default-plugins") and words in message and "\n" not in message
+
+
+def test_default_arguments_a_factory_refuses_fail_when_first_made():
+    plugins = Plugins(samplers={"counter": stateful_sampler})
+    plugins.set_defaults({"sampler": "counter", "sampler_args": {"start": "x"}})  # shapes and names: fine
+    with pytest.raises(PluginError, match="^--default-plugins: counter refused its arguments: start must be"):
+        plugins.try_defaults(None)
+
+
 @pytest.fixture
 def plugin_module(tmp_path, monkeypatch):
     (tmp_path / "my_plugins.py").write_text(
@@ -289,3 +333,74 @@ def test_cors_lets_the_named_origin_in_and_no_other(plugin_server):
 def test_a_model_without_a_chat_template_is_named_a_base_model_at_start_up(plugin_server):
     log = plugin_server.log()
     assert "has no chat template, so it is most likely a base model" in log
+
+
+SCRIPTED_DEFAULT = '{"sampler": "script", "sampler_args": {"text": "Scripted, not sampled."}}'
+
+
+@pytest.fixture(scope="module")
+def default_plugin_server():
+    """A server whose every request runs the scripted sampler unless it names another (--default-plugins)."""
+    from tests.server_process import ServerProcess
+
+    with ServerProcess(
+        "--ctx-size", "256", "--parallel", "1",
+        "--sampler", "script=tests.scripted_sampler:scripted", "--default-plugins", SCRIPTED_DEFAULT,
+    ) as server:  # fmt: skip
+        yield server
+
+
+def test_clients_that_send_only_their_apis_fields_run_through_the_default_plugins(default_plugin_server):
+    import anthropic
+    import httpx
+    from openai import OpenAI
+
+    url = default_plugin_server.url
+    message = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0).messages.create(
+        model="claude-sonnet-4-5", max_tokens=32, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert [block.text for block in message.content] == ["Scripted, not sampled."]
+    assert message.stop_reason == "end_turn"
+    openai = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    response = openai.responses.create(model="gemma-3-270m-q4_k_m", input="Hi", max_output_tokens=32)
+    assert (response.output_text, response.status) == ("Scripted, not sampled.", "completed")
+    completion = openai.completions.create(model="gemma-3-270m-q4_k_m", prompt="Hi", max_tokens=32)
+    assert completion.choices[0].text == "Scripted, not sampled."
+    # A request's own sampler_args still reach the default sampler's replacement.
+    asked = openai.completions.create(
+        model="gemma-3-270m-q4_k_m",
+        prompt="Hi",
+        max_tokens=32,
+        extra_body={"sampler": "script", "sampler_args": {"text": "Asked for."}},
+    )
+    assert asked.choices[0].text == "Asked for."
+    props = httpx.get(f"{url}/props").json()["plugins"]
+    assert props == {
+        "samplers": ["script"],
+        "processors": [],
+        "defaults": {"sampler": "script", "sampler_args": {"text": "Scripted, not sampled."}},
+    }
+
+
+@pytest.mark.parametrize(
+    "defaults, status, words",
+    [
+        ("{not json", 2, "argument --default-plugins: not JSON"),
+        ('{"sampler": "absent"}', 2, "--default-plugins: this server has no sampler named 'absent' (it has: script)"),
+        (
+            '{"sampler": "script", "sampler_args": {"then": "later"}}',
+            1,
+            "--default-plugins: script refused its arguments: then must be",
+        ),
+    ],
+)
+def test_a_bad_default_stops_the_server_with_one_line(defaults, status, words):
+    from tests.server_process import ServerProcess
+
+    with ServerProcess(
+        "--ctx-size", "256", "--sampler", "script=tests.scripted_sampler:scripted", "--default-plugins", defaults,
+        wait=False,
+    ) as server:  # fmt: skip
+        assert server.wait() == status
+        log = server.log()
+    assert words in log and "Traceback" not in log
