@@ -32,6 +32,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,9 +134,12 @@ class Plugins:
     def load(cls, sampler_specs: list[str] = (), processor_specs: list[str] = (), entry_points: bool = True) -> Plugins:
         """Import every plug-in now, so a typo fails at start-up with one line, not on the first request.
 
-        Options win over entry points of the same name.
+        Options win over entry points of the same name. Their modules are looked up in the working
+        directory first, as `python -m helios_cli serve` and uvicorn's own app loading do.
         """
         plugins = cls()
+        if (sampler_specs or processor_specs) and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         if entry_points:
             for kind, group in (("samplers", SAMPLER_GROUP), ("processors", PROCESSOR_GROUP)):
                 for point in importlib.metadata.entry_points(group=group):

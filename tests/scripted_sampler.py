@@ -1,6 +1,8 @@
-"""A plug-in sampler that writes a scripted text, for driving the real server without a model that obeys.
+"""Plug-in samplers that write a scripted text, for driving the real server without a model that obeys.
 
     helios-engine serve --sampler script=tests.scripted_sampler:scripted
+
+(`rehearsal`, below, plays an agent's tool call and answer for clients that send no helios field.)
 
 A request's `sampler_args` give the `text` (tokenized with the served vocabulary, special tokens parsed;
 a list of strings is tokenized piece by piece, so a test chooses where token boundaries fall)
@@ -12,6 +14,7 @@ first token (the engine thread waits: a stand-in for a prompt that takes long to
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -33,5 +36,25 @@ def scripted(model, text: str | list[str] = "", then: str = "eos", delay: float 
         if position <= len(script):
             return script[position - 1]
         return int(np.argmax(logits)) if then == "greedy" else end
+
+    return sample
+
+
+def rehearsal(model, tool: str, arguments: dict, seen: str, answer: str):
+    """An agent's two turns, whatever the model says: a call of `tool` with `arguments`, then, once the
+    prompt holds `seen` (the tool's output, sent back by the client), `answer`. For real clients that
+    send no helios field (`serve --default-plugins`): Claude Code and Codex run a tool through it.
+
+    The call is written in the generic format (helios_core/tool_calls/generic.py), which templates
+    without a tool syntax of their own (the default model's) use.
+    """
+    call = json.dumps({"tool_calls": [{"name": tool, "arguments": arguments}]})
+    script: list[int] = []
+
+    def sample(logits, state) -> int:
+        if state.step == 0:
+            prompt = model.vocab.detokenize(state.tokens[: state.n_prompt])
+            script.extend(model.vocab.tokenize(answer if seen in prompt else call, add_special=False))
+        return script[state.step] if state.step < len(script) else model.vocab.eos
 
     return sample

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -190,6 +191,17 @@ def test_specs_name_a_callable_in_a_module(plugin_module):
     assert plugins.names() == {"samplers": ["n"], "processors": ["lipo"]}
 
 
+def test_plugin_modules_are_found_in_the_working_directory(tmp_path, monkeypatch):
+    """As with `python -m helios_cli serve`, also for the `helios-engine` script, whose sys.path lacks it."""
+    (tmp_path / "here_plugins.py").write_text("def typical(model):\n    return lambda logits, state: 0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "here_plugins", raising=False)
+    plugins = Plugins.load(["typical=here_plugins:typical"], entry_points=False)
+    assert plugins.samplers["typical"].__module__ == "here_plugins"
+    sys.modules.pop("here_plugins", None)
+
+
 @pytest.mark.parametrize(
     "spec, words",
     [
@@ -335,50 +347,79 @@ def test_a_model_without_a_chat_template_is_named_a_base_model_at_start_up(plugi
     assert "has no chat template, so it is most likely a base model" in log
 
 
-SCRIPTED_DEFAULT = '{"sampler": "script", "sampler_args": {"text": "Scripted, not sampled."}}'
+REHEARSAL = {
+    "sampler": "rehearsal",
+    "sampler_args": {"tool": "get_weather", "arguments": {"city": "Paris"}, "seen": "21 C", "answer": "Sunny."},
+}
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
 @pytest.fixture(scope="module")
 def default_plugin_server():
-    """A server whose every request runs the scripted sampler unless it names another (--default-plugins)."""
+    """A server whose every request plays tests.scripted_sampler.rehearsal unless it names a sampler."""
     from tests.server_process import ServerProcess
 
     with ServerProcess(
-        "--ctx-size", "256", "--parallel", "1",
-        "--sampler", "script=tests.scripted_sampler:scripted", "--default-plugins", SCRIPTED_DEFAULT,
+        "--ctx-size", "512", "--parallel", "1",
+        "--sampler", "rehearsal=tests.scripted_sampler:rehearsal",
+        "--sampler", "script=tests.scripted_sampler:scripted",
+        "--default-plugins", json.dumps(REHEARSAL),
     ) as server:  # fmt: skip
         yield server
 
 
-def test_clients_that_send_only_their_apis_fields_run_through_the_default_plugins(default_plugin_server):
+def test_an_anthropic_client_sending_only_its_fields_runs_a_tool_through_the_default_plugin(default_plugin_server):
     import anthropic
-    import httpx
+
+    client = anthropic.Anthropic(base_url=default_plugin_server.url, api_key="unused", max_retries=0)
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    tools = [{"name": "get_weather", "description": "Today's weather", "input_schema": WEATHER}]
+    call = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=asked, tools=tools)
+    assert call.stop_reason == "tool_use"
+    [use] = [block for block in call.content if block.type == "tool_use"]
+    assert (use.name, use.input) == ("get_weather", {"city": "Paris"})
+    result = {"type": "tool_result", "tool_use_id": use.id, "content": "21 C, clear"}
+    answer = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        tools=tools,
+        messages=[*asked, {"role": "assistant", "content": call.content}, {"role": "user", "content": [result]}],
+    )
+    assert ([block.text for block in answer.content], answer.stop_reason) == (["Sunny."], "end_turn")
+
+
+def test_an_openai_client_sending_only_its_fields_runs_a_tool_through_the_default_plugin(default_plugin_server):
     from openai import OpenAI
 
-    url = default_plugin_server.url
-    message = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0).messages.create(
-        model="claude-sonnet-4-5", max_tokens=32, messages=[{"role": "user", "content": "Hi"}]
+    client = OpenAI(base_url=f"{default_plugin_server.url}/v1", api_key="unused", max_retries=0)
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    call = client.responses.create(model="gemma-3-270m-q4_k_m", input="Weather in Paris?", tools=tools)
+    [item] = [item for item in call.output if item.type == "function_call"]
+    assert (item.name, json.loads(item.arguments)) == ("get_weather", {"city": "Paris"})
+    answer = client.responses.create(
+        model="gemma-3-270m-q4_k_m",
+        previous_response_id=call.id,
+        tools=tools,
+        input=[{"type": "function_call_output", "call_id": item.call_id, "output": "21 C, clear"}],
     )
-    assert [block.text for block in message.content] == ["Scripted, not sampled."]
-    assert message.stop_reason == "end_turn"
-    openai = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    response = openai.responses.create(model="gemma-3-270m-q4_k_m", input="Hi", max_output_tokens=32)
-    assert (response.output_text, response.status) == ("Scripted, not sampled.", "completed")
-    completion = openai.completions.create(model="gemma-3-270m-q4_k_m", prompt="Hi", max_tokens=32)
-    assert completion.choices[0].text == "Scripted, not sampled."
-    # A request's own sampler_args still reach the default sampler's replacement.
-    asked = openai.completions.create(
+    assert (answer.output_text, answer.status) == ("Sunny.", "completed")
+    # A request's own sampler replaces the default.
+    asked = client.completions.create(
         model="gemma-3-270m-q4_k_m",
         prompt="Hi",
         max_tokens=32,
         extra_body={"sampler": "script", "sampler_args": {"text": "Asked for."}},
     )
     assert asked.choices[0].text == "Asked for."
-    props = httpx.get(f"{url}/props").json()["plugins"]
-    assert props == {
-        "samplers": ["script"],
+
+
+def test_props_lists_the_plugins_and_the_defaults(default_plugin_server):
+    import httpx
+
+    assert httpx.get(f"{default_plugin_server.url}/props").json()["plugins"] == {
+        "samplers": ["rehearsal", "script"],
         "processors": [],
-        "defaults": {"sampler": "script", "sampler_args": {"text": "Scripted, not sampled."}},
+        "defaults": REHEARSAL,
     }
 
 
