@@ -7,6 +7,7 @@ generous deadline that only bounds a failure: this machine is shared and slow.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ __all__ = [
     "KEYED",
     "PATIENCE",
     "PLAIN",
+    "REHEARSAL",
+    "REHEARSED",
     "ServerProcess",
     "SharedServers",
     "connect",
@@ -53,6 +56,18 @@ KEYED = (
     "--ctx-size", "1024", "--parallel", "2", "--api-key", "sesame", "--metrics-public", "--max-body-mb", "0.25",
     "--sampler", "script=tests.scripted_sampler:scripted",
     "--model-alias", f"claude-haiku-*={default_model_path().stem}",
+)  # fmt: skip
+# A server whose every request that names no sampler plays an agent's two turns (tests.scripted_sampler's
+# rehearsal, by --default-plugins): a get_weather call for Paris, then, once "21 C" is in the prompt,
+# the answer "Sunny.". Clients that send only their API's own fields run a tool round trip through it.
+REHEARSAL = {
+    "sampler": "rehearsal",
+    "sampler_args": {"tool": "get_weather", "arguments": {"city": "Paris"}, "seen": "21 C", "answer": "Sunny."},
+}
+REHEARSED = (
+    "--ctx-size", "1024", "--parallel", "2",
+    "--sampler", "rehearsal=tests.scripted_sampler:rehearsal", "--sampler", "script=tests.scripted_sampler:scripted",
+    "--default-plugins", json.dumps(REHEARSAL),
 )  # fmt: skip
 
 

@@ -347,25 +347,15 @@ def test_a_model_without_a_chat_template_is_named_a_base_model_at_start_up(plugi
     assert "has no chat template, so it is most likely a base model" in log
 
 
-REHEARSAL = {
-    "sampler": "rehearsal",
-    "sampler_args": {"tool": "get_weather", "arguments": {"city": "Paris"}, "seen": "21 C", "answer": "Sunny."},
-}
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
 @pytest.fixture(scope="module")
-def default_plugin_server():
-    """A server whose every request plays tests.scripted_sampler.rehearsal unless it names a sampler."""
-    from tests.server_process import ServerProcess
+def default_plugin_server(shared_server):
+    """Every request that names no sampler plays tests.scripted_sampler.rehearsal (tests/server_process.py)."""
+    from tests.server_process import REHEARSED
 
-    with ServerProcess(
-        "--ctx-size", "512", "--parallel", "1",
-        "--sampler", "rehearsal=tests.scripted_sampler:rehearsal",
-        "--sampler", "script=tests.scripted_sampler:scripted",
-        "--default-plugins", json.dumps(REHEARSAL),
-    ) as server:  # fmt: skip
-        yield server
+    return shared_server(*REHEARSED)
 
 
 def test_an_anthropic_client_sending_only_its_fields_runs_a_tool_through_the_default_plugin(default_plugin_server):
@@ -415,6 +405,8 @@ def test_an_openai_client_sending_only_its_fields_runs_a_tool_through_the_defaul
 
 def test_props_lists_the_plugins_and_the_defaults(default_plugin_server):
     import httpx
+
+    from tests.server_process import REHEARSAL
 
     assert httpx.get(f"{default_plugin_server.url}/props").json()["plugins"] == {
         "samplers": ["rehearsal", "script"],
