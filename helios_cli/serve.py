@@ -131,7 +131,8 @@ def add_command(commands) -> None:
         type=_json,
         metavar="JSON",
         help='what a request that names none gets: {"sampler": NAME, "sampler_args": {...}, "processors": [...]}, '
-        "for clients that cannot send those fields; a request's own sampler or processors replace the default's",
+        "for clients that cannot send those fields; a request's own sampler or processors replace the default's "
+        "(a plug-in sampler replaces the built-in chain: temperature, top_p, ... are its business)",
     )
     serve.add_argument(
         "--model-alias",

@@ -59,7 +59,7 @@ class HeliosServer(uvicorn.Server):
         try:
             self.load()
         except Exception as error:
-            self.state.load_error = str(error)
+            self.state.load_error = error
             self.should_exit = True  # uvicorn's main loop looks every 0.1 s
 
     # --- stop ------------------------------------------------------------------------------

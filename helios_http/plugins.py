@@ -139,6 +139,7 @@ class Plugins:
         """
         plugins = cls()
         if (sampler_specs or processor_specs) and os.getcwd() not in sys.path:
+            # First, as `python -m` puts it: the same spec then finds the same module either way.
             sys.path.insert(0, os.getcwd())
         if entry_points:
             for kind, group in (("samplers", SAMPLER_GROUP), ("processors", PROCESSOR_GROUP)):
@@ -163,13 +164,15 @@ class Plugins:
             raise PluginError(f'{option} must be a JSON object of "sampler", "sampler_args" and "processors"')
         try:
             defaults = requested(body)
+            if defaults is None:  # {"sampler": null}
+                raise PluginError(f"{option} names no sampler and no processors")
             self.check(defaults)
         except APIError as error:
             raise PluginError(f"{option}: {error.message}") from None
         self.defaults = defaults
 
-    def try_defaults(self, model: Model) -> None:
-        """Make the defaults once for the served model: PluginError with one line if a factory refuses."""
+    def check_default_arguments(self, model: Model) -> None:
+        """Make the defaults once for the served model: PluginError with one line if a factory refuses them."""
         if self.defaults is not None:
             try:
                 self.instantiate(None, model, 1)

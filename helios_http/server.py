@@ -51,7 +51,7 @@ from helios_http.model_names import ModelNames
 from helios_http.plugins import Plugins
 from helios_http.responses_store import ResponseStore
 from helios_http.slot_setup import prepare_slot_files
-from helios_http.state import ServerState
+from helios_http.state import ServerState, load_failure
 
 logger = logging.getLogger("helios.http")
 
@@ -125,7 +125,7 @@ def load_engine(state: ServerState, path, args: argparse.Namespace) -> None:
             args.embedding_batch,
         )
     warm.join()  # before state.engine: /health says 200 from then on
-    state.plugins.try_defaults(model)  # arguments a factory refuses: a failed start, not 400s later
+    state.plugins.check_default_arguments(model)  # ones a factory refuses: a failed start, not 400s later
     cache = PromptCache(int(args.cache_ram * MiB)) if args.cache_ram > 0 else None
     prepare_slot_files(state, args, path, cache)
     state.engine = runtime.own(
@@ -228,6 +228,6 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if state.load_error is not None:
-        print(f"helios-engine: the model failed to load: {state.load_error}", file=sys.stderr)
+        print(f"helios-engine: {load_failure(state.load_error)}", file=sys.stderr)
         return 1
     return 0

@@ -22,7 +22,7 @@ from helios_http.limits import MiB
 from helios_http.media import MediaServing
 from helios_http.metrics import Metrics
 from helios_http.model_names import ModelNames
-from helios_http.plugins import Plugins
+from helios_http.plugins import PluginError, Plugins
 from helios_http.responses_store import ResponseStore
 
 RETRY_AFTER_SECONDS = 1
@@ -45,7 +45,7 @@ class ServerState:
     model: Model | None = None
     engine: Engine | None = None
     embeddings: EmbeddingWorker | None = None  # /v1/embeddings' context and thread, set with the engine
-    load_error: str | None = None
+    load_error: Exception | str | None = None  # why loading failed (lifecycle.py); see load_failure
     draining: bool = False  # shutting down: new requests get 503
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)  # --sampler / --processor and entry points
@@ -70,11 +70,15 @@ class ServerState:
         return self.model, self.engine
 
 
+def load_failure(error: Exception | str) -> str:
+    """Why loading failed, in a sentence: a start-up option's own message (--default-plugins
+    arguments its factory refused once the model was there), else the model's error."""
+    return str(error) if isinstance(error, PluginError) else f"the model failed to load: {error}"
+
+
 def loading_error(state: ServerState) -> APIError:
     if state.load_error:
-        return APIError(
-            503, f"the model failed to load: {state.load_error}", type="server_error", code="model_load_failed"
-        )
+        return APIError(503, load_failure(state.load_error), type="server_error", code="model_load_failed")
     return APIError(
         503,
         "the model is loading; retry shortly",

@@ -2,8 +2,8 @@
 
 HELIOS_TEST_THREADS is the CPU thread count of every context, generator and
 `helios-engine` process the suite starts, so the whole suite can be run on 1
-thread (or any other count) to check it does not depend on it. Unset, it is 2,
-or each pytest-xdist worker's share of the cores (`make test` runs a worker per core).
+thread (or any other count) to check it does not depend on it. Unset, it is 2 (at
+most the cores), or each pytest-xdist worker's share of the cores (`make test` runs a worker per core).
 """
 
 from __future__ import annotations

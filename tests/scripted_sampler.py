@@ -54,7 +54,7 @@ def rehearsal(model, tool: str, arguments: dict, seen: str, answer: str):
     def sample(logits, state) -> int:
         if state.step == 0:
             prompt = model.vocab.detokenize(state.tokens[: state.n_prompt])
-            script.extend(model.vocab.tokenize(answer if seen in prompt else call, add_special=False))
+            script[:] = model.vocab.tokenize(answer if seen in prompt else call, add_special=False)
         return script[state.step] if state.step < len(script) else model.vocab.eos
 
     return sample

@@ -93,18 +93,29 @@ class ServerProcess:
         if "--threads" not in args:
             args = (*args, "--threads", str(THREADS))
         self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "helios_cli", "serve", "--port", str(self.port), *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=None if env is None else {**os.environ, **env},
-        )
-        if wait:
-            wait_healthy(self.url, self.process, timeout, output=self.log, poll=0.05)
+        for attempt in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self._log.seek(0)
+            self._log.truncate()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "helios_cli", "serve", "--port", str(self.port), *args],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=None if env is None else {**os.environ, **env},
+            )
+            if not wait:
+                return
+            try:
+                wait_healthy(self.url, self.process, timeout, output=self.log, poll=0.05)
+                return
+            except RuntimeError:
+                # free_port's port is free when picked, not reserved: under pytest-xdist another
+                # process may take it before this server binds it. Then pick another.
+                if attempt == 2 or self.process.poll() is None or "address already in use" not in self.log():
+                    raise
 
     @property
     def pid(self) -> int:

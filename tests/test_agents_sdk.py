@@ -23,8 +23,12 @@ set_tracing_disabled(True)  # the SDK would otherwise export traces to OpenAI
 def test_the_docs_agents_example_runs_as_written(shared_server, capsys):
     server = shared_server(*PLAIN)
     code = doc_block("agents-example").replace("127.0.0.1:8000", server.url.removeprefix("http://"))
+    written = 'api_key="unused")'  # a failure fails the test, not retries for minutes
+    assert written in code
+    code = code.replace(written, f'api_key="unused", max_retries=0, timeout={PATIENCE})')
     exec(compile(code, "agents-example", "exec", dont_inherit=True), {})
-    assert capsys.readouterr().out.strip() == "Sunny and 24 C in Paris"
+    # The tool's own text; the city is the base model's argument, which other CPUs may spell otherwise.
+    assert capsys.readouterr().out.startswith("Sunny and 24 C in ")
 
 
 @pytest.mark.parametrize("stream", [False, True])

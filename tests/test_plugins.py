@@ -148,6 +148,8 @@ def test_default_plugins_stand_for_the_fields_a_request_does_not_name():
         ({"sampler": "absent"}, "no sampler named 'absent' (it has: counter)"),
         ({"processors": ["ban", "nope"]}, "no processor named 'nope' (it has: ban)"),
         ({"sampler_args": {"start": 1}}, "sampler_args needs a sampler"),
+        ({"sampler": None}, "names no sampler and no processors"),
+        ({"processors": None}, "names no sampler and no processors"),
     ],
 )
 def test_default_plugins_that_name_nothing_served_are_one_line_naming_the_option(defaults, words):
@@ -162,7 +164,7 @@ def test_default_arguments_a_factory_refuses_fail_when_first_made():
     plugins = Plugins(samplers={"counter": stateful_sampler})
     plugins.set_defaults({"sampler": "counter", "sampler_args": {"start": "x"}})  # shapes and names: fine
     with pytest.raises(PluginError, match="^--default-plugins: counter refused its arguments: start must be"):
-        plugins.try_defaults(None)
+        plugins.check_default_arguments(None)
 
 
 @pytest.fixture
@@ -197,9 +199,11 @@ def test_plugin_modules_are_found_in_the_working_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     monkeypatch.delitem(sys.modules, "here_plugins", raising=False)
-    plugins = Plugins.load(["typical=here_plugins:typical"], entry_points=False)
-    assert plugins.samplers["typical"].__module__ == "here_plugins"
-    sys.modules.pop("here_plugins", None)
+    try:
+        plugins = Plugins.load(["typical=here_plugins:typical"], entry_points=False)
+        assert plugins.samplers["typical"].__module__ == "here_plugins"
+    finally:
+        sys.modules.pop("here_plugins", None)
 
 
 @pytest.mark.parametrize(
@@ -393,7 +397,12 @@ def test_an_openai_client_sending_only_its_fields_runs_a_tool_through_the_defaul
         input=[{"type": "function_call_output", "call_id": item.call_id, "output": "21 C, clear"}],
     )
     assert (answer.output_text, answer.status) == ("Sunny.", "completed")
-    # A request's own sampler replaces the default.
+
+
+def test_a_request_naming_a_sampler_runs_it_instead_of_the_default(default_plugin_server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{default_plugin_server.url}/v1", api_key="unused", max_retries=0)
     asked = client.completions.create(
         model="gemma-3-270m-q4_k_m",
         prompt="Hi",
@@ -423,7 +432,7 @@ def test_props_lists_the_plugins_and_the_defaults(default_plugin_server):
         (
             '{"sampler": "script", "sampler_args": {"then": "later"}}',
             1,
-            "--default-plugins: script refused its arguments: then must be",
+            'helios-engine: --default-plugins: script refused its arguments: then must be "eos" or "greedy"\n',
         ),
     ],
 )
