@@ -14,7 +14,7 @@ from helios_core.context import Context
 from helios_core.errors import ClosedError, ContextError, ContextFullError, DecodeError, HeliosError, ModelLoadError
 from helios_core.model import Model
 from helios_core.resolve import default_model_path
-from tests.conftest import THREADS
+from tests.conftest import THREADS, assert_logits_close
 
 PROMPT = "The capital of France is"
 
@@ -155,6 +155,25 @@ def test_seq_rm_of_a_tail_then_redecode_matches_a_fresh_context(model):
         got = decode_runs(ctx, prefix, stale, "rm", tail)
     # A stale cell left behind would shift logits by whole units, not by float noise.
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_decoding_on_one_thread_or_several_moves_logits_by_float_noise_alone(model):
+    """The suite runs each pytest-xdist worker on its share of the cores, often 1 thread: this is the
+    one place that decodes on more, prompt and one-token steps both, whatever HELIOS_TEST_THREADS is."""
+    tokens = model.vocab.tokenize(PROMPT)
+    steps = model.vocab.tokenize(" and then the", add_special=False)  # the same inputs on both counts
+
+    def rows(threads: int) -> list[np.ndarray]:
+        with Context(model, n_ctx=256, n_batch=64, n_threads=threads) as ctx:
+            batch = decode_prompt(ctx, tokens)
+            got = [ctx.logits(-1).copy()]
+            for position, token in enumerate(steps, start=len(tokens)):
+                batch.set([token], position)
+                ctx.decode(batch)
+                got.append(ctx.logits(-1).copy())
+        return got
+
+    assert_logits_close(rows(2), rows(1))
 
 
 def test_memory_positions_and_clear(model, ctx):
