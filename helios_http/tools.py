@@ -29,7 +29,7 @@ from helios_core import constraint, tool_calls
 from helios_core.chat import ChatTemplate
 from helios_core.errors import ConstraintError
 from helios_core.generate import Step
-from helios_core.tool_calls import CallArguments, CallStart, Content, ToolCallFormat, ToolCallParser
+from helios_core.tool_calls import CallArguments, CallStart, Content, Tool, ToolCallFormat, ToolCallParser
 from helios_core.vocab import Vocab
 from helios_http.errors import invalid
 from helios_http.shapes import Choice
@@ -68,10 +68,12 @@ class ToolPlan:
 
     specials: token id -> text of the format's markers that are control tokens of the model's
     vocabulary (Mistral's [TOOL_CALLS]): generated text leaves them out, the parser needs them.
+    tools: the ones offered, whose schemas read arguments written as raw text (qwen3_coder).
     """
 
     format: ToolCallFormat
     specials: dict[int, str] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()
 
 
 def parse_tools(body: dict[str, Any], parallel: bool) -> ToolsRequest | None:
@@ -114,8 +116,9 @@ def plan(
             )
         if not forced:
             text_schema = json.loads(sampling.constraint.source)
+    offered = request.offered()
     lark = tool_calls.grammar(
-        request.offered(),
+        offered,
         fmt,
         required=forced,
         parallel=request.parallel and request.function is None,  # a named function is called once, as vLLM does
@@ -127,7 +130,7 @@ def plan(
     except ConstraintError as error:
         raise invalid(f"tools: {error}", "tools") from None
     sampling.constraint_param = "tools"
-    return ToolPlan(fmt, specials)
+    return ToolPlan(fmt, specials, tuple(offered))
 
 
 class CallFollower:
@@ -138,7 +141,7 @@ class CallFollower:
     """
 
     def __init__(self, plan: ToolPlan):
-        self._parser = ToolCallParser(plan.format)
+        self._parser = ToolCallParser(plan.format, plan.tools)
         self._specials = plan.specials
         self.ids: list[str] = []
 

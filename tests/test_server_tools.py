@@ -27,6 +27,7 @@ from tests.server_process import PLAIN, ServerProcess
 from tests.test_readme import doc_block
 
 QWEN25 = VOCAB_MODELS / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+QWEN3_CODER = VOCAB_MODELS / "templates" / "Qwen3-Coder.jinja"
 
 WEATHER = {
     "type": "function",
@@ -247,6 +248,57 @@ def test_calls_in_hermes_tags_are_parsed_and_the_tags_never_reach_the_content(he
     assert whole.finish_reason == "tool_calls" and whole.message.content is None
     assert_valid(calls_of(whole.message))
     assert streamed == (None, calls_of(whole.message), "tool_calls")
+
+
+FORECAST = {
+    "type": "function",
+    "function": {
+        "name": "get_forecast",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def xml_client():
+    """Qwen3-Coder's template: calls in its XML, one raw-text tag per argument."""
+    with ServerProcess("--ctx-size", "1024", "--parallel", "1", "--chat-template-file", str(QWEN3_CODER)) as proc:
+        yield openai.OpenAI(base_url=f"{proc.url}/v1", api_key="unused", max_retries=0, timeout=PATIENCE)
+
+
+def test_calls_in_qwen3_coders_xml_come_back_as_json_arguments_typed_by_their_schema(xml_client):
+    offered = [*TOOLS, FORECAST]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in offered}
+    forced = {"type": "function", "function": {"name": "get_forecast"}}
+    # Its syntax is longer than JSON's: room for it all, whatever the city.
+    whole, streamed = whole_and_streamed(xml_client, ASK, tools=offered, tool_choice=forced, max_tokens=128)
+    assert whole.finish_reason == "tool_calls" and whole.message.content is None
+    assert_valid(calls_of(whole.message), schemas)  # "days" is a JSON integer, not the text "3"
+    assert streamed == (None, calls_of(whole.message), "tool_calls")
+    required = ask(xml_client, ASK, tool_choice="required", parallel_tool_calls=False, max_tokens=128).choices[0]
+    assert required.finish_reason == "tool_calls"
+    assert_valid(calls_of(required.message))
+
+
+def test_a_call_fed_back_to_qwen3_coders_template_is_written_as_its_xml(xml_client):
+    forecast = {"name": "get_forecast", "arguments": '{"city": "Oslo", "days": 3}'}
+    call = {"id": "c1", "type": "function", "function": forecast}
+    turns = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "content": "rain"}]
+    expected = ChatTemplate.jinja(QWEN3_CODER.read_text()).render(turns, [FORECAST])
+    assert "<function=get_forecast>\n<parameter=city>\nOslo\n</parameter>\n<parameter=days>\n3\n" in expected
+    with Model(default_model_path(), vocab_only=True) as gemma:
+        n_expected = len(gemma.vocab.tokenize(expected, add_special=True, parse_special=True))
+    sent = ask(xml_client, turns, tools=[FORECAST], tool_choice="none", max_tokens=1)
+    assert sent.usage.prompt_tokens == n_expected
 
 
 def test_a_tool_result_fed_back_is_rendered_by_the_template_as_it_writes_it(hermes_client):

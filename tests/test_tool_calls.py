@@ -20,14 +20,15 @@ from helios_core.tool_calls import (
     LLAMA3,
     MISTRAL,
     MISTRAL_ARGS,
+    QWEN3_CODER,
     CallArguments,
     CallStart,
     Content,
     Tool,
     ToolCall,
     ToolCallParser,
-    parse,
 )
+from helios_core.tool_calls.qwen3_coder import write_arguments
 from tests.conftest import VOCAB_MODELS
 
 WEATHER = Tool(
@@ -53,9 +54,15 @@ PARIS = ToolCall("get_weather", '{"city": "Paris"}')
 THREE = ToolCall("pick", '{"n": 3}')
 
 
+def parse(text: str, fmt) -> tuple[str, list[ToolCall]]:
+    """tool_calls.parse with WEATHER and PICK offered: formats that write raw text read it by their schemas."""
+    return tool_calls.parse(text, fmt, [WEATHER, PICK])
+
+
 def written(fmt, calls) -> str:
     """Calls as the format writes them (what its grammar produces)."""
-    each = [fmt.call[0] + c.name + fmt.call[1] + c.arguments + fmt.call[2] for c in calls]
+    arguments = write_arguments if fmt.arguments == "xml" else str
+    each = [fmt.call[0] + c.name + fmt.call[1] + arguments(c.arguments) + fmt.call[2] for c in calls]
     return fmt.opening + (fmt.separator or "").join(each) + fmt.closing
 
 
@@ -91,7 +98,7 @@ def test_each_format_is_read_as_the_call_it_writes(fmt, text):
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
 
 
-@pytest.mark.parametrize("fmt", [GENERIC, HERMES, MISTRAL, MISTRAL_ARGS])
+@pytest.mark.parametrize("fmt", [GENERIC, HERMES, MISTRAL, MISTRAL_ARGS, QWEN3_CODER])
 def test_parallel_calls_are_read_in_order(fmt):
     assert parse(written(fmt, [PARIS, THREE]), fmt) == ("", [PARIS, THREE])
 
@@ -134,7 +141,7 @@ def test_pieces_of_any_size_give_what_the_whole_text_gives(fmt):
     whole = parse(text, fmt)
     rng = random.Random(7)
     for _ in range(20):
-        parser, events, at = ToolCallParser(fmt), [], 0
+        parser, events, at = ToolCallParser(fmt, [WEATHER, PICK]), [], 0
         while at < len(text):
             size = rng.randint(1, 6)
             events += parser.feed(text[at : at + size])
@@ -170,7 +177,10 @@ def test_a_trigger_split_across_pieces_is_held_back_not_shown():
         ("meta-llama-Llama-3.1-8B-Instruct", LLAMA3),
         ("mistralai-Mistral-Nemo-Instruct-2407", MISTRAL),
         ("Mistral-Small-3.2-24B-Instruct-2506", MISTRAL_ARGS),
-        ("Qwen3-Coder", GENERIC),  # its own XML syntax, not one we read: the generic form is constrained
+        ("Qwen3-Coder", QWEN3_CODER),
+        ("Qwen3.5-4B", QWEN3_CODER),
+        ("NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", QWEN3_CODER),
+        ("StepFun3.5-Flash", QWEN3_CODER),
     ],
 )
 def test_the_format_is_what_the_template_writes_for_a_call(template, fmt):
@@ -202,7 +212,7 @@ def test_required_allows_only_calls_of_offered_tools_with_valid_arguments(fmt):
     assert parse(written(fmt, [PARIS]), fmt) == ("", [PARIS])
 
 
-@pytest.mark.parametrize("fmt", [GENERIC, HERMES, MISTRAL, MISTRAL_ARGS])
+@pytest.mark.parametrize("fmt", [GENERIC, HERMES, MISTRAL, MISTRAL_ARGS, QWEN3_CODER])
 def test_parallel_calls_are_allowed_unless_parallel_is_false(fmt):
     two = written(fmt, [PARIS, THREE])
     assert matches(tool_calls.grammar([WEATHER, PICK], fmt, required=True), two)
@@ -221,7 +231,7 @@ def test_auto_allows_free_text_and_constrains_a_call_once_it_opens(fmt):
     assert matches(lark, "No tool needed: it is sunny.\n")
     assert matches(lark, "")
     assert matches(lark, "Checking. " + written(fmt, [PARIS]))
-    assert not matches(lark, "Checking. " + written(fmt, [ToolCall("get_weather", '{"city": 12}')]))
+    assert not matches(lark, "Checking. " + written(fmt, [ToolCall("get_weather", '{"city": "Oslo", "unit": "K"}')]))
     assert not matches(lark, "Checking. " + written(fmt, [ToolCall("nope", "{}")]))
 
 
@@ -233,6 +243,37 @@ def test_auto_with_a_response_schema_gives_a_json_answer_or_calls(fmt):
     assert not matches(lark, "free text") and not matches(lark, '{"answer": "x"}')
     assert matches(lark, written(fmt, [THREE]))  # the $ref of its arguments still resolves
     assert not matches(lark, written(fmt, [ToolCall("pick", '{"n": 8}')]))
+
+
+def test_raw_text_arguments_are_typed_by_their_schemas_and_held_to_their_lengths():
+    forecast = Tool(
+        "forecast",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer"}, "tags": {}},
+            "required": ["city"],
+        },
+    )
+    text = "<tool_call>\n<function=forecast>\n<parameter=city>\n12\n</parameter>\n<parameter=days>\n3\n</parameter>\n"
+    content, calls = tool_calls.parse(text + "</function>\n</tool_call>", QWEN3_CODER, [forecast])
+    assert (content, calls) == ("", [ToolCall("forecast", '{"city": "12", "days": 3}')])
+    # Without the schema a value stays the text it is.
+    assert tool_calls.parse(text + "</function>\n</tool_call>", QWEN3_CODER)[1] == [
+        ToolCall("forecast", '{"city": "12", "days": "3"}')
+    ]
+    lark = tool_calls.grammar([forecast], QWEN3_CODER, required=True)
+    assert not matches(lark, written(QWEN3_CODER, [ToolCall("forecast", '{"city": "Rio de Janeiro", "days": 2}')]))
+    assert matches(lark, written(QWEN3_CODER, [ToolCall("forecast", '{"city": "Rio", "days": 2}')]))
+    assert not matches(lark, written(QWEN3_CODER, [ToolCall("forecast", '{"city": "Rio", "days": "two"}')]))
+    assert not matches(lark, written(QWEN3_CODER, [ToolCall("forecast", '{"days": 2}')]))  # city is required
+
+
+def test_a_raw_text_argument_may_span_lines_and_hold_markup():
+    code = "def f():\n    return '<b>' + \"</para\"\n"
+    text = f"<tool_call>\n<function=write>\n<parameter=code>\n{code}\n</parameter>\n</function>\n</tool_call>"
+    write = Tool("write", {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
+    assert tool_calls.parse(text, QWEN3_CODER, [write]) == ("", [ToolCall("write", json.dumps({"code": code}))])
+    assert matches(tool_calls.grammar([write], QWEN3_CODER, required=True), text)
 
 
 def test_a_marker_that_is_a_control_token_is_named_by_its_id():

@@ -7,6 +7,8 @@ A `ToolCallFormat` is one syntax, the one a chat template shows an assistant's c
     llama3    {"name": "f", "parameters": {...}}   (Llama 3.1-3.3; <|python_tag|> may open it)
     mistral   [TOOL_CALLS][{"name": "f", "arguments": {...}}]   (Mistral v0.3, Nemo)
               and mistral_args: [TOOL_CALLS]f[ARGS]{...}   (Mistral Small 3.2, Devstral)
+    qwen3_coder  <tool_call>\n<function=f>\n<parameter=k>\nv\n</parameter>\n</function>\n</tool_call>
+              (Qwen3-Coder, Qwen3.5, Nemotron 3 Nano, Step 3.5: raw text per argument, not JSON)
 
 A format module holds the format, how its calls read after their trigger (`read`), and how to
 recognise it in a template's rendering (`detect`). A new format is a new module, listed in
@@ -38,7 +40,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from helios_core.errors import ChatTemplateError
-from helios_core.tool_calls import hermes, llama3, mistral
+from helios_core.tool_calls import hermes, llama3, mistral, qwen3_coder
 from helios_core.tool_calls.format import Tool, ToolCall, ToolCallFormat, tools_of
 from helios_core.tool_calls.generic import GENERIC
 from helios_core.tool_calls.grammar import LENIENT, grammar
@@ -46,6 +48,7 @@ from helios_core.tool_calls.hermes import HERMES
 from helios_core.tool_calls.llama3 import LLAMA3
 from helios_core.tool_calls.mistral import MISTRAL, MISTRAL_ARGS
 from helios_core.tool_calls.parser import CallArguments, CallStart, Content, ToolCallParser, gather, parse
+from helios_core.tool_calls.qwen3_coder import QWEN3_CODER
 
 if TYPE_CHECKING:
     from helios_core.chat import ChatTemplate
@@ -58,6 +61,7 @@ __all__ = [
     "LLAMA3",
     "MISTRAL",
     "MISTRAL_ARGS",
+    "QWEN3_CODER",
     "CallArguments",
     "CallStart",
     "Content",
@@ -73,9 +77,9 @@ __all__ = [
     "tools_of",
 ]
 
-FORMATS = {f.name: f for f in (GENERIC, HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS)}
+FORMATS = {f.name: f for f in (GENERIC, HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_CODER)}
 # In this order: a Mistral rendering may also hold JSON that reads as another format's call.
-_DETECTORS = (mistral.detect, hermes.detect, llama3.detect)
+_DETECTORS = (mistral.detect, qwen3_coder.detect, hermes.detect, llama3.detect)
 
 _PROBE_NAME = "probe_tool"  # the detectors look for this name
 _PROBE_TOOL = {

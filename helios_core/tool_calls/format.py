@@ -43,6 +43,8 @@ class ToolCallFormat:
     separator None: the format carries one call per answer.
     specials: the marker texts that some vocabularies hold as control tokens.
     read: reads the calls after a trigger, leniently (ToolCallParser calls it).
+    arguments: how they are written: "json", one JSON object; "xml", a `<parameter=KEY>` tag with
+        raw text per argument (qwen3_coder.py).
     """
 
     name: str
@@ -53,6 +55,7 @@ class ToolCallFormat:
     separator: str | None = ", "
     closing: str = ""
     specials: tuple[str, ...] = ()
+    arguments: str = "json"
 
 
 def tools_of(definitions: Sequence[Mapping[str, Any]]) -> list[Tool]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from helios_core.tool_calls.format import NO_ARGUMENTS, Tool, ToolCallFormat
 from helios_core.tool_calls.llama3 import LLAMA3
+from helios_core.tool_calls.qwen3_coder import writes_text
 
 # Arguments as Python's json.dumps writes them, as helios_core.constraint writes JSON: a grammar
 # with free whitespace lets a small model write newlines until max_tokens.
@@ -49,13 +50,13 @@ def grammar(
     if more:
         rules.append(_rule("more_call", _literal(fmt.separator + fmt.call[0], specials), "call"))
     for i, tool in enumerate(tools):
+        if fmt.arguments == "xml":
+            arguments, parameter_rules = _xml_parameters(tool.parameters or NO_ARGUMENTS, f"tool_{i}")
+            rules += parameter_rules
+        else:
+            arguments = _json(tool.parameters or NO_ARGUMENTS)
         rules.append(
-            _rule(
-                f"tool_{i}",
-                _literal(tool.name + fmt.call[1], specials),
-                _json(tool.parameters or NO_ARGUMENTS),
-                _literal(fmt.call[2], specials),
-            )
+            _rule(f"tool_{i}", _literal(tool.name + fmt.call[1], specials), arguments, _literal(fmt.call[2], specials))
         )
     if required:
         start = [_rule("start", _literal(lead, specials), "calls_rest")]
@@ -73,6 +74,41 @@ def grammar(
         else:  # lazy: the text ends at the first trigger, after which only calls may follow
             start.append(_rule("calls_hd[lazy]", "TEXT", _literal(trigger, specials)))
     return "\n".join(["%llguidance {}", *start, *rules, r"TEXT: /(.|\n)*/", ""])
+
+
+def _xml_parameters(parameters: Mapping[str, Any], prefix: str) -> tuple[str, list[str]]:
+    """A tool's arguments as <parameter=KEY> tags (qwen3_coder.py), in the schema's order, the
+    required ones always: (the Lark for them, the rules it names).
+
+    A string (or one of given strings) is raw text up to the closing tag, within its lengths; any
+    other value is the JSON of its schema, which keeps the references into the arguments' $defs.
+    """
+    properties = parameters.get("properties") or {}
+    required = set(parameters.get("required") or ())
+    defs = {k: parameters[k] for k in ("$defs", "definitions") if k in parameters}
+    sequence, rules = [], []
+    for j, (key, schema) in enumerate(properties.items()):
+        schema = schema if isinstance(schema, Mapping) else {}  # true: any value
+        rule = f"{prefix}_{j}"
+        head, tail = json.dumps(f"<parameter={key}>\n"), json.dumps("\n</parameter>\n")
+        choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
+        if writes_text(schema) and choices is not None:
+            rules.append(_rule(rule, head, "(" + " | ".join(json.dumps(c) for c in choices) + ")", tail))
+        elif writes_text(schema):  # lazy: the text ends at the first closing tag
+            rules.append(_rule(f"{rule}[lazy]", head, _text_of_length(schema), tail))
+        else:
+            rules.append(_rule(rule, head, _json({**defs, **schema}), tail))
+        sequence.append(rule if key in required else f"{rule}?")
+    return " ".join(sequence), rules
+
+
+def _text_of_length(schema: Mapping[str, Any]) -> str:
+    """Raw text within the schema's minLength and maxLength (its pattern and format go unchecked)."""
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    if not isinstance(low, int) and not isinstance(high, int):
+        return "TEXT"
+    low = low if isinstance(low, int) else 0
+    return f"/(.|\\n){{{low},{high if isinstance(high, int) else ''}}}/"
 
 
 def _json(schema: Mapping[str, Any]) -> str:

@@ -8,10 +8,11 @@ module says how its calls read after their trigger, in the primitives here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from helios_core.tool_calls.format import ToolCall, ToolCallFormat
+from helios_core.tool_calls.format import Tool, ToolCall, ToolCallFormat
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ class ToolCallParser:
     constant: each piece costs its own length.
     """
 
-    def __init__(self, fmt: ToolCallFormat):
+    def __init__(self, fmt: ToolCallFormat, tools: Sequence[Tool] = ()):
+        """tools: the ones offered, for formats whose arguments are not JSON to read them by their schemas."""
         self.format = fmt
+        self._parameters = {tool.name: tool.parameters for tool in tools}
         self.n_calls = 0
         self._triggers = fmt.triggers
         self._firsts = {t[0] for t in fmt.triggers}
@@ -89,8 +92,8 @@ class ToolCallParser:
         return self._take()
 
     # --- the state machine: a coroutine fed one character at a time (None: the end) ---------
-    # char, skip_space, expect, value, object_list, call_object and start_call are the reading
-    # primitives each format's `read` is written in (see generic.py, hermes.py, ...).
+    # char, skip_space, expect, until, value, object_list, call_object, start_call and arguments are
+    # the reading primitives each format's `read` is written in (see generic.py, hermes.py, ...).
 
     def _run(self):
         while True:
@@ -279,6 +282,30 @@ class ToolCallParser:
             if ch != want:
                 raise Malformed
 
+    def until(self, *ends: str, limit: int | None = None):
+        """Raw text up to the first of `ends`, and which one it was; no call when the text ends first
+        (or runs past `limit` characters). Constant work per character, however long the text."""
+        out: list[str] = []
+        longest = max(map(len, ends))
+        tail = ""
+        while True:
+            ch = yield from self.char()
+            if ch is None or (limit is not None and len(out) > limit):
+                raise Malformed
+            out.append(ch)
+            tail = (tail + ch)[-longest:]
+            for end in ends:
+                if tail.endswith(end):
+                    return "".join(out[: len(out) - len(end)]), end
+
+    def parameters_of(self, name: str) -> Mapping[str, Any]:
+        """The JSON schema of offered tool `name`'s arguments; empty for a tool not offered."""
+        return self._parameters.get(name, {})
+
+    def arguments(self, index: int, text: str) -> None:
+        """More of call `index`'s arguments, as JSON text (for formats that write them otherwise)."""
+        self._events.append(("args", index, text))
+
     def start_call(self, name: str) -> int:
         index = self.n_calls
         self.n_calls += 1
@@ -307,9 +334,9 @@ class ToolCallParser:
         return events
 
 
-def parse(text: str, fmt: ToolCallFormat) -> tuple[str, list[ToolCall]]:
+def parse(text: str, fmt: ToolCallFormat, tools: Sequence[Tool] = ()) -> tuple[str, list[ToolCall]]:
     """The content and the calls of a whole answer (what ToolCallParser yields, put together)."""
-    parser = ToolCallParser(fmt)
+    parser = ToolCallParser(fmt, tools)
     return gather([*parser.feed(text), *parser.finish()])
 
 
