@@ -268,12 +268,45 @@ def test_raw_text_arguments_are_typed_by_their_schemas_and_held_to_their_lengths
     assert not matches(lark, written(QWEN3_CODER, [ToolCall("forecast", '{"days": 2}')]))  # city is required
 
 
-def test_a_raw_text_argument_may_span_lines_and_hold_markup():
-    code = "def f():\n    return '<b>' + \"</para\"\n"
+def test_a_raw_text_argument_may_span_lines_and_hold_markup_even_its_closing_tag():
+    code = "def f():\n    return '<b>' + \"</parameter>\" + '</function>'\n"
     text = f"<tool_call>\n<function=write>\n<parameter=code>\n{code}\n</parameter>\n</function>\n</tool_call>"
     write = Tool("write", {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
     assert tool_calls.parse(text, QWEN3_CODER, [write]) == ("", [ToolCall("write", json.dumps({"code": code}))])
     assert matches(tool_calls.grammar([write], QWEN3_CODER, required=True), text)
+
+
+def test_a_value_that_may_be_a_string_is_raw_text_and_json_only_where_its_schema_allows():
+    note = Tool(
+        "note",
+        {
+            "type": "object",
+            "properties": {
+                "title": {"anyOf": [{"type": "string"}, {"type": "null"}]},  # pydantic's Optional[str]
+                "count": {"type": ["integer", "string"]},
+                "done": {"type": "boolean"},
+                "any": {},
+            },
+        },
+    )
+
+    def call(**values) -> str:
+        tags = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in values.items())
+        return f"<tool_call>\n<function=note>\n{tags}</function>\n</tool_call>"
+
+    read = tool_calls.parse(call(title="null", count="7", done="True", any="[1, 2]"), QWEN3_CODER, [note])[1]
+    assert json.loads(read[0].arguments) == {"title": None, "count": 7, "done": True, "any": [1, 2]}
+    read = tool_calls.parse(call(title="42", count="seven", any="plain words"), QWEN3_CODER, [note])[1]
+    assert json.loads(read[0].arguments) == {"title": "42", "count": "seven", "any": "plain words"}
+    lark = tool_calls.grammar([note], QWEN3_CODER, required=True)
+    assert matches(lark, call(title="Groceries, then\nthe bank", any="anything at all"))  # raw, as templates write
+    assert not matches(lark, call(done="maybe"))
+
+
+def test_a_call_without_its_tool_call_tags_is_still_read():
+    text = "Sure.\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>"
+    assert parse(text, QWEN3_CODER) == ("Sure.", [PARIS])
+    assert tool_calls.parse(text, QWEN3_CODER, [Tool("get_weather", None)]) == ("Sure.", [PARIS])  # no schema
 
 
 def test_a_marker_that_is_a_control_token_is_named_by_its_id():

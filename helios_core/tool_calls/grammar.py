@@ -9,7 +9,7 @@ from typing import Any
 
 from helios_core.tool_calls.format import NO_ARGUMENTS, Tool, ToolCallFormat
 from helios_core.tool_calls.llama3 import LLAMA3
-from helios_core.tool_calls.qwen3_coder import writes_text
+from helios_core.tool_calls.qwen3_coder import VALUE_END, definitions, writes_text
 
 # Arguments as Python's json.dumps writes them, as helios_core.constraint writes JSON: a grammar
 # with free whitespace lets a small model write newlines until max_tokens.
@@ -80,21 +80,24 @@ def _xml_parameters(parameters: Mapping[str, Any], prefix: str) -> tuple[str, li
     """A tool's arguments as <parameter=KEY> tags (qwen3_coder.py), in the schema's order, the
     required ones always: (the Lark for them, the rules it names).
 
-    A string (or one of given strings) is raw text up to the closing tag, within its lengths; any
-    other value is the JSON of its schema, which keeps the references into the arguments' $defs.
+    A value that may be a string is raw text up to VALUE_END, within its lengths, as the templates
+    write strings; one of given choices is one of them, written so; any other value is the JSON of
+    its schema, which keeps the references into the arguments' $defs.
     """
     properties = parameters.get("properties") or {}
     required = set(parameters.get("required") or ())
-    defs = {k: parameters[k] for k in ("$defs", "definitions") if k in parameters}
+    defs = definitions(parameters)
+    tail = json.dumps(VALUE_END)
     sequence, rules = [], []
     for j, (key, schema) in enumerate(properties.items()):
         schema = schema if isinstance(schema, Mapping) else {}  # true: any value
         rule = f"{prefix}_{j}"
-        head, tail = json.dumps(f"<parameter={key}>\n"), json.dumps("\n</parameter>\n")
+        head = json.dumps(f"<parameter={key}>\n")
         choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-        if writes_text(schema) and choices is not None:
-            rules.append(_rule(rule, head, "(" + " | ".join(json.dumps(c) for c in choices) + ")", tail))
-        elif writes_text(schema):  # lazy: the text ends at the first closing tag
+        if isinstance(choices, list) and choices:
+            spelled = (c if isinstance(c, str) else json.dumps(c) for c in choices)
+            rules.append(_rule(rule, head, "(" + " | ".join(json.dumps(c) for c in spelled) + ")", tail))
+        elif writes_text(schema, defs):  # lazy: the text ends at the first VALUE_END
             rules.append(_rule(f"{rule}[lazy]", head, _text_of_length(schema), tail))
         else:
             rules.append(_rule(rule, head, _json({**defs, **schema}), tail))

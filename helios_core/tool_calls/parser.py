@@ -92,8 +92,8 @@ class ToolCallParser:
         return self._take()
 
     # --- the state machine: a coroutine fed one character at a time (None: the end) ---------
-    # char, skip_space, expect, until, value, object_list, call_object, start_call and arguments are
-    # the reading primitives each format's `read` is written in (see generic.py, hermes.py, ...).
+    # char, unread, skip_space, expect, until, value, object_list, call_object, start_call and
+    # arguments are the reading primitives each format's `read` is written in (see generic.py, hermes.py, ...).
 
     def _run(self):
         while True:
@@ -298,9 +298,16 @@ class ToolCallParser:
                 if tail.endswith(end):
                     return "".join(out[: len(out) - len(end)]), end
 
+    def unread(self, ch: str | None) -> None:
+        """Give back the character just read: the next char() reads it again."""
+        if ch is not None:
+            self._back.append(ch)
+            if self._raw:
+                self._raw.pop()
+
     def parameters_of(self, name: str) -> Mapping[str, Any]:
         """The JSON schema of offered tool `name`'s arguments; empty for a tool not offered."""
-        return self._parameters.get(name, {})
+        return self._parameters.get(name) or {}
 
     def arguments(self, index: int, text: str) -> None:
         """More of call `index`'s arguments, as JSON text (for formats that write them otherwise)."""

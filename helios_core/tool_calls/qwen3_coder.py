@@ -24,16 +24,21 @@ from helios_core.tool_calls.format import ToolCallFormat
 from helios_core.tool_calls.parser import Malformed
 
 _MAX_NAME = 256  # characters of a function or parameter name before we call it text
+# What ends a parameter's value, for the reader and the grammar alike (a value may hold "</parameter>").
+VALUE_END = "\n</parameter>\n"
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
 def _read(parser, trigger: str):
-    yield from parser.expect("<function=")
+    if trigger == "<tool_call>":
+        yield from parser.expect("<function=")
     name, _ = yield from parser.until(">", limit=_MAX_NAME)
     name = name.strip()
     if not name:
         raise Malformed
     index = parser.start_call(name)
-    properties = parser.parameters_of(name).get("properties") or {}
+    parameters = parser.parameters_of(name)
+    properties, defs = parameters.get("properties") or {}, definitions(parameters)
     opened = False
     while True:
         yield from parser.expect("<")
@@ -43,48 +48,89 @@ def _read(parser, trigger: str):
         if not tag.startswith("parameter="):
             raise Malformed
         key = tag[len("parameter=") :].strip()
-        value, end = yield from parser.until("</parameter>", "</function>")
-        value = value.removeprefix("\n").removesuffix("\n")
-        pair = json.dumps(key, ensure_ascii=False) + ": " + _json_of(value, properties.get(key))
+        ch = yield from parser.char()  # the newline after the tag, as the grammar writes it
+        if ch != "\n":
+            parser.unread(ch)
+        value, _ = yield from parser.until(VALUE_END)
+        pair = json.dumps(key, ensure_ascii=False) + ": " + _json_of(value, properties.get(key), defs)
         parser.arguments(index, (", " if opened else "{") + pair)
         opened = True
-        if end == "</function>":  # a parameter left open: the function's end closes it
-            break
     parser.arguments(index, "}" if opened else "{}")
-    yield from parser.expect("</tool_call>")
+    if trigger == "<tool_call>":
+        yield from parser.expect("</tool_call>")
 
 
-def _json_of(value: str, schema: Any) -> str:
-    """A parameter's text as JSON: a string unless its schema says otherwise and the text is JSON."""
-    if schema is None or writes_text(schema):
+def _json_of(value: str, schema: Any, defs: Mapping[str, Any]) -> str:
+    """A parameter's text as JSON: the JSON it spells where the schema allows that JSON's type, else
+    the text as a string. Without a schema (a tool not offered) the text stays a string."""
+    if schema is None:
         return json.dumps(value, ensure_ascii=False)
+    allowed = value_types(schema, defs)
+    text = {"True": "true", "False": "false"}.get(value, value)  # as the templates print Python's booleans
     try:
-        return json.dumps(json.loads(value), ensure_ascii=False)
+        parsed = json.loads(text)
     except ValueError:
         return json.dumps(value, ensure_ascii=False)
+    kind = _JSON_TYPES.get(type(parsed), "null")
+    if allowed is None or kind in allowed or (kind == "integer" and "number" in allowed):
+        if kind != "string":
+            return json.dumps(parsed, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
 
 
-def writes_text(schema: Any) -> bool:
-    """Whether a parameter of this schema is written as raw text: a string, or one of given strings."""
-    if not isinstance(schema, Mapping):
-        return False
+def definitions(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments' $defs (or definitions), which their properties may reference."""
+    return {key: parameters[key] for key in ("$defs", "definitions") if key in parameters}
+
+
+def value_types(schema: Any, defs: Mapping[str, Any], depth: int = 0) -> set[str] | None:
+    """The JSON types a value of `schema` may have; None: any. References into `defs` are followed."""
+    if not isinstance(schema, Mapping) or depth > 8:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = defs
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, Mapping) else None
+        return value_types(target, defs, depth + 1)
     choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if choices is not None:
-        return bool(choices) and all(isinstance(c, str) for c in choices)
-    return schema.get("type") == "string"
+    if isinstance(choices, list):
+        return {_JSON_TYPES.get(type(c), "null") for c in choices}
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return set(kind)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(branches, list):
+        found: set[str] = set()
+        for branch in branches:
+            types = value_types(branch, defs, depth + 1)
+            if types is None:
+                return None
+            found |= types
+        return found
+    return None
+
+
+def writes_text(schema: Any, defs: Mapping[str, Any]) -> bool:
+    """Whether a parameter of this schema is written as raw text: whenever it may be a string, as the
+    templates write strings (Optional[str] and a free-form value included)."""
+    types = value_types(schema, defs)
+    return types is None or "string" in types
 
 
 def write_arguments(arguments: str) -> str:
     """JSON arguments as the format writes them (what its grammar produces)."""
     return "".join(
-        f"<parameter={key}>\n{value if isinstance(value, str) else json.dumps(value)}\n</parameter>\n"
+        f"<parameter={key}>\n{value if isinstance(value, str) else json.dumps(value)}{VALUE_END}"
         for key, value in json.loads(arguments).items()
     )
 
 
 QWEN3_CODER = ToolCallFormat(
     "qwen3_coder",
-    ("<tool_call>",),
+    ("<tool_call>", "<function="),  # models sometimes leave out the <tool_call> around a call
     ("<tool_call>\n<function=", ">\n", "</function>\n</tool_call>"),
     _read,
     separator="\n",
