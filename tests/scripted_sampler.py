@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 
+from helios_core import tool_calls
+from helios_core.tool_calls import qwen3_coder
+
 
 def scripted(model, text: str | list[str] = "", then: str = "eos", delay: float = 0.0):
     if then not in ("eos", "greedy"):
@@ -40,15 +43,17 @@ def scripted(model, text: str | list[str] = "", then: str = "eos", delay: float 
     return sample
 
 
-def rehearsal(model, tool: str, arguments: dict, seen: str, answer: str):
+def rehearsal(model, tool: str, arguments: dict, seen: str, answer: str, format: str = "generic"):
     """An agent's two turns, whatever the model says: a call of `tool` with `arguments`, then, once the
     prompt holds `seen` (the tool's output, sent back by the client), `answer`. For real clients that
     send no helios field (`serve --default-plugins`): Claude Code and Codex run a tool through it.
 
-    The call is written in the generic format (helios_core/tool_calls/generic.py), which templates
-    without a tool syntax of their own (the default model's) use.
+    format: the tool-call format the served template uses (helios_core.tool_calls.FORMATS): "generic"
+    for templates without a syntax of their own (the default model's), "qwen3_coder" for Qwen3-Coder's.
     """
-    call = json.dumps({"tool_calls": [{"name": tool, "arguments": arguments}]})
+    fmt = tool_calls.FORMATS[format]
+    written = qwen3_coder.write_arguments(json.dumps(arguments)) if fmt.arguments == "xml" else json.dumps(arguments)
+    call = fmt.opening + fmt.call[0] + tool + fmt.call[1] + written + fmt.call[2] + fmt.closing
     script: list[int] = []
 
     def sample(logits, state) -> int:
