@@ -28,7 +28,7 @@ from helios_core.tool_calls import (
     ToolCall,
     ToolCallParser,
 )
-from helios_core.tool_calls.qwen3_coder import write_arguments
+from helios_core.tool_calls.qwen3_coder import VALUE_END, write_arguments
 from tests.conftest import VOCAB_MODELS
 
 WEATHER = Tool(
@@ -274,6 +274,21 @@ def test_a_raw_text_argument_may_span_lines_and_hold_markup_even_its_closing_tag
     write = Tool("write", {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
     assert tool_calls.parse(text, QWEN3_CODER, [write]) == ("", [ToolCall("write", json.dumps({"code": code}))])
     assert matches(tool_calls.grammar([write], QWEN3_CODER, required=True), text)
+
+
+def test_a_string_argument_streams_as_it_is_written_and_a_typed_one_once_whole():
+    parser = ToolCallParser(QWEN3_CODER, [WEATHER, PICK])
+    city = 'Rio de "Janeiro", the marvellous city'
+    head = parser.feed(f"<tool_call>\n<function=get_weather>\n<parameter=city>\n{city}")
+    # All but what may still open the closing tag (its length less one) is out before the value ends.
+    held = len(VALUE_END) - 1
+    assert head == [CallStart(0, "get_weather"), CallArguments(0, '{"city": ' + json.dumps(city[:-held])[:-1])]
+    rest = parser.feed("\n</parameter>\n</function>\n</tool_call>")
+    assert rest == [CallArguments(0, json.dumps(city[-held:])[1:] + "}")]
+    events = parser.feed("<tool_call>\n<function=pick>\n<parameter=n>\n4")
+    assert events == [CallStart(1, "pick")]  # an integer is typed when it is whole
+    events = parser.feed("\n</parameter>\n</function>\n</tool_call>")
+    assert events == [CallArguments(1, '{"n": 4}')]
 
 
 def test_a_value_that_may_be_a_string_is_raw_text_and_json_only_where_its_schema_allows():

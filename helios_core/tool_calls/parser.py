@@ -8,7 +8,7 @@ module says how its calls read after their trigger, in the primitives here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,12 +282,16 @@ class ToolCallParser:
             if ch != want:
                 raise Malformed
 
-    def until(self, *ends: str, limit: int | None = None):
+    def until(self, *ends: str, limit: int | None = None, emit: Callable[[str], None] | None = None):
         """Raw text up to the first of `ends`, and which one it was; no call when the text ends first
-        (or runs past `limit` characters). Constant work per character, however long the text."""
+        (or runs past `limit` characters). Constant work per character, however long the text.
+
+        emit: given the text as it is read, less what may still turn out to be the start of an end.
+        """
         out: list[str] = []
         longest = max(map(len, ends))
         tail = ""
+        emitted = 0
         while True:
             ch = yield from self.char()
             if ch is None or (limit is not None and len(out) > limit):
@@ -296,7 +300,12 @@ class ToolCallParser:
             tail = (tail + ch)[-longest:]
             for end in ends:
                 if tail.endswith(end):
+                    if emit is not None and len(out) - len(end) > emitted:
+                        emit("".join(out[emitted : len(out) - len(end)]))
                     return "".join(out[: len(out) - len(end)]), end
+            if emit is not None and len(out) - emitted >= longest:
+                emit("".join(out[emitted : len(out) - longest + 1]))
+                emitted = len(out) - longest + 1
 
     def unread(self, ch: str | None) -> None:
         """Give back the character just read: the next char() reads it again."""

@@ -51,20 +51,29 @@ def _read(parser, trigger: str):
         ch = yield from parser.char()  # the newline after the tag, as the grammar writes it
         if ch != "\n":
             parser.unread(ch)
-        value, _ = yield from parser.until(VALUE_END)
-        pair = json.dumps(key, ensure_ascii=False) + ": " + _json_of(value, properties.get(key), defs)
-        parser.arguments(index, (", " if opened else "{") + pair)
+        named = (", " if opened else "{") + json.dumps(key, ensure_ascii=False) + ": "
         opened = True
+        schema = properties.get(key)
+        if schema is None or value_types(schema, defs) == {"string"}:  # a string whatever it says: streamed
+            parser.arguments(index, named + '"')
+            yield from parser.until(VALUE_END, emit=lambda text: parser.arguments(index, _escaped(text)))
+            parser.arguments(index, '"')
+        else:  # typed once whole
+            value, _ = yield from parser.until(VALUE_END)
+            parser.arguments(index, named + _json_of(value, schema, defs))
     parser.arguments(index, "}" if opened else "{}")
     if trigger == "<tool_call>":
         yield from parser.expect("</tool_call>")
 
 
+def _escaped(text: str) -> str:
+    """`text` as it stands inside a JSON string."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def _json_of(value: str, schema: Any, defs: Mapping[str, Any]) -> str:
     """A parameter's text as JSON: the JSON it spells where the schema allows that JSON's type, else
-    the text as a string. Without a schema (a tool not offered) the text stays a string."""
-    if schema is None:
-        return json.dumps(value, ensure_ascii=False)
+    the text as a string."""
     allowed = value_types(schema, defs)
     text = {"True": "true", "False": "false"}.get(value, value)  # as the templates print Python's booleans
     try:
