@@ -20,7 +20,6 @@ import time
 import numpy as np
 
 from helios_core import tool_calls
-from helios_core.tool_calls import qwen3_coder
 
 
 def scripted(model, text: str | list[str] = "", then: str = "eos", delay: float = 0.0):
@@ -51,9 +50,7 @@ def rehearsal(model, tool: str, arguments: dict, seen: str, answer: str, format:
     format: the tool-call format the served template uses (helios_core.tool_calls.FORMATS): "generic"
     for templates without a syntax of their own (the default model's), "qwen3_coder" for Qwen3-Coder's.
     """
-    fmt = tool_calls.FORMATS[format]
-    written = qwen3_coder.write_arguments(json.dumps(arguments)) if fmt.arguments == "xml" else json.dumps(arguments)
-    call = fmt.opening + fmt.call[0] + tool + fmt.call[1] + written + fmt.call[2] + fmt.closing
+    call = tool_calls.written(tool_calls.FORMATS[format], [tool_calls.ToolCall(tool, json.dumps(arguments))])
     script: list[int] = []
 
     def sample(logits, state) -> int:

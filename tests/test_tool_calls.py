@@ -27,8 +27,9 @@ from helios_core.tool_calls import (
     Tool,
     ToolCall,
     ToolCallParser,
+    written,
 )
-from helios_core.tool_calls.qwen3_coder import VALUE_END, write_arguments
+from helios_core.tool_calls.qwen3_coder import VALUE_END
 from tests.conftest import VOCAB_MODELS
 
 WEATHER = Tool(
@@ -57,13 +58,6 @@ THREE = ToolCall("pick", '{"n": 3}')
 def parse(text: str, fmt) -> tuple[str, list[ToolCall]]:
     """tool_calls.parse with WEATHER and PICK offered: formats that write raw text read it by their schemas."""
     return tool_calls.parse(text, fmt, [WEATHER, PICK])
-
-
-def written(fmt, calls) -> str:
-    """Calls as the format writes them (what its grammar produces)."""
-    arguments = write_arguments if fmt.arguments == "xml" else str
-    each = [fmt.call[0] + c.name + fmt.call[1] + arguments(c.arguments) + fmt.call[2] for c in calls]
-    return fmt.opening + (fmt.separator or "").join(each) + fmt.closing
 
 
 def matches(lark: str, text: str) -> bool:

@@ -75,6 +75,7 @@ __all__ = [
     "grammar",
     "parse",
     "tools_of",
+    "written",
 ]
 
 FORMATS = {f.name: f for f in (GENERIC, HERMES, LLAMA3, MISTRAL, MISTRAL_ARGS, QWEN3_CODER)}
@@ -100,6 +101,13 @@ _PROBE_MESSAGES = [
         ],
     },
 ]
+
+
+def written(fmt: ToolCallFormat, calls: list[ToolCall]) -> str:
+    """Calls as `fmt` writes them, what its grammar produces: parse's inverse (tests and rehearsals)."""
+    arguments = qwen3_coder.write_arguments if fmt.arguments == "xml" else str
+    each = [fmt.call[0] + c.name + fmt.call[1] + arguments(c.arguments) + fmt.call[2] for c in calls]
+    return fmt.opening + (fmt.separator or "").join(each) + fmt.closing
 
 
 def format_for(template: ChatTemplate) -> ToolCallFormat:

@@ -9,7 +9,7 @@ from typing import Any
 
 from helios_core.tool_calls.format import NO_ARGUMENTS, Tool, ToolCallFormat
 from helios_core.tool_calls.llama3 import LLAMA3
-from helios_core.tool_calls.qwen3_coder import VALUE_END, definitions, writes_text
+from helios_core.tool_calls.qwen3_coder import VALUE_END, choices_of, definitions, writes_text
 
 # Arguments as Python's json.dumps writes them, as helios_core.constraint writes JSON: a grammar
 # with free whitespace lets a small model write newlines until max_tokens.
@@ -93,8 +93,8 @@ def _xml_parameters(parameters: Mapping[str, Any], prefix: str) -> tuple[str, li
         schema = schema if isinstance(schema, Mapping) else {}  # true: any value
         rule = f"{prefix}_{j}"
         head = json.dumps(f"<parameter={key}>\n")
-        choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-        if isinstance(choices, list) and choices:
+        choices = choices_of(schema)
+        if choices:
             spelled = (c if isinstance(c, str) else json.dumps(c) for c in choices)
             rules.append(_rule(rule, head, "(" + " | ".join(json.dumps(c) for c in spelled) + ")", tail))
         elif writes_text(schema, defs):  # lazy: the text ends at the first VALUE_END

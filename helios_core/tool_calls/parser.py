@@ -260,9 +260,7 @@ class ToolCallParser:
             ch = yield from self.char()
         if ch is None:
             raise Malformed
-        self._back.append(ch)
-        if self._raw:
-            self._raw.pop()
+        self.unread(ch)
         if not out and index is None:
             raise Malformed
         return "".join(out)

@@ -102,8 +102,8 @@ def value_types(schema: Any, defs: Mapping[str, Any], depth: int = 0) -> set[str
         for part in ref[2:].split("/"):
             target = target.get(part) if isinstance(target, Mapping) else None
         return value_types(target, defs, depth + 1)
-    choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if isinstance(choices, list):
+    choices = choices_of(schema)
+    if choices is not None:
         return {_JSON_TYPES.get(type(c), "null") for c in choices}
     kind = schema.get("type")
     if isinstance(kind, str):
@@ -120,6 +120,12 @@ def value_types(schema: Any, defs: Mapping[str, Any], depth: int = 0) -> set[str
             found |= types
         return found
     return None
+
+
+def choices_of(schema: Mapping[str, Any]) -> list | None:
+    """The values a schema allows by `enum` or `const`; None when it names none."""
+    choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    return choices if isinstance(choices, list) else None
 
 
 def writes_text(schema: Any, defs: Mapping[str, Any]) -> bool:
